@@ -1,0 +1,210 @@
+"""The one-call entry points: plan which blocks to remove, and prune."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .blocks import ResidualBlock, find_blocks
+from .criteria import get_criterion_info, warn_if_collapsed
+from .criteria._registry import call_criterion
+from .errors import (
+    CriterionError,
+    DataError,
+    InvalidArgumentError,
+    MissingDataError,
+    NoRemovableBlocksError,
+    ResidualPruneError,
+)
+from .plan import PruningPlan, architecture_fingerprint
+from .surgery import apply_plan
+
+__all__ = ["plan_pruning", "prune_layers"]
+
+
+def _count(n: int | None, ratio: float | None, available: int) -> int:
+    if (n is None) == (ratio is None):
+        raise InvalidArgumentError(
+            "give exactly one of n (number of blocks to remove) and ratio (fraction of the removable blocks), "
+            f"e.g. n=2 or ratio=0.25; got n={n!r}, ratio={ratio!r}"
+        )
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise InvalidArgumentError(f"n must be a non-negative integer, got {n!r}")
+        if n > available:
+            raise InvalidArgumentError(
+                f"n={n} but the model has only {available} removable blocks; pass n <= {available} "
+                "(find_blocks(model, example_inputs) lists them and says why the others are kept)"
+            )
+        return n
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 <= ratio <= 1:
+        raise InvalidArgumentError(f"ratio must be a number in [0, 1], got {ratio!r}")
+    return int(math.floor(ratio * available + 0.5))
+
+
+def _first_inputs(data: Any) -> tuple[Any, Any]:
+    """The first batch's inputs (one sample) and a ``data`` that still yields every batch."""
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        return data[0][:1], data
+    try:
+        iterator = iter(data)
+    except TypeError:
+        raise DataError(f"data must be a DataLoader or an iterable of (inputs, targets), got {type(data).__name__}") from None
+    try:
+        first = next(iterator)
+    except StopIteration:
+        raise DataError("data gave no batches; pass at least one (inputs, targets) batch") from None
+    if iterator is data:  # a one-shot iterator: put the batch back
+        data = itertools.chain([first], iterator)
+    x = first[0] if isinstance(first, (tuple, list)) else first
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"the first batch's inputs are a {type(x).__name__}, not a tensor")
+    return x[:1], data
+
+
+def _validated(scores: Any, blocks: Sequence[ResidualBlock], criterion: str) -> dict[str, float]:
+    if not isinstance(scores, Mapping):
+        raise CriterionError(f"criterion {criterion!r} returned a {type(scores).__name__}, not a mapping of block name -> score")
+    missing = [b.name for b in blocks if b.name not in scores]
+    if missing:
+        raise CriterionError(
+            f"criterion {criterion!r} returned no score for block(s) {', '.join(missing)}; a criterion must score "
+            "every block it is given"
+        )
+    out = {}
+    for b in blocks:
+        try:
+            value = float(scores[b.name])
+        except (TypeError, ValueError):
+            raise CriterionError(f"criterion {criterion!r} gave block {b.name} the non-numeric score {scores[b.name]!r}") from None
+        if not math.isfinite(value):
+            raise CriterionError(
+                f"criterion {criterion!r} gave block {b.name} the score {value}; scores must be finite. Check the "
+                "data (NaN inputs?), the model's numerics, or the criterion's options (e.g. temperature)."
+            )
+        out[b.name] = value
+    return out
+
+
+def _select(blocks: Sequence[ResidualBlock], scores: Mapping[str, float], k: int) -> list[str]:
+    """The ``k`` least important blocks (ties broken by execution order), skipping nested ones."""
+    chosen: list[ResidualBlock] = []
+    for block in sorted(blocks, key=lambda b: (scores[b.name], b.order)):
+        if len(chosen) == k:
+            break
+        if any(block.name.startswith(c.name + ".") or c.name.startswith(block.name + ".") for c in chosen):
+            continue
+        chosen.append(block)
+    return [b.name for b in sorted(chosen, key=lambda b: b.order)]
+
+
+def plan_pruning(
+    model: nn.Module,
+    *,
+    criterion: str = "grasp",
+    n: int | None = None,
+    ratio: float | None = None,
+    data: Any = None,
+    example_inputs: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
+    policy: str = "default",
+    leaf_modules: Iterable[type[nn.Module]] = (),
+    **criterion_kwargs: Any,
+) -> PruningPlan:
+    """Score the removable residual blocks of ``model`` and choose the least important ones.
+
+    Args:
+        model: the network (never modified).
+        criterion: a name from :func:`list_criteria` (built-in: random, l1, snip, grasp, synflow).
+        n: number of blocks to remove, or ``ratio``: the fraction of the removable blocks.
+        data: labelled batches for data-driven criteria: a DataLoader or an iterable of ``(x, y)``.
+        example_inputs: inputs for tracing; defaults to one sample of the first batch of ``data``.
+        policy: ``"default"`` or ``"paper"`` (see :func:`find_blocks`).
+        leaf_modules: module classes to keep opaque while tracing.
+        **criterion_kwargs: options of the criterion, e.g. ``num_batches=4``, ``bn_mode="eval"``, ``seed=1``.
+
+    Raises:
+        UnknownCriterionError, MissingDataError, InvalidArgumentError, NoRemovableBlocksError,
+        TraceError, DataError, CriterionError: each with what to do next.
+    """
+    info = get_criterion_info(criterion)
+    if (n is None) == (ratio is None):
+        _count(n, ratio, 0)
+    if info.requires_data and data is None:
+        raise MissingDataError(
+            f"criterion {criterion!r} needs labelled data: pass data=<a DataLoader or an iterable of (inputs, "
+            "targets) batches>, or use a data-free criterion ('synflow', 'l1', 'random')"
+        )
+    if example_inputs is None:
+        if data is None:
+            raise InvalidArgumentError(
+                "pass example_inputs (e.g. torch.randn(1, 3, 224, 224)) so the model can be traced, or data"
+            )
+        example_inputs, data = _first_inputs(data)
+    blocks = find_blocks(model, example_inputs, policy=policy, leaf_modules=leaf_modules)
+    removable = [b for b in blocks if b.removable]
+    if not removable:
+        found = (
+            f"{len(blocks)} residual units were found but none is removable, e.g. {blocks[0].name}: {blocks[0].reason}"
+            if blocks
+            else "no residual connection (identity shortcut + addition) was found"
+        )
+        raise NoRemovableBlocksError(
+            f"{type(model).__name__} has no removable residual block: {found}. Layer pruning needs a residual "
+            "network; try policy='default' if you used 'paper', or a filter-pruning library for plain networks."
+        )
+    k = _count(n, ratio, len(removable))
+    try:
+        raw = call_criterion(info, model, removable, data, {"example_inputs": example_inputs}, criterion_kwargs)
+    except ResidualPruneError:
+        raise
+    except TypeError as exc:
+        raise InvalidArgumentError(
+            f"criterion {criterion!r} rejected its arguments ({exc}); check the criterion options you passed: "
+            f"{sorted(criterion_kwargs)}"
+        ) from exc
+    except Exception as exc:
+        raise CriterionError(f"criterion {criterion!r} failed: {type(exc).__name__}: {exc}") from exc
+    scores = _validated(raw, removable, criterion)
+    if info.gradient_based:
+        warn_if_collapsed(model, removable, scores, criterion)
+    return PruningPlan(
+        removed=_select(removable, scores, k),
+        scores=scores,
+        criterion=criterion,
+        policy=policy,
+        fingerprint=architecture_fingerprint(model),
+        model=type(model).__name__,
+        num_params=sum(p.numel() for p in model.parameters()),
+        criterion_kwargs=dict(criterion_kwargs),
+    )
+
+
+def prune_layers(
+    model: nn.Module,
+    *,
+    criterion: str = "grasp",
+    n: int | None = None,
+    ratio: float | None = None,
+    data: Any = None,
+    example_inputs: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
+    policy: str = "default",
+    inplace: bool = False,
+    **kwargs: Any,
+) -> nn.Module:
+    """Plan and apply in one call: return ``model`` without its ``n`` (or ``ratio``) least important blocks.
+
+    Example:
+        >>> pruned = prune_layers(resnet56(), criterion="grasp", n=4, data=loader, num_batches=2)
+
+    The model is copied unless ``inplace=True``. See :func:`plan_pruning` for the arguments;
+    use :func:`plan_pruning` + :func:`apply_plan` to keep the plan.
+    """
+    plan = plan_pruning(
+        model, criterion=criterion, n=n, ratio=ratio, data=data, example_inputs=example_inputs, policy=policy, **kwargs
+    )
+    return apply_plan(model, plan, inplace=inplace)

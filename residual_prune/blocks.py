@@ -1,0 +1,391 @@
+"""Find the residual units of a traced network and decide which can be removed.
+
+A *residual join* is an addition (``a + b``, ``+=``, ``torch.add``, ``Tensor.add``/``add_``)
+of two tensors of the output's shape that share an ancestor, the *fork*. The side that
+reaches the join through fewer operations is the *shortcut*, the other the *branch*.
+The *unit* of a join is the innermost module whose forward holds the join, its branch
+and its shortcut; a unit's removal makes that part of the network the identity when:
+
+1. it has one tensor input and one output of the same shape (no downsampling),
+2. its main path, from output back to input, runs only through the shortcuts of
+   identity joins and parameter-free, shape-keeping operations (e.g. the ReLU after
+   the addition of a torchvision ``BasicBlock``),
+3. no branch on that path resamples the feature map (a strided convolution or pooling,
+   or an upsampling, as in a U-Net-like long skip),
+4. it is called once (shared modules cannot be removed in one place only).
+
+Policies: ``"default"`` removes every unit that meets these rules. ``"paper"`` also
+protects the units immediately before and after every downsampling (a unit or layer
+that changes the shape), the conservative rule of Jordao et al., Appendix A.1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .errors import InvalidArgumentError
+from .flops import count_flops_by_module
+from .tracing import TracedModel, as_input_tuple, trace
+
+__all__ = ["ResidualBlock", "find_blocks", "POLICIES"]
+
+POLICIES = ("default", "paper")
+
+_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add, torch.Tensor.add, torch.Tensor.add_}
+_ADD_METHODS = {"add", "add_"}
+_IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
+_IDENTITY_METHODS = {"contiguous", "clone"}
+_IDENTITY_FUNCTIONS = {torch.clone}
+_POOLING = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.LPPool1d, nn.LPPool2d,
+)
+_UPSAMPLING_MODULES = (nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle, nn.modules.conv._ConvTransposeNd)
+_UPSAMPLING_FUNCTIONS = {
+    torch.nn.functional.interpolate, torch.nn.functional.pixel_shuffle,
+    torch.nn.functional.pixel_unshuffle, torch.pixel_shuffle, torch.pixel_unshuffle,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ResidualBlock:
+    """One residual unit of a network.
+
+    Attributes:
+        name: qualified module name; ``model.get_submodule(name)`` is the unit, and
+            replacing it by the identity removes exactly this residual unit.
+        type: class name of that module.
+        stage: qualified name of the parent module (the container of the unit).
+        index: position of the unit among its parent's children.
+        order: position of the unit among all units, in execution order.
+        removable: whether the unit can be removed under the policy used.
+        reason: why not, in words, when ``removable`` is False.
+        params: number of parameters of the unit.
+        flops: fvcore FLOPs of the unit for the example input (None if fvcore failed).
+        input_shape, output_shape: shapes for the example input.
+        joins: number of residual joins inside the unit.
+    """
+
+    name: str
+    type: str
+    stage: str
+    index: int
+    order: int
+    removable: bool
+    reason: str | None
+    params: int
+    flops: int | None
+    input_shape: tuple[int, ...] | None
+    output_shape: tuple[int, ...] | None
+    joins: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class _Join:
+    node: fx.Node
+    fork: int
+    shortcut_end: fx.Node
+    identity: bool
+    branch: list[int]
+    shortcut: list[int]
+    unit: str = ""
+
+
+class _Graph:
+    """Index of a traced graph: node positions and ancestor sets as integer bitsets."""
+
+    def __init__(self, traced: TracedModel, num_inputs: int):
+        self.traced = traced
+        self.nodes = traced.nodes
+        self.index = {n: i for i, n in enumerate(self.nodes)}
+        self.modules = dict(traced.graph_module.named_modules())
+        self.ancestors: list[int] = []
+        self.data = 0  # nodes that depend on the example inputs (not on defaulted arguments)
+        placeholders = 0
+        for i, node in enumerate(self.nodes):
+            bits = 1 << i
+            for inp in node.all_input_nodes:
+                bits |= self.ancestors[self.index[inp]]
+            self.ancestors.append(bits)
+            if node.op == "placeholder":
+                placeholders += 1
+                if placeholders <= num_inputs:
+                    self.data |= 1 << i
+            elif any(self.data >> self.index[a] & 1 for a in node.all_input_nodes):
+                self.data |= 1 << i
+        self.stacks = [TracedModel.module_stack(n) for n in self.nodes]
+
+    def is_ancestor(self, a: int, b: int) -> bool:
+        return bool(self.ancestors[b] >> a & 1)
+
+    def between(self, fork: int, end: int) -> list[int]:
+        """Nodes after ``fork`` on the paths from ``fork`` to ``end`` (``end`` included)."""
+        return [i for i in _bits(self.ancestors[end]) if i != fork and self.ancestors[i] >> fork & 1]
+
+    def shape(self, i: int) -> tuple[int, ...] | None:
+        return self.traced.shapes[self.nodes[i]]
+
+    def module(self, node: fx.Node) -> nn.Module | None:
+        return self.modules.get(node.target) if node.op == "call_module" else None
+
+
+def _bits(x: int) -> Iterator[int]:
+    while x:
+        low = x & -x
+        yield low.bit_length() - 1
+        x ^= low
+
+
+def _add_operands(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
+    if node.op == "call_function" and node.target in _ADD_FUNCTIONS:
+        args = list(node.args[:2]) + [node.kwargs.get("other")]
+    elif node.op == "call_method" and node.target in _ADD_METHODS:
+        args = list(node.args[:2]) + [node.kwargs.get("other")]
+    else:
+        return None
+    operands = [a for a in args if isinstance(a, fx.Node)]
+    return (operands[0], operands[1]) if len(operands) >= 2 else None
+
+
+def _is_identity(graph: _Graph, i: int) -> bool:
+    node = graph.nodes[i]
+    if node.op == "call_module":
+        return isinstance(graph.module(node), _IDENTITY_MODULES)
+    if node.op == "call_method":
+        return node.target in _IDENTITY_METHODS
+    return node.op == "call_function" and node.target in _IDENTITY_FUNCTIONS
+
+
+def _resampling_op(graph: _Graph, i: int) -> str | None:
+    """Describe the op if node ``i`` changes the spatial resolution, else None."""
+    node = graph.nodes[i]
+    module = graph.module(node)
+    if module is not None:
+        if isinstance(module, _UPSAMPLING_MODULES):
+            return f"`{node.target}` ({type(module).__name__})"
+        if isinstance(module, nn.modules.conv._ConvNd) or isinstance(module, _POOLING):
+            stride = getattr(module, "stride", 1)
+            stride = getattr(module, "kernel_size", 1) if stride is None else stride
+            if any(s > 1 for s in (stride if isinstance(stride, tuple) else (stride,))):
+                return f"`{node.target}` ({type(module).__name__}, stride {stride})"
+    elif node.op == "call_function" and node.target in _UPSAMPLING_FUNCTIONS:
+        return f"`{node.target.__name__}`"
+    return None
+
+
+def _find_joins(graph: _Graph) -> list[_Join]:
+    joins = []
+    for node in graph.nodes:
+        operands = _add_operands(node)
+        if operands is None:
+            continue
+        out_shape = graph.traced.shapes[node]
+        a, b = (graph.index[o] for o in operands)
+        if out_shape is None or graph.shape(a) != out_shape or graph.shape(b) != out_shape or a == b:
+            continue
+        if graph.is_ancestor(a, b):
+            fork, short_end, branch_end = a, a, b
+        elif graph.is_ancestor(b, a):
+            fork, short_end, branch_end = b, b, a
+        else:
+            common = graph.ancestors[a] & graph.ancestors[b] & graph.data
+            if not common:
+                continue  # e.g. adding a position embedding: no shared input
+            fork = common.bit_length() - 1
+            path_a, path_b = graph.between(fork, a), graph.between(fork, b)
+            short_end, branch_end = (a, b) if len(path_a) <= len(path_b) else (b, a)
+        shortcut = graph.between(fork, short_end)
+        joins.append(
+            _Join(
+                node=node,
+                fork=fork,
+                shortcut_end=graph.nodes[short_end],
+                identity=all(_is_identity(graph, i) for i in shortcut),
+                branch=graph.between(fork, branch_end),
+                shortcut=shortcut,
+            )
+        )
+    return joins
+
+
+def _unit_of(graph: _Graph, join: _Join) -> str:
+    """Innermost module whose forward holds the join, its branch and its shortcut."""
+    members = join.branch + join.shortcut
+    for path in reversed(graph.stacks[graph.index[join.node]]):
+        if all(path in graph.stacks[i] for i in members):
+            return path
+    return ""
+
+
+def _describe(graph: _Graph, nodes: Iterable[int]) -> str:
+    names = []
+    for i in nodes:
+        node = graph.nodes[i]
+        label = node.target if node.op == "call_module" else node.name
+        if label not in names:
+            names.append(str(label))
+    return ", ".join(f"`{n}`" for n in names[:3]) + (", ..." if len(names) > 3 else "")
+
+
+def _check_unit(graph: _Graph, name: str, joins: list[_Join]) -> tuple[str | None, int | None, int | None]:
+    """Return (reason or None, input node, output node) for one unit."""
+    if name == "":
+        return ("the residual addition is in the model's top-level forward; there is no submodule "
+                "to remove", None, None)
+    inside = [i for i, stack in enumerate(graph.stacks) if name in stack]
+    inside_set = set(inside)
+    inputs = {
+        graph.index[a]
+        for i in inside
+        for a in graph.nodes[i].all_input_nodes
+        if graph.index[a] not in inside_set and graph.data >> graph.index[a] & 1
+    }
+    outputs = [i for i in inside if any(graph.index[u] not in inside_set for u in graph.nodes[i].users)]
+    if len(inputs) != 1 or len(outputs) != 1:
+        return (f"it takes {len(inputs)} inputs and gives {len(outputs)} outputs; only single-input, "
+                "single-output units can be replaced by the identity", None, None)
+    (inp,), (out,) = tuple(inputs), outputs
+    calls = graph.traced.call_counts.get(name, 1)
+    if calls > 1:
+        return (f"the module is called {calls} times (shared weights); removing it would change every "
+                "call", inp, out)
+    in_shape, out_shape = graph.shape(inp), graph.shape(out)
+    by_node = {graph.index[j.node]: j for j in joins}
+    if in_shape != out_shape:
+        projections = [j for j in joins if not j.identity]
+        how = (f"projection shortcut {_describe(graph, projections[0].shortcut)}" if projections
+               else "no identity shortcut")
+        return (f"it carries downsampling: shape {in_shape} -> {out_shape} ({how})", inp, out)
+    # walk the main path from the output back to the input
+    cur = out
+    while cur != inp:
+        join = by_node.get(cur)
+        node = graph.nodes[cur]
+        if join is not None:
+            if not join.identity:
+                return (f"its shortcut is not the identity: {_describe(graph, join.shortcut)}", inp, out)
+            resampling = [r for r in (_resampling_op(graph, i) for i in join.branch) if r]
+            if resampling:
+                return (f"its residual branch resamples the feature map ({resampling[0]}), like a "
+                        "U-Net long skip", inp, out)
+            cur = join.fork
+            continue
+        module = graph.module(node)
+        data_inputs = [a for a in node.all_input_nodes if graph.data >> graph.index[a] & 1]
+        parametric = (module is not None and any(True for _ in module.parameters())) or any(
+            a.op == "get_attr" for a in node.all_input_nodes
+        )
+        if parametric or len(data_inputs) != 1 or graph.shape(cur) != in_shape:
+            return (f"{_describe(graph, [cur])} on its main path is outside any residual branch, so "
+                    "removing the unit would remove more than a residual branch", inp, out)
+        cur = graph.index[data_inputs[0]]
+    return None, inp, out
+
+
+def _paper_protected(units: list[dict[str, Any]], graph: _Graph) -> set[str]:
+    """Units right before or after a downsampling (Jordao et al., Appendix A.1)."""
+    placed = [u for u in units if u["in"] is not None]
+    placed.sort(key=lambda u: u["out"])
+    predecessor: dict[str, dict[str, Any]] = {}
+    for u in placed:
+        before = [p for p in placed if p is not u and graph.is_ancestor(p["out"], u["in"])]
+        if before:
+            predecessor[u["name"]] = max(before, key=lambda p: p["out"])
+    protected = set()
+    for u in placed:
+        p = predecessor.get(u["name"])
+        if p is None:
+            continue
+        p_in, p_out = graph.shape(p["in"]), graph.shape(p["out"])
+        if p_in != p_out or p_out != graph.shape(u["in"]):
+            protected.update((u["name"], p["name"]))
+    return protected
+
+
+def _parent_and_index(model: nn.Module, name: str) -> tuple[str, int]:
+    parent, _, child = name.rpartition(".")
+    if not name:
+        return "", 0
+    keys = list(model.get_submodule(parent)._modules)
+    return parent, keys.index(child) if child in keys else -1
+
+
+def find_blocks(
+    model: nn.Module,
+    example_inputs: torch.Tensor | tuple[torch.Tensor, ...],
+    *,
+    policy: str = "default",
+    leaf_modules: Iterable[type[nn.Module]] = (),
+) -> list[ResidualBlock]:
+    """Trace ``model`` with torch.fx and report one :class:`ResidualBlock` per residual unit.
+
+    Args:
+        model: any ``nn.Module`` that torch.fx can trace (timm's and torchvision's
+            not-trace registrations are used).
+        example_inputs: a tensor or tuple of tensors the model accepts; used for
+            shapes and FLOPs (the model runs under ``no_grad`` in eval mode, twice:
+            once for shapes, once for fvcore).
+        policy: ``"default"`` or ``"paper"`` (see the module docstring).
+        leaf_modules: extra module classes to keep opaque while tracing.
+
+    Returns:
+        The units in execution order, removable or not; ``reason`` says why not.
+        A model without residual joins (VGG, AlexNet) gives an empty list.
+    """
+    if policy not in POLICIES:
+        raise InvalidArgumentError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    inputs = as_input_tuple(example_inputs)
+    traced = trace(model, inputs, leaf_modules)
+    graph = _Graph(traced, len(inputs))
+    joins = _find_joins(graph)
+    if not joins:
+        return []
+    by_unit: dict[str, list[_Join]] = {}
+    for join in joins:
+        join.unit = _unit_of(graph, join)
+        by_unit.setdefault(join.unit, []).append(join)
+    units = []
+    for name, unit_joins in by_unit.items():
+        reason, inp, out = _check_unit(graph, name, unit_joins)
+        last = max(graph.index[j.node] for j in unit_joins)
+        units.append({"name": name, "reason": reason, "in": inp, "out": out if out is not None else last})
+    if policy == "paper":
+        for name in _paper_protected(units, graph):
+            unit = next(u for u in units if u["name"] == name)
+            if unit["reason"] is None:
+                unit["reason"] = ("policy='paper' protects the units right before and after a "
+                                  "downsampling (Jordao et al., Appendix A.1)")
+    units.sort(key=lambda u: u["out"])
+    flops = count_flops_by_module(model, inputs)
+    blocks = []
+    for order, unit in enumerate(units):
+        name = unit["name"]
+        module = model.get_submodule(name)
+        stage, index = _parent_and_index(model, name)
+        blocks.append(
+            ResidualBlock(
+                name=name,
+                type=type(module).__name__,
+                stage=stage,
+                index=index,
+                order=order,
+                removable=unit["reason"] is None,
+                reason=unit["reason"],
+                params=sum(p.numel() for p in module.parameters()),
+                flops=None if flops is None else flops.get(name, 0),
+                input_shape=graph.shape(unit["in"]) if unit["in"] is not None else None,
+                output_shape=graph.shape(unit["out"]),
+                joins=len(by_unit[name]),
+            )
+        )
+    return blocks

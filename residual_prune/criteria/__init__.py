@@ -1,0 +1,29 @@
+"""Block-importance criteria: a registry plus the built-ins (random, l1, snip, grasp, synflow)."""
+
+from . import baseline, grasp, snip, synflow  # noqa: F401  (registers the built-ins)
+from ._collapse import collapse_causes, warn_if_collapsed
+from ._common import scored_weights
+from ._registry import (
+    ENTRY_POINT_GROUP,
+    Criterion,
+    CriterionInfo,
+    get_criterion,
+    get_criterion_info,
+    list_criteria,
+    register_criterion,
+    reload_plugins,
+)
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "Criterion",
+    "CriterionInfo",
+    "collapse_causes",
+    "get_criterion",
+    "get_criterion_info",
+    "list_criteria",
+    "register_criterion",
+    "reload_plugins",
+    "scored_weights",
+    "warn_if_collapsed",
+]

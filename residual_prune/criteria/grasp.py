@@ -1,0 +1,63 @@
+"""GraSP gradient-signal preservation, summed over each block's weights."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..blocks import ResidualBlock
+from ..modes import preserved_state
+from ._common import block_sums, classification_loss, labelled_batches, scored_weights
+from ._registry import register_criterion
+
+__all__ = ["grasp_importance"]
+
+
+@register_criterion("grasp", requires_data=True, gradient_based=True, source="builtin")
+def grasp_importance(
+    model: nn.Module,
+    blocks: Sequence[ResidualBlock],
+    data: Any,
+    *,
+    num_batches: int | None = 1,
+    temperature: float = 200.0,
+    bn_mode: str = "train",
+    progress: bool = True,
+    **_: Any,
+) -> dict[str, float]:
+    """GraSP (Wang et al., "Picking Winning Tickets Before Training by Preserving Gradient Flow", ICLR 2020).
+
+    As in the original code: with ``L_T`` the cross-entropy of ``logits / T`` (T = 200),
+    ``g = sum_batches dL_T/dtheta`` (no graph), then ``Hg = d/dtheta sum_batches (g . dL_T/dtheta)``.
+    GraSP's score ``S = -theta * Hg`` removes the weights with the highest ``S``, so the
+    importance of a block is ``sum(theta * Hg)`` (= ``-S``) and the lowest are removed.
+    Needs labelled batches and a double backward (about three backward passes per batch).
+    BN uses batch statistics unless ``bn_mode="eval"``; the model is left exactly as it was.
+    """
+    weights = {b.name: scored_weights(model.get_submodule(b.name)) for b in blocks}
+    flat = [w for ws in weights.values() for w in ws]
+    g = [torch.zeros_like(w) for w in flat]
+    hg = [torch.zeros_like(w) for w in flat]
+    with preserved_state(model, bn_mode):
+        for w in flat:
+            w.requires_grad_(True)
+        batches = []  # the second pass must see the same batches, even from a shuffling loader
+        for i, x, y in labelled_batches(data, num_batches, "grasp", progress=progress):
+            batches.append((i, x, y))
+            loss = classification_loss(model, x, y, i, temperature)
+            for acc, grad in zip(g, torch.autograd.grad(loss, flat, allow_unused=True)):
+                if grad is not None:
+                    acc += grad
+        for i, x, y in batches:
+            loss = classification_loss(model, x, y, i, temperature)
+            grads = torch.autograd.grad(loss, flat, create_graph=True, allow_unused=True)
+            z = sum((gi * gf).sum() for gi, gf in zip(g, grads) if gf is not None)
+            if not isinstance(z, torch.Tensor) or not z.requires_grad:
+                continue  # no scored weight influences the loss
+            for acc, h in zip(hg, torch.autograd.grad(z, flat, allow_unused=True)):
+                if h is not None:
+                    acc += h
+    return block_sums(blocks, weights, (w.detach() * h for w, h in zip(flat, hg)))

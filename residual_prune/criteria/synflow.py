@@ -1,0 +1,76 @@
+"""SynFlow synaptic saliency, summed over each block's weights."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from ..blocks import ResidualBlock
+from ..errors import MissingDataError
+from ..modes import preserved_state
+from ..tracing import as_input_tuple
+from ._common import block_sums, scored_weights
+from ._registry import register_criterion
+
+__all__ = ["synflow_importance"]
+
+
+@register_criterion("synflow", gradient_based=True, source="builtin")
+def synflow_importance(
+    model: nn.Module,
+    blocks: Sequence[ResidualBlock],
+    data: Any = None,
+    *,
+    example_inputs: Any = None,
+    bn_mode: str = "eval",
+    **_: Any,
+) -> dict[str, float]:
+    """SynFlow (Tanaka et al., "Pruning neural networks without any data by iteratively conserving
+    synaptic flow", NeurIPS 2020), one-shot.
+
+    With every parameter and buffer replaced by its absolute value and an all-ones input
+    shaped like one example input, ``R = sum(model(1))`` and the importance of a block is
+    ``sum |theta * dR/dtheta|`` over its Conv/Linear weights. Data-free: needs only
+    ``example_inputs`` (for the input shape). Runs in float64 as the magnitudes grow
+    geometrically with depth. Works on copies of the tensors through
+    ``torch.func.functional_call``, so the weights' signs are never touched. BN in eval
+    mode by default, as in the reference code (``bn_mode="train"`` to use batch statistics).
+    """
+    if example_inputs is None:
+        if data is None:
+            raise MissingDataError("criterion 'synflow' needs example_inputs (for the input shape) or data")
+        example_inputs = next(iter(data))[0]
+    inputs = as_input_tuple(example_inputs)
+    weights = {b.name: scored_weights(model.get_submodule(b.name)) for b in blocks}
+    scored_ids = {id(w) for ws in weights.values() for w in ws}
+    flat_ids = [id(w) for ws in weights.values() for w in ws]
+    with preserved_state(model, bn_mode), torch.enable_grad():
+        for dtype in (torch.float64, torch.float32):
+            try:
+                params = {
+                    name: p.detach().to(dtype).abs().requires_grad_(id(p) in scored_ids)
+                    for name, p in model.named_parameters()
+                }
+                by_id = {id(p): params[name] for name, p in model.named_parameters()}
+                buffers = {
+                    name: b.detach().to(dtype).abs() if b.is_floating_point() else b.clone()
+                    for name, b in model.named_buffers()
+                }
+                ones = tuple(torch.ones((1, *t.shape[1:]), dtype=dtype, device=t.device) for t in inputs)
+                out = functional_call(model, {**params, **buffers}, ones)
+                out = out if isinstance(out, torch.Tensor) else out[0]
+                abs_weights = [by_id[i] for i in flat_ids]
+                grads = torch.autograd.grad(out.sum(), abs_weights, allow_unused=True)
+                break
+            except RuntimeError:
+                if dtype is torch.float32:
+                    raise
+    return block_sums(
+        blocks,
+        weights,
+        ((w.detach() * g).abs() if g is not None else torch.zeros_like(w) for w, g in zip(abs_weights, grads)),
+    )

@@ -1,0 +1,163 @@
+"""torch.fx tracing that knows timm's and torchvision's not-trace registrations.
+
+Like ``timm.layers._fx``, the modules and functions to keep opaque are data, not
+special cases: :func:`register_notrace_module` and :func:`register_notrace_function`
+fill two sets that :func:`trace` merges with timm's own sets and the caller's
+``leaf_modules``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from .errors import DataError, TraceError
+from .modes import eval_mode
+
+__all__ = [
+    "register_notrace_module",
+    "register_notrace_function",
+    "get_notrace_modules",
+    "get_notrace_functions",
+    "trace",
+    "TracedModel",
+    "as_input_tuple",
+]
+
+_notrace_modules: set[type[nn.Module]] = set()
+_notrace_functions: set[Callable[..., Any]] = set()
+
+
+def register_notrace_module(cls: type[nn.Module]) -> type[nn.Module]:
+    """Class decorator: treat ``cls`` as an opaque leaf when tracing (its calls stay one node)."""
+    _notrace_modules.add(cls)
+    return cls
+
+
+def register_notrace_function(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorator: do not trace into ``fn``; its calls stay one ``call_function`` node."""
+    _notrace_functions.add(fn)
+    return fn
+
+
+def _timm_sets() -> tuple[list[type[nn.Module]], list[Callable[..., Any]]]:
+    try:
+        from timm.layers import get_notrace_functions as timm_functions
+        from timm.layers import get_notrace_modules as timm_modules
+    except ImportError:  # timm is optional at run time
+        return [], []
+    return list(timm_modules()), [f for f in timm_functions() if callable(f)]
+
+
+def get_notrace_modules() -> list[type[nn.Module]]:
+    """Module classes kept opaque: ours plus timm's registrations."""
+    return list(_notrace_modules | set(_timm_sets()[0]))
+
+
+def get_notrace_functions() -> list[Callable[..., Any]]:
+    """Functions kept opaque: ours plus timm's registrations."""
+    return list(_notrace_functions | set(_timm_sets()[1]))
+
+
+def as_input_tuple(example_inputs: Any) -> tuple[torch.Tensor, ...]:
+    """Normalise ``example_inputs`` (a tensor or a tuple/list of tensors) to a tuple."""
+    if isinstance(example_inputs, torch.Tensor):
+        return (example_inputs,)
+    if isinstance(example_inputs, (tuple, list)) and example_inputs and all(
+        isinstance(t, torch.Tensor) for t in example_inputs
+    ):
+        return tuple(example_inputs)
+    raise DataError(
+        f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}; "
+        "pass e.g. example_inputs=torch.randn(1, 3, 224, 224)"
+    )
+
+
+class _Tracer(fx.Tracer):
+    """fx tracer with extra leaf classes that remembers where tracing failed."""
+
+    def __init__(self, leaf_classes: tuple[type[nn.Module], ...], autowrap: Iterable[Callable[..., Any]]):
+        super().__init__(autowrap_functions=tuple(autowrap))
+        self.leaf_classes = leaf_classes
+        self.failed_in: tuple[str, str] | None = None
+
+    def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
+        if isinstance(m, self.leaf_classes):
+            return True
+        return super().is_leaf_module(m, module_qualified_name)
+
+    def call_module(self, m, forward, args, kwargs):  # noqa: ANN001 - fx signature
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:  # the innermost module is the one that failed
+                self.failed_in = (self.path_of_module(m), type(m).__name__)
+            raise
+
+
+@dataclasses.dataclass
+class TracedModel:
+    """A traced graph plus what block discovery needs to know about each node."""
+
+    graph_module: fx.GraphModule
+    nodes: list[fx.Node]
+    shapes: dict[fx.Node, tuple[int, ...] | None]
+    call_counts: dict[str, int]
+
+    @staticmethod
+    def module_stack(node: fx.Node) -> list[str]:
+        """Qualified names of the modules whose forward made ``node``, outermost first."""
+        stack = node.meta.get("nn_module_stack") or {}
+        return [path for path, _ in stack.values()]
+
+
+def trace(
+    model: nn.Module,
+    example_inputs: Any,
+    leaf_modules: Iterable[type[nn.Module]] = (),
+) -> TracedModel:
+    """Trace ``model`` in eval mode and propagate the shapes of ``example_inputs`` through it.
+
+    The model runs once, under ``torch.no_grad`` and in eval mode; its modes are restored.
+    """
+    inputs = as_input_tuple(example_inputs)
+    leaf_classes = tuple(set(leaf_modules) | set(get_notrace_modules()))
+    tracer = _Tracer(leaf_classes, get_notrace_functions())
+    with eval_mode(model):
+        try:
+            graph = tracer.trace(model)
+        except Exception as exc:
+            where = (
+                f" inside `{tracer.failed_in[0]}` ({tracer.failed_in[1]})"
+                if tracer.failed_in
+                else ""
+            )
+            cls = tracer.failed_in[1] if tracer.failed_in else "TheModuleClass"
+            raise TraceError(
+                f"torch.fx could not trace {type(model).__name__}{where}: {type(exc).__name__}: {exc}. "
+                f"Treat the failing module as opaque with leaf_modules=({cls},) or decorate its class "
+                "with residual_prune.register_notrace_module."
+            ) from exc
+        gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
+        try:
+            with torch.no_grad():
+                ShapeProp(gm).propagate(*inputs)
+        except Exception as exc:
+            shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
+            raise DataError(
+                f"example_inputs of shape {shapes} do not fit {type(model).__name__}: "
+                f"{type(exc).__name__}: {exc}. Pass inputs shaped as the model expects "
+                "(e.g. torch.randn(1, 3, 224, 224) for ImageNet models)."
+            ) from exc
+    nodes = list(gm.graph.nodes)
+    shapes = {}
+    for node in nodes:
+        meta = node.meta.get("tensor_meta")
+        shapes[node] = tuple(meta.shape) if hasattr(meta, "shape") else None
+    return TracedModel(gm, nodes, shapes, dict(tracer.num_calls))
