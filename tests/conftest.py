@@ -1,0 +1,24 @@
+"""Shared fixtures: tiny models and data built in memory."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from residual_prune.models import resnet20
+
+warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated.*", category=FutureWarning)
+
+
+@pytest.fixture
+def cifar_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return resnet20()
+
+
+@pytest.fixture
+def cifar_batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
