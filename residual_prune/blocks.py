@@ -307,7 +307,8 @@ def _paper_protected(units: list[dict[str, Any]], graph: _Graph) -> set[str]:
         if p is None:
             continue
         p_in, p_out = graph.shape(p["in"]), graph.shape(p["out"])
-        if p_in != p_out or p_out != graph.shape(u["in"]):
+        u_in, u_out = graph.shape(u["in"]), graph.shape(u["out"])
+        if p_in != p_out or p_out != u_in or u_in != u_out:  # a downsampling in, between or after
             protected.update((u["name"], p["name"]))
     return protected
 

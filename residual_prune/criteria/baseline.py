@@ -17,7 +17,7 @@ __all__ = ["random_importance", "l1_importance"]
 
 @register_criterion("random", source="builtin")
 def random_importance(
-    model: nn.Module, blocks: Sequence[ResidualBlock], data: Any = None, *, seed: int = 0, **_: Any
+    model: nn.Module, blocks: Sequence[ResidualBlock], data: Any = None, *, seed: int = 0
 ) -> dict[str, float]:
     """Uniform random importance, reproducible with ``seed``: the random-pruning baseline.
 
@@ -33,7 +33,7 @@ def random_importance(
 
 @register_criterion("l1", source="builtin")
 def l1_importance(
-    model: nn.Module, blocks: Sequence[ResidualBlock], data: Any = None, **_: Any
+    model: nn.Module, blocks: Sequence[ResidualBlock], data: Any = None
 ) -> dict[str, float]:
     """Weight magnitude: the sum of ``|theta|`` over the block's Conv and Linear weights.
 

@@ -26,7 +26,6 @@ def grasp_importance(
     temperature: float = 200.0,
     bn_mode: str = "train",
     progress: bool = True,
-    **_: Any,
 ) -> dict[str, float]:
     """GraSP (Wang et al., "Picking Winning Tickets Before Training by Preserving Gradient Flow", ICLR 2020).
 

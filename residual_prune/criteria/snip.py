@@ -25,7 +25,6 @@ def snip_importance(
     num_batches: int | None = 1,
     bn_mode: str = "train",
     progress: bool = True,
-    **_: Any,
 ) -> dict[str, float]:
     """SNIP (Lee et al., "SNIP: Single-shot Network Pruning based on Connection Sensitivity", ICLR 2019).
 

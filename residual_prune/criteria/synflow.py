@@ -27,7 +27,6 @@ def synflow_importance(
     *,
     example_inputs: Any = None,
     bn_mode: str = "eval",
-    **_: Any,
 ) -> dict[str, float]:
     """SynFlow (Tanaka et al., "Pruning neural networks without any data by iteratively conserving
     synaptic flow", NeurIPS 2020), one-shot.

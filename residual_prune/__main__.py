@@ -1,0 +1,5 @@
+"""``python -m residual_prune``: the command line."""
+
+from .cli import main
+
+raise SystemExit(main())

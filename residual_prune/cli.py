@@ -1,0 +1,440 @@
+"""The ``residual-prune`` command line: analyze a model, prune it, list the criteria, run the demo.
+
+Results go to stdout, progress and warnings to stderr. Library errors are printed as
+``error: <message>`` with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import importlib
+import inspect
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__, models
+from .api import plan_pruning
+from .blocks import POLICIES, find_blocks
+from .criteria import CriterionInfo, get_criterion_info, list_criteria
+from .data import DATA_ENV_VAR, cifar10_calibration, image_folder_batches, synthetic_batches
+from .errors import DataError, InvalidArgumentError, MissingDataError, ResidualPruneError
+from .flops import count_flops_by_module
+from .modes import eval_mode
+from .plan import PruningPlan
+from .reporting import blocks_table, format_count, format_table, summary_table
+from .surgery import apply_plan
+from .verify import verify
+
+__all__ = ["BuiltModel", "build_model", "main"]
+
+CIFAR_ARCHS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
+MODEL_SYNTAX = (
+    "torchvision:NAME (e.g. torchvision:resnet50), timm:NAME (e.g. timm:resnet18), "
+    f"cifar:{'|'.join(CIFAR_ARCHS)}, or package.module:factory (a function returning an nn.Module)"
+)
+_PROBE_SAMPLES = 4
+
+
+@dataclasses.dataclass
+class BuiltModel:
+    """A model built from a MODEL spec, with what the commands need to know about it."""
+
+    module: nn.Module
+    spec: str
+    family: str  # "cifar", "torchvision", "timm" or "python"
+    input_size: tuple[int, ...]
+    imports: str  # Python that rebuilds the architecture: ``imports`` then ``code``
+    code: str
+
+
+def _step(message: str) -> None:
+    print(f"{message}...", file=sys.stderr, flush=True)
+
+
+def _weights_error(spec: str, exc: Exception) -> ResidualPruneError:
+    return ResidualPruneError(
+        f"could not get the pretrained weights of {spec} ({type(exc).__name__}: {exc}); without internet, "
+        "drop --pretrained and pass --checkpoint PATH (a state_dict saved with torch.save)"
+    )
+
+
+def _torchvision_model(name: str, pretrained: bool) -> nn.Module:
+    import torchvision
+
+    if name not in torchvision.models.list_models():
+        raise InvalidArgumentError(f"torchvision has no model {name!r}; see torchvision.models.list_models()")
+    try:
+        return torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+    except Exception as exc:  # only the weights download can fail here
+        if not pretrained:
+            raise
+        raise _weights_error(f"torchvision:{name}", exc) from exc
+
+
+def _timm_model(name: str, pretrained: bool) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        similar = ", ".join(timm.list_models(f"*{name}*")[:8]) or "see timm.list_models()"
+        raise InvalidArgumentError(f"timm has no model {name!r}; similar names: {similar}")
+    try:
+        return timm.create_model(name, pretrained=pretrained)
+    except Exception as exc:  # only the weights download can fail here
+        if not pretrained:
+            raise
+        raise _weights_error(f"timm:{name}", exc) from exc
+
+
+def _python_model(module_name: str, factory: str) -> nn.Module:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidArgumentError(f"cannot import {module_name!r} ({exc}); MODEL must be {MODEL_SYNTAX}") from exc
+    fn = getattr(module, factory, None)
+    if not callable(fn):
+        raise InvalidArgumentError(f"{module_name} has no function {factory!r}; MODEL must be {MODEL_SYNTAX}")
+    model = fn()
+    if not isinstance(model, nn.Module):
+        raise InvalidArgumentError(f"{module_name}:{factory}() returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def build_model(spec: str, *, pretrained: bool = False, input_size: Sequence[int] | None = None) -> BuiltModel:
+    """Build the model named by ``spec`` (see ``MODEL_SYNTAX``) and find its default input size."""
+    family, sep, name = spec.partition(":")
+    if not sep or not family or not name:
+        raise InvalidArgumentError(f"bad MODEL {spec!r}; MODEL must be {MODEL_SYNTAX}")
+    if family == "cifar":
+        if name not in CIFAR_ARCHS:
+            raise InvalidArgumentError(f"unknown CIFAR model {name!r}; choose one of {', '.join(CIFAR_ARCHS)}")
+        if pretrained:
+            raise InvalidArgumentError("the CIFAR ResNets have no pretrained weights; pass --checkpoint PATH instead")
+        built = BuiltModel(getattr(models, name)(), spec, "cifar", (3, 32, 32), "import residual_prune.models",
+                           f"residual_prune.models.{name}()")
+    elif family == "torchvision":
+        size = 299 if name == "inception_v3" else 224
+        built = BuiltModel(_torchvision_model(name, pretrained), spec, "torchvision", (3, size, size),
+                           "import torchvision", f"torchvision.models.get_model({name!r}, weights=None)")
+    elif family == "timm":
+        module = _timm_model(name, pretrained)
+        size = tuple((getattr(module, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224)))
+        built = BuiltModel(module, spec, "timm", size, "import timm", f"timm.create_model({name!r})")
+    else:
+        if pretrained:
+            raise InvalidArgumentError("--pretrained works with torchvision: and timm: models only")
+        built = BuiltModel(_python_model(family, name), spec, "python", (3, 224, 224), f"import {family}",
+                           f"{family}.{name}()")
+    if input_size is not None:
+        if len(input_size) != 3 or any(s < 1 for s in input_size):
+            raise InvalidArgumentError(f"--input-size takes three positive integers C H W, got {list(input_size)}")
+        built.input_size = tuple(input_size)
+    return built
+
+
+def _load_checkpoint(model: nn.Module, path: str) -> None:
+    if not Path(path).is_file():
+        raise InvalidArgumentError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:  # unpickling refused, truncated zip, not a torch file
+        raise InvalidArgumentError(
+            f"cannot load checkpoint {path} ({type(exc).__name__}: {exc}); it must be a state_dict saved with "
+            "torch.save(model.state_dict(), path)"
+        ) from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):  # a common training wrapper
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise InvalidArgumentError(f"checkpoint {path} holds a {type(state).__name__}, not a state_dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise InvalidArgumentError(f"checkpoint {path} does not fit the model: {exc}") from exc
+
+
+def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
+    with torch.no_grad(), eval_mode(model):
+        out = model(x)
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        raise InvalidArgumentError(
+            "--data synthetic needs a classifier returning logits (batch, classes); pass --data DIR instead"
+        )
+    return out.shape[1]
+
+
+def _synthetic(shape: Sequence[int], num_classes: int, batch_size: int, num_batches: int, seed: int) -> tuple[list, str]:
+    batches = synthetic_batches(shape, num_classes, batch_size=batch_size, num_batches=num_batches, seed=seed)
+    return batches, (
+        f"SYNTHETIC random labelled data ({num_batches} batch{'es' if num_batches != 1 else ''} of {batch_size}, "
+        "seeded noise): the scores rank blocks on noise, not on real images"
+    )
+
+
+def _calibration(args: argparse.Namespace, built: BuiltModel, info: CriterionInfo) -> tuple[list | None, torch.Tensor, str]:
+    """Calibration batches (None for data-free criteria), probe inputs and a description of the data."""
+    shape = built.input_size
+    if not info.requires_data:
+        probe = torch.randn(_PROBE_SAMPLES, *shape, generator=torch.Generator().manual_seed(args.seed))
+        return None, probe, f"none (criterion {info.name!r} is data-free)"
+    _step(f"loading {args.batch_size * args.num_batches} calibration images")
+    if args.data == "synthetic":
+        x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(args.seed))
+        batches, description = _synthetic(shape, _num_classes(built.module, x), args.batch_size, args.num_batches, args.seed)
+    elif built.family == "cifar":
+        try:
+            batches, description = cifar10_calibration(
+                args.data, batch_size=args.batch_size, num_batches=args.num_batches, seed=args.seed
+            )
+        except DataError as exc:
+            raise DataError(f"{exc}; or pass --data synthetic to score on random data") from exc
+    elif args.data is None:
+        raise MissingDataError(
+            f"criterion {info.name!r} needs labelled images: pass --data DIR (an ImageFolder, DIR/CLASS/IMAGE.jpg, "
+            "with the model's classes) or --data synthetic, or choose a data-free criterion (synflow, l1, random)"
+        )
+    else:
+        batches, description = image_folder_batches(
+            args.data, shape[1:], batch_size=args.batch_size, num_batches=args.num_batches, seed=args.seed
+        )
+    return batches, batches[0][0][:_PROBE_SAMPLES], description
+
+
+def _criterion_options(info: CriterionInfo, **candidates: Any) -> dict[str, Any]:
+    """The candidate options the criterion names in its signature (so plugins are not sent unknown ones)."""
+    try:
+        params = inspect.signature(info.fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {k: v for k, v in candidates.items() if k in params}
+
+
+def _stage(name: str) -> str:
+    return name.rpartition(".")[0] or "-"
+
+
+def _ranks(plan: PruningPlan) -> dict[str, int]:
+    order = sorted(plan.scores, key=lambda name: plan.scores[name])
+    return {name: i + 1 for i, name in enumerate(order)}
+
+
+def _prune_and_report(model: nn.Module, plan: PruningPlan, probe: torch.Tensor) -> nn.Module:
+    """Apply and verify the plan; print the before/after table and the removed blocks."""
+    _step(f"removing {len(plan.removed)} blocks and verifying the result")
+    pruned = apply_plan(model, plan)
+    error = verify(model, pruned, plan, probe)
+    _step("counting FLOPs before and after")
+    flops = [count_flops_by_module(m, (probe[:1],)) for m in (model, pruned)]
+    params = [sum(p.numel() for p in m.parameters()) for m in (model, pruned)]
+    removable = len(plan.scores)
+    print()
+    print(summary_table([
+        ("params", *params),
+        ("FLOPs", *(f[""] if f else None for f in flops)),
+        ("removable residual blocks", removable, removable - len(plan.removed)),
+    ]))
+    ranks = _ranks(plan)
+    rows = [[name, _stage(name), f"{plan.scores[name]:.4g}", f"{ranks[name]}/{removable}"] for name in plan.removed]
+    print(f"\nremoved blocks ({plan.criterion} score, rank 1 = least important):")
+    print(format_table(["block", "stage", "score", "rank"], rows, right=(2, 3)))
+    print(f"\nverified: the pruned model equals the original with the removed blocks as identities "
+          f"(max abs difference {error:.3g} on {len(probe)} inputs)")
+    return pruned
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    built = build_model(args.model, input_size=args.input_size)
+    x = torch.randn(1, *built.input_size, generator=torch.Generator().manual_seed(0))
+    _step(f"tracing {args.model} with input {'x'.join(map(str, built.input_size))}")
+    blocks = find_blocks(built.module, x, policy=args.policy)
+    flops = count_flops_by_module(built.module, (x,))
+    total = flops[""] if flops else None
+    params = sum(p.numel() for p in built.module.parameters())
+    if args.json:
+        print(json.dumps({
+            "model": args.model, "class": type(built.module).__name__, "input_size": list(built.input_size),
+            "policy": args.policy, "params": params, "flops": total, "blocks": [b.to_dict() for b in blocks],
+        }, indent=2))
+        return 0
+    print(blocks_table(blocks, total))
+    removable = sum(b.removable for b in blocks)
+    print(f"\n{args.model} ({type(built.module).__name__}, input {'x'.join(map(str, built.input_size))}, "
+          f"policy {args.policy}): {len(blocks)} residual units, {removable} removable; "
+          f"{format_count(params)} params, {format_count(total)} FLOPs")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    info = get_criterion_info(args.criterion)
+    torch.manual_seed(args.seed)
+    built = build_model(args.model, pretrained=args.pretrained, input_size=args.input_size)
+    if args.checkpoint:
+        _load_checkpoint(built.module, args.checkpoint)
+    batches, probe, description = _calibration(args, built, info)
+    print(f"model: {args.model} ({type(built.module).__name__}, input {'x'.join(map(str, built.input_size))})")
+    print(f"calibration data: {description}")
+    options = _criterion_options(info, num_batches=len(batches) if batches else None, seed=args.seed)
+    options = {k: v for k, v in options.items() if v is not None}
+    _step(f"scoring the removable blocks with {args.criterion}")
+    plan = plan_pruning(built.module, criterion=args.criterion, n=args.n, ratio=args.ratio, data=batches,
+                        example_inputs=probe[:1], policy=args.policy, **options)
+    pruned = _prune_and_report(built.module, plan, probe)
+    out = Path(args.out)
+    plan_path = plan.save(out / "plan.json")
+    state_path = out / "pruned_state_dict.pt"
+    torch.save(pruned.state_dict(), state_path)
+    print(f"\nwrote {plan_path} and {state_path}; to load the pruned model:")
+    print(f"    import torch, residual_prune\n    {built.imports}\n    model = {built.code}\n"
+          f"    plan = residual_prune.PruningPlan.load({str(plan_path)!r})\n"
+          f"    pruned = residual_prune.apply_plan(model, plan)\n"
+          f"    pruned.load_state_dict(torch.load({str(state_path)!r}, weights_only=True))")
+    return 0
+
+
+def _criteria(args: argparse.Namespace) -> int:
+    rows = []
+    for name in list_criteria():
+        info = get_criterion_info(name)
+        doc = (inspect.getdoc(info.fn) or "").split("\n", 1)[0].replace("``", "")
+        rows.append([name, info.source, "yes" if info.requires_data else "no",
+                     "yes" if info.gradient_based else "no", doc if len(doc) <= 60 else doc[:57] + "..."])
+    print(format_table(["name", "source", "needs data", "gradients", "description"], rows))
+    return 0
+
+
+def _demo_data(args: argparse.Namespace) -> tuple[list, str]:
+    try:
+        return cifar10_calibration(args.data, batch_size=args.batch_size, num_batches=args.num_batches, seed=0)
+    except DataError as exc:
+        if args.data is not None or os.environ.get(DATA_ENV_VAR):
+            raise
+        print(f"WARNING: no CIFAR-10 found ({exc}). Using a SYNTHETIC calibration batch; pass --data "
+              f"PATH (or set {DATA_ENV_VAR}) for scores on real images.", file=sys.stderr)
+        return _synthetic((3, 32, 32), 10, args.batch_size, args.num_batches, 0)
+
+
+def _stage_table(plan: PruningPlan) -> str:
+    stages: dict[str, list[str]] = {}
+    for name in plan.scores:
+        stages.setdefault(_stage(name), []).append(name)
+    rows = []
+    for stage, names in stages.items():
+        values = [plan.scores[n] for n in names]
+        removed = sum(n in plan.removed for n in names)
+        rows.append([stage, len(names), removed, f"{min(values):.4g}", f"{sum(values) / len(values):.4g}",
+                     f"{max(values):.4g}"])
+    return format_table(["stage", "scored", "removed", "min", "mean", "max"], rows, right=(1, 2, 3, 4, 5))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    print(f"residual-prune demo: remove {args.n} residual blocks of a CIFAR-10 {args.arch} at initialization "
+          "with GraSP (Jordao et al., 'When Layers Play the Lottery, all Tickets Win at Initialization')")
+    torch.manual_seed(0)
+    model = getattr(models, args.arch)()
+    _step(f"loading {args.batch_size * args.num_batches} CIFAR-10 calibration images")
+    batches, description = _demo_data(args)
+    print(f"calibration data: {description}")
+    _step(f"scoring the removable blocks of {args.arch} with GraSP")
+    plan = plan_pruning(model, criterion="grasp", n=args.n, data=batches, num_batches=len(batches))
+    _prune_and_report(model, plan, batches[0][0][:_PROBE_SAMPLES])
+    print("\nGraSP scores per stage (higher = keep):")
+    print(_stage_table(plan))
+    print(f"\ndone in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", metavar="MODEL", help=MODEL_SYNTAX)
+    parser.add_argument("--input-size", nargs=3, type=_positive_int, metavar=("C", "H", "W"),
+                        help="input shape without the batch dimension (default: the model's: 3 32 32 for cifar:, "
+                             "timm's pretrained_cfg, 3 224 224 otherwise)")
+    parser.add_argument("--policy", choices=POLICIES, default="default",
+                        help="'paper' also keeps the blocks next to every downsampling (default: %(default)s)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="residual-prune", description="Prune whole residual blocks (layers).")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    analyze = sub.add_parser("analyze", help="list the residual blocks of a model and which can be removed")
+    _add_model_arguments(analyze)
+    analyze.add_argument("--json", action="store_true", help="print the blocks as JSON")
+    analyze.set_defaults(func=_analyze)
+
+    prune = sub.add_parser("prune", help="score the blocks, remove the least important, save plan and weights")
+    _add_model_arguments(prune)
+    prune.add_argument("--criterion", required=True, help="a name from `residual-prune criteria`")
+    count = prune.add_mutually_exclusive_group(required=True)
+    count.add_argument("--n", type=int, help="number of blocks to remove")
+    count.add_argument("--ratio", type=float, help="fraction of the removable blocks to remove")
+    prune.add_argument("--data", help="calibration data: a CIFAR-10 .npz or torchvision root (cifar: models), an "
+                                      "ImageFolder directory (other models), or 'synthetic'")
+    prune.add_argument("--batch-size", type=_positive_int, default=64, help="default: %(default)s")
+    prune.add_argument("--num-batches", type=_positive_int, default=1, help="default: %(default)s")
+    prune.add_argument("--seed", type=int, default=0, help="seed of the weights, data subset and random criterion")
+    prune.add_argument("--pretrained", action="store_true", help="load pretrained weights (downloads them)")
+    prune.add_argument("--checkpoint", help="a state_dict to load into the model before scoring")
+    prune.add_argument("--out", required=True, help="directory for plan.json and pruned_state_dict.pt")
+    prune.set_defaults(func=_prune)
+
+    criteria = sub.add_parser("criteria", help="list the built-in and plugin criteria")
+    criteria.set_defaults(func=_criteria)
+
+    demo = sub.add_parser("demo", help="prune a CIFAR-10 ResNet-56 at initialization with GraSP, end to end")
+    demo.add_argument("--data", help=f"CIFAR-10 .npz or torchvision root (default: ${DATA_ENV_VAR}, then "
+                                     "~/.cache/residual_prune/cifar10, downloaded when online)")
+    demo.add_argument("--n", type=int, default=4, help="blocks to remove (default: %(default)s)")
+    demo.add_argument("--num-batches", type=_positive_int, default=2, help="default: %(default)s")
+    demo.add_argument("--batch-size", type=_positive_int, default=64, help="default: %(default)s")
+    demo.add_argument("--arch", choices=CIFAR_ARCHS, default="resnet56", help="default: %(default)s")
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+@contextlib.contextmanager
+def _readable_warnings() -> Iterator[None]:
+    """Show warnings as one ``warning: ...`` line each; hide torch's jit deprecation notice (from fvcore)."""
+
+    def show(message: Warning | str, category: type[Warning], *_: Any, **__: Any) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated.*", category=FutureWarning)
+        warnings.showwarning = show
+        yield
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 ok, 2 error)."""
+    args = _parser().parse_args(argv)
+    try:
+        with _readable_warnings():
+            return args.func(args)
+    except ResidualPruneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

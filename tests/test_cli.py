@@ -1,0 +1,219 @@
+"""The residual-prune command line, on CIFAR ResNet-20 and tiny data built in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import residual_prune
+from residual_prune import PruningPlan, apply_plan, data
+from residual_prune.cli import main
+from residual_prune.criteria import CriterionInfo, _registry
+from residual_prune.models import resnet20
+
+from .test_data import write_cifar_npz
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def npz(tmp_path: Path) -> Path:
+    return write_cifar_npz(tmp_path / "cifar10_jpeg.npz")
+
+
+@pytest.fixture
+def no_cifar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No CIFAR-10 anywhere: no env var, an empty default root, and offline."""
+    monkeypatch.delenv("RESIDUAL_PRUNE_DATA", raising=False)
+    monkeypatch.setattr(data, "DEFAULT_CIFAR10_ROOT", tmp_path / "empty-cache")
+    monkeypatch.setattr(data, "_online", lambda *a, **k: False)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_analyze_lists_the_units_of_resnet20(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "analyze", "cifar:resnet20")
+    assert code == 0
+    rows = [line for line in out.splitlines() if line.startswith("layer")]
+    assert [r.split()[0] for r in rows] == [f"layer{s}.{i}" for s in (1, 2, 3) for i in range(3)]
+    assert sum(" yes " in r for r in rows) == 7
+    assert all("no: it carries downsampling" in r for r in rows if r.split()[0] in ("layer2.0", "layer3.0"))
+    assert "9 residual units, 7 removable" in out
+    assert "272.47K params" in out
+
+
+def test_analyze_json_and_paper_policy(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "analyze", "cifar:resnet20", "--policy", "paper", "--json")
+    assert code == 0
+    report = json.loads(out)  # stdout is pure JSON; progress went to stderr
+    assert "tracing" in err
+    assert report["input_size"] == [3, 32, 32] and report["policy"] == "paper"
+    assert len(report["blocks"]) == 9
+    protected = [b for b in report["blocks"] if b["reason"] and "policy='paper'" in b["reason"]]
+    assert protected and sum(b["removable"] for b in report["blocks"]) == 7 - len(protected)
+
+
+def test_prune_writes_a_plan_and_weights_that_reload(
+    tmp_path: Path, npz: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_dir = tmp_path / "out"
+    code, out, _ = _run(capsys, "prune", "cifar:resnet20", "--criterion", "grasp", "--n", "2", "--data", str(npz),
+                        "--batch-size", "8", "--seed", "0", "--out", str(out_dir))
+    assert code == 0
+    assert "CIFAR-10 offline JPEG copy" in out and "1 batch of 8 train images" in out
+    plan = PruningPlan.load(out_dir / "plan.json")
+    assert plan.criterion == "grasp" and len(plan.removed) == 2 and len(plan.scores) == 7
+    assert plan.criterion_kwargs == {"num_batches": 1}
+    for name in plan.removed:
+        assert name in out  # the removed blocks are reported
+    assert "PruningPlan.load" in out and "load_state_dict" in out
+
+    torch.manual_seed(0)  # the command builds the model after torch.manual_seed(--seed)
+    expected = apply_plan(resnet20(), plan)
+    fresh = apply_plan(resnet20(), plan)
+    fresh.load_state_dict(torch.load(out_dir / "pruned_state_dict.pt", weights_only=True))
+    assert not any(key.startswith(tuple(n + "." for n in plan.removed)) for key in fresh.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(fresh.eval()(x), expected.eval()(x))
+
+
+def test_prune_reports_before_and_after(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "prune", "cifar:resnet20", "--criterion", "l1", "--ratio", "0.5",
+                        "--out", str(tmp_path))
+    assert code == 0
+    assert "data-free" in out
+    table = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("params", "FLOPs"))}
+    assert table["params"][1] == "272.47K" and table["FLOPs"][1] == "41.22M"
+    assert float(table["FLOPs"][3].rstrip("%")) < 100
+    assert len(PruningPlan.load(tmp_path / "plan.json").removed) == 4  # round(0.5 * 7)
+    assert "max abs difference 0" in out
+
+
+def test_prune_with_synthetic_data_is_labelled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "prune", "cifar:resnet20", "--criterion", "snip", "--n", "1", "--data", "synthetic",
+                        "--batch-size", "4", "--out", str(tmp_path))
+    assert code == 0
+    assert "calibration data: SYNTHETIC" in out
+
+
+def test_prune_loads_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.manual_seed(123)
+    trained = resnet20()
+    torch.save(trained.state_dict(), tmp_path / "ckpt.pt")
+    code, _, _ = _run(capsys, "prune", "cifar:resnet20", "--criterion", "l1", "--n", "1",
+                      "--checkpoint", str(tmp_path / "ckpt.pt"), "--out", str(tmp_path / "out"))
+    assert code == 0
+    pruned = torch.load(tmp_path / "out" / "pruned_state_dict.pt", weights_only=True)
+    reference = trained.state_dict()
+    assert all(torch.equal(value, reference[key]) for key, value in pruned.items())
+
+
+def _factory() -> torch.nn.Module:
+    return resnet20()
+
+
+def test_python_factory_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "analyze", "tests.test_cli:_factory", "--input-size", "3", "32", "32")
+    assert code == 0 and "input 3x32x32" in out and "9 residual units, 7 removable" in out
+    code, _, err = _run(capsys, "analyze", "tests_no_such_module:factory")
+    assert code == 2 and "cannot import 'tests_no_such_module'" in err
+    # not a cifar: model, so a data-driven criterion needs an ImageFolder or --data synthetic
+    code, _, err = _run(capsys, "prune", "tests.test_cli:_factory", "--criterion", "grasp", "--n", "1",
+                        "--out", str(tmp_path))
+    assert code == 2
+    assert "--data DIR" in err and "--data synthetic" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["analyze", "resnet20"], "MODEL must be torchvision:NAME"),
+        (["analyze", "cifar:resnet21"], "choose one of resnet20"),
+        (["analyze", "torchvision:not_a_model"], "torchvision has no model"),
+        (["prune", "cifar:resnet20", "--criterion", "nope", "--n", "1", "--out", "x"], "unknown criterion 'nope'"),
+        (["prune", "cifar:resnet20", "--criterion", "random", "--n", "8", "--out", "x"], "only 7 removable"),
+        (["prune", "cifar:resnet20", "--criterion", "l1", "--n", "1", "--checkpoint", "missing.pt", "--out", "x"],
+         "checkpoint missing.pt does not exist"),
+    ],
+)
+def test_errors_exit_2_with_a_message(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run(capsys, *argv)
+    assert code == 2
+    assert err.splitlines()[-1].startswith("error: ") and message in err
+    assert "Traceback" not in err
+
+
+def test_n_and_ratio_are_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["prune", "cifar:resnet20", "--criterion", "l1", "--n", "1", "--ratio", "0.5", "--out", "x"])
+    assert info.value.code == 2
+    assert "not allowed with" in capsys.readouterr().err
+
+
+def test_criteria_lists_builtins_and_registered(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def by_params(model, blocks, data, **kwargs):
+        """Bigger blocks first."""
+        return {b.name: float(b.params) for b in blocks}
+
+    monkeypatch.setitem(_registry._registry, "by_params", CriterionInfo("by_params", by_params, source="user"))
+    code, out, _ = _run(capsys, "criteria")
+    assert code == 0
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    assert rows["grasp"][1:4] == ["builtin", "yes", "yes"]
+    assert rows["synflow"][1:4] == ["builtin", "no", "yes"]
+    assert rows["random"][1:4] == ["builtin", "no", "no"]
+    assert rows["by_params"][1:3] == ["user", "no"] and "Bigger blocks first." in out
+
+
+def test_demo_with_a_cifar_npz(npz: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "demo", "--data", str(npz), "--arch", "resnet20", "--n", "2",
+                          "--batch-size", "8", "--num-batches", "2")
+    assert code == 0
+    assert "CIFAR-10 offline JPEG copy" in out and "2 batches of 8" in out
+    assert "SYNTHETIC" not in out + err
+    removed = out.split("removed blocks")[1].split("verified")[0]
+    assert sum(line.startswith("layer") for line in removed.splitlines()) == 2
+    stages = out.split("GraSP scores per stage")[1]
+    rows = {line.split()[0]: line.split() for line in stages.splitlines() if line.startswith("layer")}
+    assert [rows[s][1] for s in ("layer1", "layer2", "layer3")] == ["3", "2", "2"]  # removable blocks scored
+    assert sum(int(r[2]) for r in rows.values()) == 2  # removed
+    assert "done in" in out
+
+
+def test_demo_without_data_falls_back_to_synthetic(no_cifar: None, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "demo", "--arch", "resnet20", "--n", "1", "--batch-size", "4", "--num-batches", "1")
+    assert code == 0
+    assert "WARNING: no CIFAR-10 found" in err and "--data" in err
+    assert "calibration data: SYNTHETIC" in out
+
+
+def test_demo_with_a_bad_path_does_not_fall_back(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = _run(capsys, "demo", "--data", str(tmp_path / "missing.npz"), "--arch", "resnet20")
+    assert code == 2 and "error: no CIFAR-10 at" in err
+    assert "SYNTHETIC" not in out
+
+
+def test_python_dash_m_runs_the_command_line() -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "residual_prune", "criteria"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.splitlines()[2:]]
+    assert set(residual_prune.list_criteria()) <= set(names)

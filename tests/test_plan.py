@@ -1,0 +1,70 @@
+"""PruningPlan: JSON round trip, architecture check, corrupt files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torchvision
+
+import residual_prune as rp
+from residual_prune.models import resnet20, resnet32
+
+X = torch.randn(1, 3, 32, 32)
+
+
+def test_json_round_trip(tmp_path) -> None:
+    plan = rp.plan_pruning(resnet20(), criterion="random", n=2, example_inputs=X, seed=4)
+    path = plan.save(tmp_path / "sub" / "plan.json")
+    loaded = rp.PruningPlan.load(path)
+    assert loaded == plan
+    data = json.loads(path.read_text())
+    assert data["format"] == "residual_prune.plan" and data["criterion_kwargs"] == {"seed": 4}
+    assert not list(path.parent.glob(".*tmp"))  # atomic write leaves no temporary file
+
+
+def test_plan_applies_to_a_fresh_model_of_the_same_architecture() -> None:
+    torch.manual_seed(0)
+    plan = rp.plan_pruning(resnet20(), criterion="l1", n=3, example_inputs=X)
+    torch.manual_seed(1)
+    a, b = rp.apply_plan(resnet20(), plan), rp.apply_plan(resnet20(), plan)
+    assert [n for n, _ in a.named_modules()] == [n for n, _ in b.named_modules()]
+    b.load_state_dict(a.state_dict())
+
+
+@pytest.mark.parametrize("other", [resnet32, lambda: torchvision.models.resnet18(), lambda: resnet20(num_classes=100)])
+def test_plan_for_another_architecture_fails_clearly(other) -> None:
+    plan = rp.plan_pruning(resnet20(), criterion="random", n=1, example_inputs=X)
+    model = other()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(rp.PlanMismatchError, match="made for a CifarResNet with 272,474 parameters"):
+        rp.apply_plan(model, plan, inplace=True)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with pytest.raises(rp.PlanMismatchError):
+        rp.verify(model, model, plan, X)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not JSON"),
+        ("[1, 2]", "'format' field"),
+        ('{"format": "residual_prune.plan", "version": 99}', "version 99"),
+        ('{"format": "residual_prune.plan", "version": 1, "removed": []}', "lacks the field"),
+        ('{"format": "residual_prune.plan", "version": 1, "removed": [3], "scores": {}, "criterion": "x", '
+         '"policy": "default", "fingerprint": "f"}', "list of block names"),
+        ('{"format": "residual_prune.plan", "version": 1, "removed": [], "scores": {"a": "high"}, '
+         '"criterion": "x", "policy": "default", "fingerprint": "f"}', "map block names to numbers"),
+    ],
+)
+def test_corrupt_plan_files(tmp_path, content: str, message: str) -> None:
+    path = tmp_path / "plan.json"
+    path.write_text(content)
+    with pytest.raises(rp.CorruptPlanError, match=message):
+        rp.PruningPlan.load(path)
+
+
+def test_missing_plan_file(tmp_path) -> None:
+    with pytest.raises(rp.CorruptPlanError, match="cannot read"):
+        rp.PruningPlan.load(tmp_path / "nope.json")

@@ -1,0 +1,85 @@
+"""apply_plan on each kind of container, and verify's own check."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import residual_prune as rp
+
+
+class Res(nn.Module):
+    def __init__(self, c: int = 4):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
+class InList(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(Res() for _ in range(4))
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class ByName(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first, self.second, self.third = Res(), Res(), Res()
+
+    def forward(self, x):
+        return self.third(self.second(self.first(x)))
+
+
+X = torch.randn(1, 4, 8, 8)
+
+
+def _plan(model: nn.Module, removed: list[str]) -> rp.PruningPlan:
+    plan = rp.plan_pruning(model, criterion="random", n=len(removed), example_inputs=X)
+    plan.removed = removed
+    return plan
+
+
+def test_sequential_keeps_the_names_of_kept_blocks() -> None:
+    model = nn.Sequential(*[Res() for _ in range(4)])
+    pruned = rp.apply_plan(model, _plan(model, ["1", "2"]))
+    assert list(pruned._modules) == ["0", "3"] and len(pruned) == 2 and pruned[1] is pruned._modules["3"]
+    assert rp.verify(model, pruned, _plan(model, ["1", "2"]), X) == 0
+
+
+def test_module_list_renumbers() -> None:
+    model = InList()
+    plan = _plan(model, ["blocks.0", "blocks.2"])
+    pruned = rp.apply_plan(model, plan)
+    assert len(pruned.blocks) == 2
+    assert torch.equal(pruned.blocks[0].conv.weight, model.blocks[1].conv.weight)
+    assert torch.equal(pruned.blocks[1].conv.weight, model.blocks[3].conv.weight)
+    assert rp.verify(model, pruned, plan, X) == 0
+
+
+def test_attribute_blocks_become_identity() -> None:
+    model = ByName()
+    plan = _plan(model, ["second"])
+    pruned = rp.apply_plan(model, plan)
+    assert isinstance(pruned.second, nn.Identity) and type(pruned) is ByName
+    assert not any(k.startswith("second.") for k in pruned.state_dict())
+    assert rp.verify(model, pruned, plan, X) == 0
+
+
+def test_verify_detects_a_wrong_model() -> None:
+    model = nn.Sequential(*[Res() for _ in range(3)])
+    plan = _plan(model, ["1"])
+    wrong = copy.deepcopy(model)
+    with torch.no_grad():
+        wrong[0].conv.weight.add_(1.0)
+    with pytest.raises(rp.VerificationError, match="max abs error"):
+        rp.verify(model, wrong, plan, X)
