@@ -58,6 +58,10 @@ class BuiltModel:
     code: str
 
 
+def _size(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
+
+
 def _step(message: str) -> None:
     print(f"{message}...", file=sys.stderr, flush=True)
 
@@ -173,7 +177,9 @@ def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
     return out.shape[1]
 
 
-def _synthetic(shape: Sequence[int], num_classes: int, batch_size: int, num_batches: int, seed: int) -> tuple[list, str]:
+def _synthetic(
+    shape: Sequence[int], num_classes: int, batch_size: int, num_batches: int, seed: int
+) -> tuple[list, str]:
     batches = synthetic_batches(shape, num_classes, batch_size=batch_size, num_batches=num_batches, seed=seed)
     return batches, (
         f"SYNTHETIC random labelled data ({num_batches} batch{'es' if num_batches != 1 else ''} of {batch_size}, "
@@ -181,7 +187,9 @@ def _synthetic(shape: Sequence[int], num_classes: int, batch_size: int, num_batc
     )
 
 
-def _calibration(args: argparse.Namespace, built: BuiltModel, info: CriterionInfo) -> tuple[list | None, torch.Tensor, str]:
+def _calibration(
+    args: argparse.Namespace, built: BuiltModel, info: CriterionInfo
+) -> tuple[list | None, torch.Tensor, str]:
     """Calibration batches (None for data-free criteria), probe inputs and a description of the data."""
     shape = built.input_size
     if not info.requires_data:
@@ -190,7 +198,8 @@ def _calibration(args: argparse.Namespace, built: BuiltModel, info: CriterionInf
     _step(f"loading {args.batch_size * args.num_batches} calibration images")
     if args.data == "synthetic":
         x = torch.randn(1, *shape, generator=torch.Generator().manual_seed(args.seed))
-        batches, description = _synthetic(shape, _num_classes(built.module, x), args.batch_size, args.num_batches, args.seed)
+        classes = _num_classes(built.module, x)
+        batches, description = _synthetic(shape, classes, args.batch_size, args.num_batches, args.seed)
     elif built.family == "cifar":
         try:
             batches, description = cifar10_calibration(
@@ -255,7 +264,7 @@ def _prune_and_report(model: nn.Module, plan: PruningPlan, probe: torch.Tensor) 
 def _analyze(args: argparse.Namespace) -> int:
     built = build_model(args.model, input_size=args.input_size)
     x = torch.randn(1, *built.input_size, generator=torch.Generator().manual_seed(0))
-    _step(f"tracing {args.model} with input {'x'.join(map(str, built.input_size))}")
+    _step(f"tracing {args.model} with input {_size(built.input_size)}")
     blocks = find_blocks(built.module, x, policy=args.policy)
     flops = count_flops_by_module(built.module, (x,))
     total = flops[""] if flops else None
@@ -268,7 +277,7 @@ def _analyze(args: argparse.Namespace) -> int:
         return 0
     print(blocks_table(blocks, total))
     removable = sum(b.removable for b in blocks)
-    print(f"\n{args.model} ({type(built.module).__name__}, input {'x'.join(map(str, built.input_size))}, "
+    print(f"\n{args.model} ({type(built.module).__name__}, input {_size(built.input_size)}, "
           f"policy {args.policy}): {len(blocks)} residual units, {removable} removable; "
           f"{format_count(params)} params, {format_count(total)} FLOPs")
     return 0
@@ -281,10 +290,10 @@ def _prune(args: argparse.Namespace) -> int:
     if args.checkpoint:
         _load_checkpoint(built.module, args.checkpoint)
     batches, probe, description = _calibration(args, built, info)
-    print(f"model: {args.model} ({type(built.module).__name__}, input {'x'.join(map(str, built.input_size))})")
+    print(f"model: {args.model} ({type(built.module).__name__}, input {_size(built.input_size)})")
     print(f"calibration data: {description}")
-    options = _criterion_options(info, num_batches=len(batches) if batches else None, seed=args.seed)
-    options = {k: v for k, v in options.items() if v is not None}
+    candidates = {"seed": args.seed, **({"num_batches": len(batches)} if batches else {})}
+    options = _criterion_options(info, **candidates)
     _step(f"scoring the removable blocks with {args.criterion}")
     plan = plan_pruning(built.module, criterion=args.criterion, n=args.n, ratio=args.ratio, data=batches,
                         example_inputs=probe[:1], policy=args.policy, **options)

@@ -68,7 +68,7 @@ def balanced_indices(labels: np.ndarray, limit: int | None, seed: int = 0) -> np
     sorted_labels = shuffled[by_class]
     rank = np.empty(len(labels), dtype=np.int64)  # position of each image among its class
     rank[by_class] = np.arange(len(labels)) - np.searchsorted(sorted_labels, sorted_labels, side="left")
-    return perm[:limit]
+    return perm[np.argsort(rank, kind="stable")[:limit]]
 
 
 def _open_npz(path: Path) -> np.lib.npyio.NpzFile:

@@ -25,6 +25,18 @@ def _sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
     return batch * q[-2] * k[-2] * q[-1] + batch * q[-2] * k[-2] * v[-1]
 
 
+def _native_mha_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
+    """fvcore handle for ``aten::_native_multi_head_attention`` (nn.MultiheadAttention's fast path):
+    Q, K, V and output projections plus the two attention matmuls."""
+    from fvcore.nn.jit_handles import get_shape
+
+    q, k = get_shape(inputs[0]), get_shape(inputs[1])
+    batch, length, embed = math.prod(q[:-2]), q[-2], q[-1]
+    source = k[-2]
+    projections = batch * (2 * length + 2 * source) * embed * embed
+    return projections + 2 * batch * length * source * embed
+
+
 def count_flops_by_module(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, int] | None:
     """FLOPs of every submodule (qualified name -> FLOPs; ``""`` is the whole model).
 
@@ -41,6 +53,7 @@ def count_flops_by_module(model: nn.Module, inputs: tuple[torch.Tensor, ...]) ->
             warnings.simplefilter("ignore")
             analysis = FlopCountAnalysis(model, inputs)
             analysis.set_op_handle("aten::scaled_dot_product_attention", _sdpa_flop_jit)
+            analysis.set_op_handle("aten::_native_multi_head_attention", _native_mha_flop_jit)
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
             analysis.tracer_warnings("none")
             return {name: int(v) for name, v in analysis.by_module().items()}

@@ -1,0 +1,154 @@
+"""Block discovery: what counts as a removable residual unit, and why the others are kept."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import residual_prune as rp
+
+X = torch.randn(1, 8, 16, 16)
+
+
+def conv(c_in: int = 8, c_out: int = 8, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1)
+
+
+class Plain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(conv(), nn.ReLU(), conv())
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class LayerScaleDropPath(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = conv()
+        self.gamma = nn.Parameter(torch.full((8, 1, 1), 0.1))
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, x):
+        return torch.add(x, self.drop(self.gamma * self.body(x)))
+
+
+class UNetSkip(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.down = conv(stride=2)
+        self.up = nn.ConvTranspose2d(8, 8, 2, stride=2)
+
+    def forward(self, x):
+        return x + self.up(self.down(x))
+
+
+class Projection(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = conv()
+        self.shortcut = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        return self.shortcut(x) + self.body(x)
+
+
+class ConvThenResidual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pre = conv()
+        self.body = conv()
+
+    def forward(self, x):
+        x = self.pre(x)
+        return x + self.body(x)
+
+
+class Net(nn.Module):
+    def __init__(self, *blocks: nn.Module, shared: bool = False):
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+        self.shared = Plain() if shared else None
+        self.extra = conv()
+
+    def forward(self, x):
+        x = self.blocks(x)
+        if self.shared is not None:
+            x = self.shared(self.shared(x))
+        x = x + self.extra(x)  # a residual in the top-level forward
+        return x.mean((2, 3))
+
+
+def _by_name(model: nn.Module) -> dict[str, rp.ResidualBlock]:
+    return {b.name: b for b in rp.find_blocks(model, X)}
+
+
+def test_identity_units_with_scaled_branches_are_removable() -> None:
+    blocks = _by_name(Net(Plain(), LayerScaleDropPath()))
+    assert blocks["blocks.0"].removable and blocks["blocks.1"].removable
+    assert blocks["blocks.1"].type == "LayerScaleDropPath"
+    assert (blocks["blocks.0"].stage, blocks["blocks.0"].index, blocks["blocks.1"].index) == ("blocks", 0, 1)
+    assert blocks["blocks.0"].flops > 0 and blocks["blocks.0"].params == 2 * (8 * 8 * 9 + 8)
+    assert blocks["blocks.0"].input_shape == blocks["blocks.0"].output_shape == (1, 8, 16, 16)
+    assert [b.order for b in blocks.values()] == list(range(len(blocks)))
+
+
+def test_excluded_units_say_why() -> None:
+    blocks = _by_name(Net(UNetSkip(), Projection(), ConvThenResidual(), shared=True))
+    assert "resamples" in blocks["blocks.0"].reason and "U-Net" in blocks["blocks.0"].reason
+    assert "shortcut is not the identity" in blocks["blocks.1"].reason
+    assert "`blocks.2.pre`" in blocks["blocks.2"].reason and "main path" in blocks["blocks.2"].reason
+    assert "called 2 times" in blocks["shared"].reason
+    assert "top-level forward" in blocks[""].reason
+    assert not any(b.removable for b in blocks.values())
+
+
+def test_downsampling_unit_is_excluded() -> None:
+    class Down(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = conv(8, 16, stride=2)
+            self.proj = nn.Conv2d(8, 16, 1, stride=2)
+
+        def forward(self, x):
+            return self.body(x) + self.proj(x)
+
+    block = _by_name(nn.Sequential(Down()))["0"]
+    assert not block.removable and "downsampling" in block.reason and "(1, 16, 8, 8)" in block.reason
+
+
+def test_fvcore_failure_gives_flops_none_with_warning(monkeypatch) -> None:
+    import residual_prune.blocks as blocks_module
+
+    def fail(model, inputs):
+        import warnings
+
+        warnings.warn("cannot count", rp.FlopCountWarning)
+        return None
+
+    monkeypatch.setattr(blocks_module, "count_flops_by_module", fail)
+    import pytest
+
+    with pytest.warns(rp.FlopCountWarning):
+        blocks = rp.find_blocks(nn.Sequential(Plain()), X)
+    assert blocks[0].flops is None and blocks[0].removable
+
+
+def test_flop_counter_handles_attention() -> None:
+    from residual_prune.flops import count_flops_by_module
+
+    attention = nn.MultiheadAttention(16, 2, batch_first=True)
+
+    class Attn(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = attention
+
+        def forward(self, x):
+            return self.attn(x, x, x, need_weights=False)[0]
+
+    flops = count_flops_by_module(Attn(), (torch.randn(1, 10, 16),))
+    projections = 10 * 16 * 16 * 4  # q, k, v and out projections
+    attention = 2 * 10 * 10 * 16  # Q K^T and A V
+    assert flops[""] == projections + attention
