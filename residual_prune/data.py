@@ -195,7 +195,8 @@ def _online(host: str = "www.cs.toronto.edu", port: int = 443, timeout: float = 
 def _describe(kind: str, where: Path, batches: Batches, split: str) -> str:
     sizes = sorted({len(y) for _, y in batches}, reverse=True)
     size = " and ".join(str(s) for s in sizes)
-    return f"CIFAR-10 {kind} ({where}), {len(batches)} batch{'es' if len(batches) != 1 else ''} of {size} {split} images"
+    plural = "es" if len(batches) != 1 else ""
+    return f"CIFAR-10 {kind} ({where}), {len(batches)} batch{plural} of {size} {split} images"
 
 
 def _load_source(path: Path, split: str, limit: int, seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], str, Path]:

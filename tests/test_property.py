@@ -220,6 +220,9 @@ def test_random_residual_networks(spec: NetSpec, data):
     assert len(reference) == len(pruned.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(reference, pruned.state_dict().values()))
 
+    remaining = rp.find_blocks(pruned, X)
+    assert (len(remaining), sum(b.removable for b in remaining)) == (len(blocks) - k, removable - k)
+
     pruned.eval()
     traced = torch.fx.symbolic_trace(pruned)
     with torch.no_grad():
