@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 
 import pytest
@@ -109,7 +108,7 @@ class AttributeStage(nn.Module):
         return x
 
 
-STAGE_TYPES = {"sequential": nn.Sequential, "modulelist": ListStage, "attributes": AttributeStage}
+STAGES = {"modulelist": ListStage, "attributes": AttributeStage}
 BLOCK_KEYS = {"sequential": "{}", "modulelist": "blocks.{}", "attributes": "block_{}"}
 
 
@@ -125,8 +124,8 @@ class Net(nn.Module):
                 stride = 2 if stage.downsample and j == 0 else 1
                 blocks.append(Block(channels, stage.width, stride, block))
                 channels = stage.width
-            setattr(self, f"stage{i}", STAGE_TYPES[stage.container](*blocks) if stage.container == "sequential"
-                    else STAGE_TYPES[stage.container](blocks))
+            container = nn.Sequential(*blocks) if stage.container == "sequential" else STAGES[stage.container](blocks)
+            setattr(self, f"stage{i}", container)
         self.num_stages = len(spec.stages)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, 3))
 
@@ -215,8 +214,8 @@ def test_random_residual_networks(spec: NetSpec, data):
     assert_same_state(pruned, state_snapshot(planned))
     rp.verify(net, pruned, plan, X)
     # kept layers keep their weights, in order (ModuleList keys are renumbered, values are not)
-    reference = [v for k_, v in net.state_dict().items()
-                 if not any(k_.startswith(name + ".") for name in plan.removed)]
+    reference = [value for key, value in net.state_dict().items()
+                 if not any(key.startswith(name + ".") for name in plan.removed)]
     assert len(reference) == len(pruned.state_dict())
     assert all(torch.equal(a, b) for a, b in zip(reference, pruned.state_dict().values()))
 

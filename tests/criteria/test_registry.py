@@ -21,9 +21,13 @@ TEST_MODULE_PREFIXES = ("residual_prune_example_plugin", "rptest_")
 
 @pytest.fixture(autouse=True)
 def clean_registry():
-    """Restore the registry after each test (autouse: set up first, so torn down after monkeypatch)."""
+    """Restore the registry after each test (autouse: set up first, so torn down after monkeypatch).
+
+    Yields the criteria known before the test: the built-ins plus any plugin installed for real
+    (e.g. the example plugin after ``pip install ./examples/plugin``).
+    """
     saved = {k: v for k, v in _registry._registry.items() if not v.source.startswith("plugin ")}
-    yield
+    yield set(rp.list_criteria())
     _registry._registry.clear()
     _registry._registry.update(saved)
     for name in [m for m in sys.modules if m.startswith(TEST_MODULE_PREFIXES)]:
@@ -105,15 +109,31 @@ def _user_names():
 
 
 def test_builtins_are_listed_sorted_and_marked_builtin():
-    assert rp.list_criteria() == BUILTINS
+    names = rp.list_criteria()
+    assert names == sorted(names) and set(BUILTINS) <= set(names)
     assert all(rp.get_criterion_info(n).source == "builtin" for n in BUILTINS)
     assert [n for n in BUILTINS if rp.get_criterion_info(n).requires_data] == ["grasp", "snip"]
 
 
-@pytest.mark.parametrize("pattern, expected", [("s*", ["snip", "synflow"]), ("*sp", ["grasp"]),
-                                                ("?1", ["l1"]), ("nope*", [])])
+def _constant(model, blocks, data, **kwargs):
+    return {b.name: 0.0 for b in blocks}
+
+
+@pytest.mark.parametrize("pattern, expected", [
+    ("rptest_s*", ["rptest_s1", "rptest_s2"]), ("*_s?", ["rptest_s1", "rptest_s2"]),
+    ("rptest_*", ["rptest_a", "rptest_s1", "rptest_s2"]), ("*[0-9]", ["rptest_s1", "rptest_s2"]),
+    ("rptest_nope*", []),
+])
 def test_list_criteria_wildcard(pattern, expected):
-    assert rp.list_criteria(pattern) == expected
+    for name in ["rptest_s2", "rptest_a", "rptest_s1"]:
+        rp.register_criterion(name)(_constant)
+    assert [n for n in rp.list_criteria(pattern) if n.startswith("rptest_")] == expected
+
+
+def test_list_criteria_wildcard_on_builtins():
+    assert {"snip", "synflow"} <= set(rp.list_criteria("s*"))
+    assert all(n.startswith("s") for n in rp.list_criteria("s*"))
+    assert "l1" in rp.list_criteria("?1") and "grasp" in rp.list_criteria("*sp")
 
 
 def test_unknown_criterion_lists_known_ones():
@@ -181,8 +201,8 @@ def test_example_pyproject_declares_the_entry_point():
 
 
 @pytest.mark.usefixtures("example_plugin")
-def test_example_plugin_is_found_and_used(net, x):
-    assert rp.list_criteria() == sorted([*BUILTINS, "param_count"])
+def test_example_plugin_is_found_and_used(net, x, clean_registry):
+    assert set(rp.list_criteria()) == clean_registry | {"param_count"}
     assert rp.list_criteria("p*") == ["param_count"]
     info = rp.get_criterion_info("param_count")
     assert info.source == f"plugin {PLUGIN_ENTRY}"
@@ -195,24 +215,26 @@ def test_example_plugin_is_found_and_used(net, x):
     assert plan.removed == ["blocks.1", "blocks.3"]  # the two smallest blocks, not the first two
     assert plan.criterion == "param_count"
 
+    with pytest.raises(rp.InvalidArgumentError, match="seed"):
+        rp.plan_pruning(net, criterion="param_count", n=2, example_inputs=x, seed=1)
     pruned = rp.prune_layers(net, criterion="param_count", n=2, example_inputs=x)
     assert list(pruned.blocks._modules) == ["0", "2"]
     removed_params = blocks["blocks.1"].params + blocks["blocks.3"].params
     assert sum(p.numel() for p in net.parameters()) - sum(p.numel() for p in pruned.parameters()) == removed_params
 
 
-def test_plugin_disappears_after_reload_without_it(install, monkeypatch):
-    install("residual_prune_example_plugin", {"param_count": PLUGIN_ENTRY}, extra_paths=(PLUGIN_SRC,))
+def test_plugin_disappears_after_reload_without_it(install, monkeypatch, clean_registry):
+    install("rptest_transient", {"rptest_transient": PLUGIN_ENTRY}, extra_paths=(PLUGIN_SRC,))
     rp.reload_plugins()
-    assert "param_count" in rp.list_criteria()
+    assert "rptest_transient" in rp.list_criteria()
     monkeypatch.undo()
     rp.reload_plugins()
-    assert rp.list_criteria() == BUILTINS
+    assert set(rp.list_criteria()) == clean_registry
     with pytest.raises(rp.UnknownCriterionError):
-        rp.get_criterion("param_count")
+        rp.get_criterion("rptest_transient")
 
 
-def test_broken_plugins_warn_and_leave_the_rest_working(install, net, batch):
+def test_broken_plugins_warn_and_leave_the_rest_working(install, net, batch, clean_registry):
     install(
         "rptest_broken",
         {
@@ -239,12 +261,13 @@ def test_broken_plugins_warn_and_leave_the_rest_working(install, net, batch):
                         ("rptest_notcallable", "InvalidArgumentError")]:
         assert any(f"'{name}'" in m and cause in m for m in messages), (name, messages)
     assert rp.list_criteria("rptest_*") == ["rptest_good"]
-    assert rp.list_criteria() == sorted([*BUILTINS, "rptest_good"])
+    assert set(rp.list_criteria()) == clean_registry | {"rptest_good"}
 
     x, y = batch
     assert rp.plan_pruning(net, criterion="rptest_good", n=1, example_inputs=x[:1]).removed == ["blocks.0"]
+    options = {"random": {"seed": 0}, "snip": {"progress": False}, "grasp": {"progress": False}}
     for name in BUILTINS:
-        plan = rp.plan_pruning(net, criterion=name, n=1, data=[(x, y)], seed=0, progress=False)
+        plan = rp.plan_pruning(net, criterion=name, n=1, data=[(x, y)], **options.get(name, {}))
         assert len(plan.removed) == 1 and set(plan.scores) == {f"blocks.{i}" for i in range(4)}, name
 
 
@@ -288,5 +311,6 @@ def test_plugin_requires_data_attribute_is_honoured(install, net, x, batch):
 
 def test_registry_is_clean_between_tests():  # runs last: nothing leaked from the tests above
     assert _user_names() == []
-    assert rp.list_criteria() == BUILTINS
-    assert not [m for m in sys.modules if m.startswith(TEST_MODULE_PREFIXES)]
+    assert rp.list_criteria("rptest_*") == []
+    assert set(BUILTINS) <= set(rp.list_criteria())
+    assert not [m for m in sys.modules if m.startswith("rptest_")]
