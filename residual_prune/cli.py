@@ -327,8 +327,8 @@ def _demo_data(args: argparse.Namespace) -> tuple[list, str]:
     except DataError as exc:
         if args.data is not None or os.environ.get(DATA_ENV_VAR):
             raise
-        print(f"WARNING: no CIFAR-10 found ({exc}). Using a SYNTHETIC calibration batch; pass --data "
-              f"PATH (or set {DATA_ENV_VAR}) for scores on real images.", file=sys.stderr)
+        print(f"WARNING: {exc}.\nWARNING: using a SYNTHETIC calibration batch instead; its scores rank the "
+              "blocks on random noise, not on CIFAR-10 images.", file=sys.stderr)
         return _synthetic((3, 32, 32), 10, args.batch_size, args.num_batches, 0)
 
 
