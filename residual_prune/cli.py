@@ -26,7 +26,7 @@ from torch import nn
 from . import __version__, models
 from .api import plan_pruning
 from .blocks import POLICIES, find_blocks
-from .criteria import CriterionInfo, get_criterion_info, list_criteria
+from .criteria import CriterionInfo, accepted_options, get_criterion_info, list_criteria
 from .data import DATA_ENV_VAR, cifar10_calibration, image_folder_batches, synthetic_batches
 from .errors import DataError, InvalidArgumentError, MissingDataError, ResidualPruneError
 from .flops import count_flops_by_module
@@ -219,15 +219,6 @@ def _calibration(
     return batches, batches[0][0][:_PROBE_SAMPLES], description
 
 
-def _criterion_options(info: CriterionInfo, **candidates: Any) -> dict[str, Any]:
-    """The candidate options the criterion names in its signature (so plugins are not sent unknown ones)."""
-    try:
-        params = inspect.signature(info.fn).parameters
-    except (TypeError, ValueError):
-        return {}
-    return {k: v for k, v in candidates.items() if k in params}
-
-
 def _stage(name: str) -> str:
     return name.rpartition(".")[0] or "-"
 
@@ -293,7 +284,7 @@ def _prune(args: argparse.Namespace) -> int:
     print(f"model: {args.model} ({type(built.module).__name__}, input {_size(built.input_size)})")
     print(f"calibration data: {description}")
     candidates = {"seed": args.seed, **({"num_batches": len(batches)} if batches else {})}
-    options = _criterion_options(info, **candidates)
+    options = accepted_options(info, candidates)  # plugins are not sent options they lack
     _step(f"scoring the removable blocks with {args.criterion}")
     plan = plan_pruning(built.module, criterion=args.criterion, n=args.n, ratio=args.ratio, data=batches,
                         example_inputs=probe[:1], policy=args.policy, **options)

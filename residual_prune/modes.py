@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import nn
+
+from .errors import InvalidArgumentError
 
 __all__ = ["eval_mode", "preserved_state"]
 
@@ -24,19 +26,19 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextlib.contextmanager
-def preserved_state(model: nn.Module, bn_mode: str = "train") -> Iterator[nn.Module]:
+def preserved_state(
+    model: nn.Module, bn_mode: str = "train", needs_grad: Iterable[torch.nn.Parameter] = ()
+) -> Iterator[nn.Module]:
     """Score a model without leaving a trace on it.
 
     Inside the context every module is in eval mode except the batch-norm layers,
     which use batch statistics when ``bn_mode == "train"`` (the convention of the
-    GraSP reference code). Afterwards the modes, the buffers (BN running statistics)
+    GraSP reference code), and the ``needs_grad`` parameters require gradients. Afterwards the modes, the buffers (BN running statistics)
     and the parameters' ``requires_grad`` flags are exactly as before.
     Gradients are never written to ``.grad`` by the criteria (they use
     ``torch.autograd.grad``), so ``.grad`` stays as it was, ``None`` included.
     """
     if bn_mode not in ("train", "eval"):
-        from .errors import InvalidArgumentError
-
         raise InvalidArgumentError(f"bn_mode must be 'train' or 'eval', got {bn_mode!r}")
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     requires_grad = [(p, p.requires_grad) for p in model.parameters()]
@@ -45,6 +47,8 @@ def preserved_state(model: nn.Module, bn_mode: str = "train") -> Iterator[nn.Mod
             for m in model.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.train()
+        for p in needs_grad:
+            p.requires_grad_(True)
         try:
             yield model
         finally:

@@ -13,7 +13,7 @@ from torch import nn
 from ..blocks import ResidualBlock
 from ..errors import DataError, MissingDataError
 
-__all__ = ["scored_weights", "labelled_batches", "classification_loss", "block_sums"]
+__all__ = ["scored_weights", "block_weights", "accumulate", "labelled_batches", "classification_loss", "block_sums"]
 
 
 def scored_weights(module: nn.Module) -> list[torch.nn.Parameter]:
@@ -36,6 +36,21 @@ def scored_weights(module: nn.Module) -> list[torch.nn.Parameter]:
                 seen.add(id(w))
                 weights.append(w)
     return weights
+
+
+def block_weights(
+    model: nn.Module, blocks: Sequence[ResidualBlock]
+) -> tuple[dict[str, list[torch.nn.Parameter]], list[torch.nn.Parameter]]:
+    """The scored weights of each block, and all of them in one flat list (block order)."""
+    weights = {b.name: scored_weights(model.get_submodule(b.name)) for b in blocks}
+    return weights, [w for ws in weights.values() for w in ws]
+
+
+def accumulate(totals: Sequence[torch.Tensor], grads: Iterable[torch.Tensor | None]) -> None:
+    """Add each gradient to its running total in place (``None``: the weight did not take part)."""
+    for total, grad in zip(totals, grads):
+        if grad is not None:
+            total += grad
 
 
 def block_sums(

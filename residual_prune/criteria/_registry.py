@@ -27,6 +27,7 @@ __all__ = [
     "get_criterion",
     "get_criterion_info",
     "reload_plugins",
+    "accepted_options",
 ]
 
 ENTRY_POINT_GROUP = "residual_prune.criteria"
@@ -155,16 +156,21 @@ def get_criterion(name: str) -> Criterion:
     return get_criterion_info(name).fn
 
 
-def call_criterion(
-    info: CriterionInfo, model: Any, blocks: Any, data: Any, optional: Mapping[str, Any], kwargs: Mapping[str, Any]
-) -> Any:
-    """Call a criterion with the user's ``kwargs`` plus those ``optional`` ones its signature accepts."""
+def accepted_options(info: CriterionInfo, candidates: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``candidates`` that the criterion's signature accepts (all of them if it takes ``**kwargs``)."""
     import inspect
 
     try:
         params = inspect.signature(info.fn).parameters
-        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-        optional = {k: v for k, v in optional.items() if takes_any or k in params}
-    except (TypeError, ValueError):  # builtins without a signature: pass only what the user gave
-        optional = {}
-    return info.fn(model, blocks, data, **optional, **kwargs)
+    except (TypeError, ValueError):  # builtins without a signature
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(candidates)
+    return {k: v for k, v in candidates.items() if k in params}
+
+
+def call_criterion(
+    info: CriterionInfo, model: Any, blocks: Any, data: Any, optional: Mapping[str, Any], kwargs: Mapping[str, Any]
+) -> Any:
+    """Call a criterion with the user's ``kwargs`` plus those ``optional`` ones its signature accepts."""
+    return info.fn(model, blocks, data, **accepted_options(info, optional), **kwargs)

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..blocks import ResidualBlock
 from ..modes import preserved_state
-from ._common import block_sums, classification_loss, labelled_batches, scored_weights
+from ._common import accumulate, block_sums, block_weights, classification_loss, labelled_batches
 from ._registry import register_criterion
 
 __all__ = ["grasp_importance"]
@@ -36,27 +36,20 @@ def grasp_importance(
     Needs labelled batches and a double backward (about three backward passes per batch).
     BN uses batch statistics unless ``bn_mode="eval"``; the model is left exactly as it was.
     """
-    weights = {b.name: scored_weights(model.get_submodule(b.name)) for b in blocks}
-    flat = [w for ws in weights.values() for w in ws]
+    weights, flat = block_weights(model, blocks)
     g = [torch.zeros_like(w) for w in flat]
     hg = [torch.zeros_like(w) for w in flat]
-    with preserved_state(model, bn_mode):
-        for w in flat:
-            w.requires_grad_(True)
+    with preserved_state(model, bn_mode, needs_grad=flat):
         batches = []  # the second pass must see the same batches, even from a shuffling loader
         for i, x, y in labelled_batches(data, num_batches, "grasp", progress=progress):
             batches.append((i, x, y))
             loss = classification_loss(model, x, y, i, temperature)
-            for acc, grad in zip(g, torch.autograd.grad(loss, flat, allow_unused=True)):
-                if grad is not None:
-                    acc += grad
+            accumulate(g, torch.autograd.grad(loss, flat, allow_unused=True))
         for i, x, y in batches:
             loss = classification_loss(model, x, y, i, temperature)
             grads = torch.autograd.grad(loss, flat, create_graph=True, allow_unused=True)
             z = sum((gi * gf).sum() for gi, gf in zip(g, grads) if gf is not None)
             if not isinstance(z, torch.Tensor) or not z.requires_grad:
                 continue  # no scored weight influences the loss
-            for acc, h in zip(hg, torch.autograd.grad(z, flat, allow_unused=True)):
-                if h is not None:
-                    acc += h
+            accumulate(hg, torch.autograd.grad(z, flat, allow_unused=True))
     return block_sums(blocks, weights, (w.detach() * h for w, h in zip(flat, hg)))

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..blocks import ResidualBlock
 from ..modes import preserved_state
-from ._common import block_sums, classification_loss, labelled_batches, scored_weights
+from ._common import accumulate, block_sums, block_weights, classification_loss, labelled_batches
 from ._registry import register_criterion
 
 __all__ = ["snip_importance"]
@@ -34,15 +34,10 @@ def snip_importance(
     Higher = keep. BN uses batch statistics unless ``bn_mode="eval"``; the model is
     left exactly as it was.
     """
-    weights = {b.name: scored_weights(model.get_submodule(b.name)) for b in blocks}
-    flat = [w for ws in weights.values() for w in ws]
+    weights, flat = block_weights(model, blocks)
     grads = [torch.zeros_like(w) for w in flat]
-    with preserved_state(model, bn_mode):
-        for w in flat:
-            w.requires_grad_(True)
+    with preserved_state(model, bn_mode, needs_grad=flat):
         for i, x, y in labelled_batches(data, num_batches, "snip", progress=progress):
             loss = classification_loss(model, x, y, i)
-            for acc, g in zip(grads, torch.autograd.grad(loss, flat, allow_unused=True)):
-                if g is not None:
-                    acc += g
+            accumulate(grads, torch.autograd.grad(loss, flat, allow_unused=True))
     return block_sums(blocks, weights, ((w.detach() * g).abs() for w, g in zip(flat, grads)))

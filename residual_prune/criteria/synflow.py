@@ -13,7 +13,7 @@ from ..blocks import ResidualBlock
 from ..errors import MissingDataError
 from ..modes import preserved_state
 from ..tracing import as_input_tuple
-from ._common import block_sums, scored_weights
+from ._common import block_sums, block_weights
 from ._registry import register_criterion
 
 __all__ = ["synflow_importance"]
@@ -44,9 +44,8 @@ def synflow_importance(
             raise MissingDataError("criterion 'synflow' needs example_inputs (for the input shape) or data")
         example_inputs = next(iter(data))[0]
     inputs = as_input_tuple(example_inputs)
-    weights = {b.name: scored_weights(model.get_submodule(b.name)) for b in blocks}
-    scored_ids = {id(w) for ws in weights.values() for w in ws}
-    flat_ids = [id(w) for ws in weights.values() for w in ws]
+    weights, flat = block_weights(model, blocks)
+    scored_ids = {id(w) for w in flat}
     with preserved_state(model, bn_mode), torch.enable_grad():
         for dtype in (torch.float64, torch.float32):
             try:
@@ -62,7 +61,7 @@ def synflow_importance(
                 ones = tuple(torch.ones((1, *t.shape[1:]), dtype=dtype, device=t.device) for t in inputs)
                 out = functional_call(model, {**params, **buffers}, ones)
                 out = out if isinstance(out, torch.Tensor) else out[0]
-                abs_weights = [by_id[i] for i in flat_ids]
+                abs_weights = [by_id[id(w)] for w in flat]
                 grads = torch.autograd.grad(out.sum(), abs_weights, allow_unused=True)
                 break
             except RuntimeError:
