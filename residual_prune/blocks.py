@@ -6,13 +6,18 @@ reaches the join through fewer operations is the *shortcut*, the other the *bran
 The *unit* of a join is the innermost module whose forward holds the join, its branch
 and its shortcut; a unit's removal makes that part of the network the identity when:
 
-1. it has one tensor input and one output of the same shape (no downsampling),
+1. it has one tensor input and one output of the same shape (no downsampling); extra
+   non-tensor arguments (a feature size, a ``None`` mask) are allowed,
 2. its main path, from output back to input, runs only through the shortcuts of
-   identity joins and parameter-free, shape-keeping operations (e.g. the ReLU after
-   the addition of a torchvision ``BasicBlock``),
-3. no branch on that path resamples the feature map (a strided convolution or pooling,
-   or an upsampling, as in a U-Net-like long skip),
+   identity joins, parameter-free element-wise operations (e.g. the ReLU after the
+   addition of a torchvision ``BasicBlock``) and layout operations (reshape, permute, ...)
+   that together give back the input, checked by running them on a probe tensor,
+3. no branch on that path goes down and back up in resolution (a strided convolution or
+   pooling and an upsampling, as in a U-Net-like long skip),
 4. it is called once (shared modules cannot be removed in one place only).
+
+Sums of parallel paths without an identity side (e.g. inside an attention module) are
+not residual units and are not reported when they lie inside another unit.
 
 Policies: ``"default"`` removes every unit that meets these rules. ``"paper"`` also
 protects the units immediately before and after every downsampling (a unit or layer
@@ -22,6 +27,7 @@ that changes the shape), the conservative rule of Jordao et al., Appendix A.1.
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -47,11 +53,18 @@ _POOLING = (
     nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
     nn.LPPool1d, nn.LPPool2d,
 )
-_UPSAMPLING_MODULES = (nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle, nn.modules.conv._ConvTransposeNd)
-_UPSAMPLING_FUNCTIONS = {
-    torch.nn.functional.interpolate, torch.nn.functional.pixel_shuffle,
-    torch.nn.functional.pixel_unshuffle, torch.pixel_shuffle, torch.pixel_unshuffle,
+_UPSAMPLING_MODULES = (nn.Upsample, nn.PixelShuffle, nn.modules.conv._ConvTransposeNd)
+_LAYOUT_METHODS = {
+    "reshape", "view", "permute", "transpose", "flatten", "unflatten", "squeeze", "unsqueeze", "contiguous",
+    "movedim", "swapaxes", "swapdims",
 }
+_LAYOUT_FUNCTIONS = {
+    torch.reshape, torch.permute, torch.transpose, torch.flatten, torch.unflatten, torch.squeeze, torch.unsqueeze,
+    torch.movedim, torch.swapaxes, torch.swapdims,
+}
+_LAYOUT_MODULES = (nn.Flatten, nn.Unflatten)
+_UPSAMPLING_FUNCTIONS = {torch.nn.functional.interpolate, torch.nn.functional.pixel_shuffle, torch.pixel_shuffle}
+_DOWNSAMPLING_FUNCTIONS = {torch.nn.functional.pixel_unshuffle, torch.pixel_unshuffle}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,19 +122,20 @@ class _Graph:
         self.nodes = traced.nodes
         self.index = {n: i for i, n in enumerate(self.nodes)}
         self.modules = dict(traced.graph_module.named_modules())
-        self.ancestors: list[int] = []
-        self.data = 0  # nodes that depend on the example inputs (not on defaulted arguments)
+        self.ancestors: list[int] = []  # through value edges: a shape read (x.shape) does not count
+        self.data = 0  # nodes whose values depend on the example inputs (not on defaulted arguments)
         placeholders = 0
         for i, node in enumerate(self.nodes):
+            values = [self.index[a] for a in node.all_input_nodes if "tensor_meta" in a.meta]
             bits = 1 << i
-            for inp in node.all_input_nodes:
-                bits |= self.ancestors[self.index[inp]]
+            for j in values:
+                bits |= self.ancestors[j]
             self.ancestors.append(bits)
             if node.op == "placeholder":
                 placeholders += 1
                 if placeholders <= num_inputs:
                     self.data |= 1 << i
-            elif any(self.data >> self.index[a] & 1 for a in node.all_input_nodes):
+            elif "tensor_meta" in node.meta and any(self.data >> j & 1 for j in values):
                 self.data |= 1 << i
         self.stacks = [TracedModel.module_stack(n) for n in self.nodes]
 
@@ -131,6 +145,10 @@ class _Graph:
     def between(self, fork: int, end: int) -> list[int]:
         """Nodes after ``fork`` on the paths from ``fork`` to ``end`` (``end`` included)."""
         return [i for i in _bits(self.ancestors[end]) if i != fork and self.ancestors[i] >> fork & 1]
+
+    def data_inputs(self, node: fx.Node) -> list[int]:
+        """Positions of the inputs of ``node`` whose values depend on the example inputs."""
+        return [self.index[a] for a in node.all_input_nodes if self.data >> self.index[a] & 1]
 
     def shape(self, i: int) -> tuple[int, ...] | None:
         return self.traced.shapes[self.nodes[i]]
@@ -166,21 +184,34 @@ def _is_identity(graph: _Graph, i: int) -> bool:
     return node.op == "call_function" and node.target in _IDENTITY_FUNCTIONS
 
 
-def _resampling_op(graph: _Graph, i: int) -> str | None:
-    """Describe the op if node ``i`` changes the spatial resolution, else None."""
+def _resampling_op(graph: _Graph, i: int) -> tuple[str, str] | None:
+    """``("down"|"up", description)`` if node ``i`` changes the spatial resolution, else None."""
     node = graph.nodes[i]
     module = graph.module(node)
-    if module is not None:
-        if isinstance(module, _UPSAMPLING_MODULES):
-            return f"`{node.target}` ({type(module).__name__})"
-        if isinstance(module, nn.modules.conv._ConvNd) or isinstance(module, _POOLING):
-            stride = getattr(module, "stride", 1)
-            stride = getattr(module, "kernel_size", 1) if stride is None else stride
-            if any(s > 1 for s in (stride if isinstance(stride, tuple) else (stride,))):
-                return f"`{node.target}` ({type(module).__name__}, stride {stride})"
-    elif node.op == "call_function" and node.target in _UPSAMPLING_FUNCTIONS:
-        return f"`{node.target.__name__}`"
+    if isinstance(module, _UPSAMPLING_MODULES):
+        return "up", f"`{node.target}` ({type(module).__name__})"
+    if isinstance(module, (nn.modules.conv._ConvNd, *_POOLING)):
+        stride = getattr(module, "stride", 1)
+        stride = getattr(module, "kernel_size", 1) if stride is None else stride
+        if any(s > 1 for s in (stride if isinstance(stride, tuple) else (stride,))):
+            return "down", f"`{node.target}` ({type(module).__name__}, stride {stride})"
+    if isinstance(module, nn.PixelUnshuffle) or (node.op == "call_function" and node.target in _DOWNSAMPLING_FUNCTIONS):
+        return "down", f"`{getattr(node.target, '__name__', node.target)}`"
+    if node.op == "call_function" and node.target in _UPSAMPLING_FUNCTIONS:
+        return "up", f"`{node.target.__name__}`"
     return None
+
+
+def _unet_skip(graph: _Graph, branch: list[int]) -> str | None:
+    """Describe the resampling if the branch goes down and back up in resolution (a U-Net-like long skip).
+
+    A branch that only reduces the resolution of keys and values (PVT's spatial-reduction
+    attention) keeps its output at the input's resolution without upsampling: not a long skip.
+    """
+    ops = [op for op in (_resampling_op(graph, i) for i in sorted(branch)) if op]
+    if not any(kind == "up" for kind, _ in ops):
+        return None
+    return ", ".join(description for _, description in ops[:3]) + (", ..." if len(ops) > 3 else "")
 
 
 def _find_joins(graph: _Graph) -> list[_Join]:
@@ -244,12 +275,7 @@ def _check_unit(graph: _Graph, name: str, joins: list[_Join]) -> tuple[str | Non
                 "to remove", None, None)
     inside = [i for i, stack in enumerate(graph.stacks) if name in stack]
     inside_set = set(inside)
-    inputs = {
-        graph.index[a]
-        for i in inside
-        for a in graph.nodes[i].all_input_nodes
-        if graph.index[a] not in inside_set and graph.data >> graph.index[a] & 1
-    }
+    inputs = {a for i in inside for a in graph.data_inputs(graph.nodes[i]) if a not in inside_set}
     outputs = [i for i in inside if any(graph.index[u] not in inside_set for u in graph.nodes[i].users)]
     if len(inputs) != 1 or len(outputs) != 1:
         return (f"it takes {len(inputs)} inputs and gives {len(outputs)} outputs; only single-input, "
@@ -267,29 +293,82 @@ def _check_unit(graph: _Graph, name: str, joins: list[_Join]) -> tuple[str | Non
                else "no identity shortcut")
         return (f"it carries downsampling: shape {in_shape} -> {out_shape} ({how})", inp, out)
     # walk the main path from the output back to the input
-    cur = out
+    path, cur = [], out
     while cur != inp:
+        path.append(cur)
         join = by_node.get(cur)
-        node = graph.nodes[cur]
         if join is not None:
             if not join.identity:
                 return (f"its shortcut is not the identity: {_describe(graph, join.shortcut)}", inp, out)
-            resampling = [r for r in (_resampling_op(graph, i) for i in join.branch) if r]
+            resampling = _unet_skip(graph, join.branch)
             if resampling:
-                return (f"its residual branch resamples the feature map ({resampling[0]}), like a "
+                return (f"its residual branch goes down and back up in resolution ({resampling}), like a "
                         "U-Net long skip", inp, out)
             cur = join.fork
             continue
+        node = graph.nodes[cur]
         module = graph.module(node)
-        data_inputs = [a for a in node.all_input_nodes if graph.data >> graph.index[a] & 1]
+        tensors = graph.data_inputs(node)
         parametric = (module is not None and any(True for _ in module.parameters())) or any(
             a.op == "get_attr" for a in node.all_input_nodes
         )
-        if parametric or len(data_inputs) != 1 or graph.shape(cur) != in_shape:
+        if parametric or len(tensors) != 1 or not (_is_layout(graph, node) or graph.shape(cur) == graph.shape(tensors[0])):
             return (f"{_describe(graph, [cur])} on its main path is outside any residual branch, so "
                     "removing the unit would remove more than a residual branch", inp, out)
-        cur = graph.index[data_inputs[0]]
+        cur = tensors[0]
+    if not _main_path_is_identity(graph, inp, path[::-1], by_node):
+        return ("its main path rearranges the tensor (e.g. a permute that is not undone), so removing the unit "
+                "would change the layout", inp, out)
     return None, inp, out
+
+
+def _is_layout(graph: _Graph, node: fx.Node) -> bool:
+    if node.op == "call_method":
+        return node.target in _LAYOUT_METHODS
+    if node.op == "call_function":
+        return node.target in _LAYOUT_FUNCTIONS
+    return isinstance(graph.module(node), _LAYOUT_MODULES)
+
+
+def _main_path_is_identity(graph: _Graph, inp: int, path: list[int], joins: dict[int, _Join]) -> bool:
+    """Run the main path without its branches on a tensor of distinct values: is the result the input?
+
+    Joins pass their shortcut, shape-keeping element-wise ops pass their input, and layout
+    ops (reshape, permute, ...) run for real with the sizes recorded during tracing.
+    """
+    layout = [i for i in path if i not in joins and _is_layout(graph, graph.nodes[i])]
+    if not layout:
+        return True
+    shape = graph.shape(inp)
+    probe = torch.arange(math.prod(shape), dtype=torch.float64).reshape(shape)
+    values: dict[fx.Node, Any] = {graph.nodes[inp]: probe}
+    for i in path:
+        node = graph.nodes[i]
+        if i in joins:
+            values[node] = values[graph.nodes[joins[i].fork]]
+        elif i not in layout:
+            values[node] = values[graph.nodes[graph.data_inputs(node)[0]]]
+        else:
+            def value_of(arg: fx.Node) -> Any:
+                if arg in values:
+                    return values[arg]
+                if "value" in arg.meta:
+                    return arg.meta["value"]
+                raise KeyError(arg.name)
+
+            try:
+                args = fx.node.map_arg(node.args, value_of)
+                kwargs = fx.node.map_arg(node.kwargs, value_of)
+            except KeyError:
+                return False
+            if node.op == "call_method":
+                values[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
+            elif node.op == "call_function":
+                values[node] = node.target(*args, **kwargs)
+            else:
+                values[node] = graph.module(node)(*args, **kwargs)
+    result = values[graph.nodes[path[-1]]]
+    return isinstance(result, torch.Tensor) and result.shape == probe.shape and torch.equal(result, probe)
 
 
 def _paper_protected(units: list[dict[str, Any]], graph: _Graph) -> set[str]:
@@ -355,6 +434,11 @@ def find_blocks(
     for join in joins:
         join.unit = _unit_of(graph, join)
         by_unit.setdefault(join.unit, []).append(join)
+    # sums of parallel paths inside a bigger unit (or in the top-level forward) are not residual units
+    by_unit = {
+        name: unit_joins for name, unit_joins in by_unit.items()
+        if any(j.identity for j in unit_joins) or (name and not any(name.startswith(f"{o}.") for o in by_unit if o))
+    }
     units = []
     for name, unit_joins in by_unit.items():
         reason, inp, out = _check_unit(graph, name, unit_joins)

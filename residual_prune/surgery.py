@@ -9,7 +9,18 @@ from torch import nn
 
 from .plan import PruningPlan
 
-__all__ = ["apply_plan", "replace_with_identity"]
+__all__ = ["Bypass", "apply_plan", "replace_with_identity"]
+
+
+class Bypass(nn.Identity):
+    """Parameter-free stand-in for a removed block: returns its first input, ignores the others.
+
+    Blocks are often called with extra arguments (a feature size, a position bias, a mask);
+    ``nn.Identity`` takes only one.
+    """
+
+    def forward(self, input, *args, **kwargs):  # noqa: A002 - nn.Identity's argument name
+        return input
 
 
 def _remove_from_parent(model: nn.Module, parent_name: str, keys: list[str]) -> None:
@@ -17,31 +28,28 @@ def _remove_from_parent(model: nn.Module, parent_name: str, keys: list[str]) -> 
     if isinstance(parent, nn.Sequential) and type(parent).forward is nn.Sequential.forward:
         for key in keys:  # keep the other children's names, so kept weights keep their keys
             del parent._modules[key]
-    elif isinstance(parent, nn.ModuleList) and all(k.isdigit() for k in keys):
-        for key in sorted(keys, key=int, reverse=True):  # ModuleList renumbers after a deletion
-            del parent[int(key)]
-    else:  # called by attribute name in the parent's forward: keep the forward, drop the block
+    else:  # a ModuleList (whose owner may index it) or an attribute called by name: keep indices and forward
         for key in keys:
-            setattr(parent, key, nn.Identity())
+            setattr(parent, key, Bypass())
 
 
 def replace_with_identity(model: nn.Module, names: Iterable[str]) -> nn.Module:
-    """Replace each named submodule by ``nn.Identity`` in place (the reference ``verify`` compares to)."""
+    """Replace each named submodule by a :class:`Bypass` in place (the reference ``verify`` compares to)."""
     for name in names:
         parent, _, key = name.rpartition(".")
-        setattr(model.get_submodule(parent), key, nn.Identity())
+        setattr(model.get_submodule(parent), key, Bypass())
     return model
 
 
 def apply_plan(model: nn.Module, plan: PruningPlan, *, inplace: bool = False) -> nn.Module:
     """Return a physically shallower copy of ``model`` without the blocks in ``plan.removed``.
 
-    Blocks are deleted from their ``nn.Sequential`` (the other children keep their names,
-    so every kept weight keeps its ``state_dict`` key) or ``nn.ModuleList`` (which
-    renumbers, as ``del`` does). A block held as a plain attribute and called by name in
-    its parent's forward is replaced by a parameter-free ``nn.Identity``, so the parent
-    keeps its class and forward. Kept layers keep their weights. The result is an ordinary
-    ``nn.Module``: it trains, saves and traces again.
+    Blocks are deleted from their ``nn.Sequential`` (the other children keep their names).
+    A block in an ``nn.ModuleList`` (whose owner may index it, e.g. ``if i == 0``) or held as
+    a plain attribute is replaced by a parameter-free :class:`Bypass` (an ``nn.Identity``
+    that ignores extra arguments), so indices, the parent's class and its forward stay as
+    they were. Either way every kept weight keeps its value and its ``state_dict`` key. The
+    result is an ordinary ``nn.Module``: it trains, saves and traces again.
 
     Args:
         model: a model of the architecture the plan was made for (checked by fingerprint).

@@ -79,6 +79,24 @@ def as_input_tuple(example_inputs: Any) -> tuple[torch.Tensor, ...]:
     )
 
 
+def _is_constant(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, (int, float, bool, torch.Size, type(None))):
+        return True
+    return isinstance(value, (tuple, list)) and len(value) <= 16 and depth < 2 and all(
+        _is_constant(v, depth + 1) for v in value
+    )
+
+
+class _ShapeAndConstantProp(ShapeProp):
+    """ShapeProp that also keeps small non-tensor results (sizes, ints) in ``node.meta["value"]``."""
+
+    def run_node(self, n: fx.Node) -> Any:
+        result = super().run_node(n)
+        if not isinstance(result, torch.Tensor) and _is_constant(result):
+            n.meta["value"] = result
+        return result
+
+
 class _Tracer(fx.Tracer):
     """fx tracer with extra leaf classes that remembers where tracing failed."""
 
@@ -147,7 +165,7 @@ def trace(
         gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
         try:
             with torch.no_grad():
-                ShapeProp(gm).propagate(*inputs)
+                _ShapeAndConstantProp(gm).propagate(*inputs)
         except Exception as exc:
             shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
             raise DataError(

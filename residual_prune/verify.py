@@ -27,7 +27,8 @@ def verify(
     rtol: float = 1e-4,
     atol: float = 1e-5,
 ) -> float:
-    """Compare ``pruned`` with ``original`` whose removed blocks are replaced by ``nn.Identity``.
+    """Compare ``pruned`` with ``original`` whose removed blocks are replaced by the identity
+    (:class:`~residual_prune.surgery.Bypass`).
 
     Both run in eval mode under ``no_grad`` (modes are restored; neither model is
     modified). Returns the largest absolute difference over all outputs and raises

@@ -96,7 +96,7 @@ def test_identity_units_with_scaled_branches_are_removable() -> None:
 
 def test_excluded_units_say_why() -> None:
     blocks = _by_name(Net(UNetSkip(), Projection(), ConvThenResidual(), shared=True))
-    assert "resamples" in blocks["blocks.0"].reason and "U-Net" in blocks["blocks.0"].reason
+    assert "down and back up" in blocks["blocks.0"].reason and "U-Net" in blocks["blocks.0"].reason
     assert "shortcut is not the identity" in blocks["blocks.1"].reason
     assert "`blocks.2.pre`" in blocks["blocks.2"].reason and "main path" in blocks["blocks.2"].reason
     assert "called 2 times" in blocks["shared"].reason
@@ -152,3 +152,79 @@ def test_flop_counter_handles_attention() -> None:
     projections = 10 * 16 * 16 * 4  # q, k, v and out projections
     attention = 2 * 10 * 10 * 16  # Q K^T and A V
     assert flops[""] == projections + attention
+
+
+class ReducedKeys(nn.Module):
+    """PVT-style attention: keys come from a strided convolution, the output keeps the resolution."""
+
+    def __init__(self):
+        super().__init__()
+        self.reduce = nn.Conv2d(8, 8, 2, stride=2)
+        self.proj = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        keys = self.reduce(x).flatten(2)  # (B, C, HW/4)
+        queries = x.flatten(2).transpose(1, 2)  # (B, HW, C)
+        attention = torch.softmax(queries @ keys, dim=-1) @ keys.transpose(1, 2)  # (B, HW, C)
+        return x + self.proj(attention.transpose(1, 2).reshape(x.shape))
+
+
+class TokenLayout(nn.Module):
+    """Swin-style: the unit reshapes its input to tokens and back around the residual."""
+
+    def __init__(self, undo: bool = True):
+        super().__init__()
+        self.undo = undo
+        self.mlp = nn.Linear(8, 8)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        tokens = x.permute(0, 2, 3, 1).reshape(b, h * w, c)
+        tokens = tokens + self.mlp(tokens)
+        out = tokens.reshape(b, h, w, c)
+        return out.permute(0, 3, 1, 2) if self.undo else out.reshape(b, c, h, w)
+
+
+class Mix(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = conv(), conv()
+
+    def forward(self, x):
+        return self.a(x) + self.b(x)
+
+
+class ParallelSum(nn.Module):
+    """A residual block whose branch sums two parallel paths (no identity side) in a submodule."""
+
+    def __init__(self):
+        super().__init__()
+        self.mix = Mix()
+
+    def forward(self, x):
+        return x + self.mix(x)
+
+
+class PositionFromShape(nn.Module):
+    """Adds an embedding computed from the input's shape only: not a residual join."""
+
+    def forward(self, x):
+        h, w = x.shape[-2:]
+        grid = torch.arange(h * w, dtype=x.dtype).reshape(1, 1, h, w)
+        return x + grid
+
+
+def test_branch_that_only_reduces_keys_is_removable() -> None:
+    blocks = _by_name(nn.Sequential(ReducedKeys(), Plain()))
+    assert blocks["0"].removable, blocks["0"].reason
+
+
+def test_layout_operations_on_the_main_path_must_cancel() -> None:
+    blocks = _by_name(nn.Sequential(TokenLayout(undo=True), TokenLayout(undo=False)))
+    assert blocks["0"].removable, blocks["0"].reason
+    assert not blocks["1"].removable and "rearranges" in blocks["1"].reason
+
+
+def test_sums_that_are_not_residual_are_not_reported() -> None:
+    blocks = rp.find_blocks(nn.Sequential(ParallelSum(), PositionFromShape()), X)
+    assert [(b.name, b.removable, b.joins) for b in blocks] == [("0", True, 1)]

@@ -213,11 +213,11 @@ def test_random_residual_networks(spec: NetSpec, data):
     assert num_params(net) - num_params(pruned) == sum(params[name] for name in plan.removed)
     assert_same_state(pruned, state_snapshot(planned))
     rp.verify(net, pruned, plan, X)
-    # kept layers keep their weights, in order (ModuleList keys are renumbered, values are not)
-    reference = [value for key, value in net.state_dict().items()
-                 if not any(key.startswith(name + ".") for name in plan.removed)]
-    assert len(reference) == len(pruned.state_dict())
-    assert all(torch.equal(a, b) for a, b in zip(reference, pruned.state_dict().values()))
+    # kept layers keep their weights and their state_dict keys
+    reference = {key: value for key, value in net.state_dict().items()
+                 if not any(key.startswith(name + ".") for name in plan.removed)}
+    assert list(reference) == list(pruned.state_dict())
+    assert all(torch.equal(reference[k], v) for k, v in pruned.state_dict().items())
 
     remaining = rp.find_blocks(pruned, X)
     assert (len(remaining), sum(b.removable for b in remaining)) == (len(blocks) - k, removable - k)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 import residual_prune as rp
+from residual_prune.surgery import Bypass
 
 
 class Res(nn.Module):
@@ -56,14 +57,61 @@ def test_sequential_keeps_the_names_of_kept_blocks() -> None:
     assert rp.verify(model, pruned, _plan(model, ["1", "2"]), X) == 0
 
 
-def test_module_list_renumbers() -> None:
+def test_module_list_keeps_indices() -> None:
     model = InList()
     plan = _plan(model, ["blocks.0", "blocks.2"])
     pruned = rp.apply_plan(model, plan)
-    assert len(pruned.blocks) == 2
-    assert torch.equal(pruned.blocks[0].conv.weight, model.blocks[1].conv.weight)
-    assert torch.equal(pruned.blocks[1].conv.weight, model.blocks[3].conv.weight)
+    assert len(pruned.blocks) == 4
+    assert isinstance(pruned.blocks[0], Bypass) and isinstance(pruned.blocks[2], Bypass)
+    assert torch.equal(pruned.blocks[1].conv.weight, model.blocks[1].conv.weight)
+    assert sorted(pruned.state_dict()) == ["blocks.1.conv.bias", "blocks.1.conv.weight", "blocks.3.conv.bias",
+                                           "blocks.3.conv.weight"]
     assert rp.verify(model, pruned, plan, X) == 0
+
+
+class IndexedList(nn.Module):
+    """The owner indexes its list: deleting from it would move the extra layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(Res() for _ in range(3))
+        self.after_first = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        for i, block in enumerate(self.blocks):
+            x = block(x)
+            if i == 0:
+                x = self.after_first(x)
+        return x
+
+
+def test_index_dependent_forward_survives() -> None:
+    model = IndexedList()
+    plan = _plan(model, ["blocks.0"])
+    assert rp.verify(model, rp.apply_plan(model, plan), plan, X) == 0
+
+
+class ExtraArguments(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(Res() for _ in range(3))
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x, x.shape[-1], mask=None)
+        return x
+
+
+class ResWithArguments(Res):
+    def forward(self, x, size=None, mask=None):
+        return x + self.conv(x)
+
+
+def test_blocks_called_with_extra_arguments() -> None:
+    model = ExtraArguments()
+    model.blocks = nn.ModuleList(ResWithArguments() for _ in range(3))
+    plan = _plan(model, ["blocks.1"])
+    assert rp.verify(model, rp.apply_plan(model, plan), plan, X) == 0
 
 
 def test_attribute_blocks_become_identity() -> None:
