@@ -17,7 +17,8 @@ and its shortcut; a unit's removal makes that part of the network the identity w
 4. it is called once (shared modules cannot be removed in one place only).
 
 Sums of parallel paths without an identity side (e.g. inside an attention module) are
-not residual units and are not reported when they lie inside another unit.
+not residual units and are not reported when they lie inside another unit; neither are
+parameter-free modules written with an addition (e.g. a hand-written GELU).
 
 Policies: ``"default"`` removes every unit that meets these rules. ``"paper"`` also
 protects the units immediately before and after every downsampling (a unit or layer
@@ -107,11 +108,9 @@ class ResidualBlock:
 class _Join:
     node: fx.Node
     fork: int
-    shortcut_end: fx.Node
     identity: bool
     branch: list[int]
     shortcut: list[int]
-    unit: str = ""
 
 
 class _Graph:
@@ -240,7 +239,6 @@ def _find_joins(graph: _Graph) -> list[_Join]:
             _Join(
                 node=node,
                 fork=fork,
-                shortcut_end=graph.nodes[short_end],
                 identity=all(_is_identity(graph, i) for i in shortcut),
                 branch=graph.between(fork, branch_end),
                 shortcut=shortcut,
@@ -432,12 +430,13 @@ def find_blocks(
         return []
     by_unit: dict[str, list[_Join]] = {}
     for join in joins:
-        join.unit = _unit_of(graph, join)
-        by_unit.setdefault(join.unit, []).append(join)
-    # sums of parallel paths inside a bigger unit (or in the top-level forward) are not residual units
+        by_unit.setdefault(_unit_of(graph, join), []).append(join)
+    # not residual units: sums of parallel paths inside a bigger unit (or in the top-level forward),
+    # and parameter-free modules written with an addition (e.g. a tanh-approximated GELU)
     by_unit = {
         name: unit_joins for name, unit_joins in by_unit.items()
-        if any(j.identity for j in unit_joins) or (name and not any(name.startswith(f"{o}.") for o in by_unit if o))
+        if (any(j.identity for j in unit_joins) or (name and not any(name.startswith(f"{o}.") for o in by_unit if o)))
+        and any(True for _ in model.get_submodule(name).parameters())
     }
     units = []
     for name, unit_joins in by_unit.items():

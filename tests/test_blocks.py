@@ -225,6 +225,11 @@ def test_layout_operations_on_the_main_path_must_cancel() -> None:
     assert not blocks["1"].removable and "rearranges" in blocks["1"].reason
 
 
+class TanhGELU(nn.Module):
+    def forward(self, x):
+        return 0.5 * x * (1 + torch.tanh(0.79788456 * (x + 0.044715 * x * x * x)))
+
+
 def test_sums_that_are_not_residual_are_not_reported() -> None:
-    blocks = rp.find_blocks(nn.Sequential(ParallelSum(), PositionFromShape()), X)
+    blocks = rp.find_blocks(nn.Sequential(ParallelSum(), PositionFromShape(), TanhGELU()), X)
     assert [(b.name, b.removable, b.joins) for b in blocks] == [("0", True, 1)]

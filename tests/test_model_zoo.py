@@ -5,14 +5,13 @@ from __future__ import annotations
 import copy
 
 import pytest
+import timm
 import torch
 import torchvision
 
 import residual_prune as rp
 from residual_prune.models import resnet20, resnet32, resnet44, resnet56, resnet110
 from tests.helpers import assert_same_state, state_snapshot
-
-timm = pytest.importorskip("timm")
 
 # (builder, input size, residual units, removable under policy="default")
 MODELS = {

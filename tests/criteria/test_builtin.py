@@ -177,7 +177,7 @@ def test_progress_bar_over_batches(cifar_model: nn.Module, cifar_batch, capsys) 
 
 
 def test_zero_init_last_collapse_is_detected_and_explained() -> None:
-    timm = pytest.importorskip("timm")
+    import timm
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 1000, (4,))
     model = timm.create_model("resnet18", zero_init_last=True)
     with pytest.warns(rp.ScoreCollapseWarning, match="zero_init_last=False") as record:
@@ -192,7 +192,7 @@ def test_zero_init_last_collapse_is_detected_and_explained() -> None:
 
 
 def test_tiny_layer_scale_is_detected() -> None:
-    timm = pytest.importorskip("timm")
+    import timm
     model = timm.create_model("convnext_atto", ls_init_value=1e-6)
     causes = collapse_causes(model, [b for b in rp.find_blocks(model, torch.randn(1, 3, 32, 32)) if b.removable])
     assert causes and all("layer scale" in c for c in causes.values())
