@@ -266,8 +266,15 @@ def _describe(graph: _Graph, nodes: Iterable[int]) -> str:
     return ", ".join(f"`{n}`" for n in names[:3]) + (", ..." if len(names) > 3 else "")
 
 
-def _check_unit(graph: _Graph, name: str, joins: list[_Join]) -> tuple[str | None, int | None, int | None]:
-    """Return (reason or None, input node, output node) for one unit."""
+def _check_unit(
+    graph: _Graph, name: str, joins: list[_Join], all_joins: dict[int, _Join]
+) -> tuple[str | None, int | None, int | None]:
+    """Return (reason or None, input node, output node) for one unit.
+
+    ``all_joins`` (node position -> join) lets the main path pass through the joins of
+    units nested in this one (e.g. a conditional position encoding ``x + conv(x)``
+    before the attention residual).
+    """
     if name == "":
         return ("the residual addition is in the model's top-level forward; there is no submodule "
                 "to remove", None, None)
@@ -283,8 +290,11 @@ def _check_unit(graph: _Graph, name: str, joins: list[_Join]) -> tuple[str | Non
     if calls > 1:
         return (f"the module is called {calls} times (shared weights); removing it would change every "
                 "call", inp, out)
+    call = graph.traced.calls.get(name)
+    if call is None or call.first_argument is not graph.nodes[inp] or not call.returns_one_value:
+        return ("it is not called as `out = block(x, ...)` with the tensor first and a single tensor returned "
+                "(e.g. it returns a tuple), so a stand-in cannot replace it", inp, out)
     in_shape, out_shape = graph.shape(inp), graph.shape(out)
-    by_node = {graph.index[j.node]: j for j in joins}
     if in_shape != out_shape:
         projections = [j for j in joins if not j.identity]
         how = (f"projection shortcut {_describe(graph, projections[0].shortcut)}" if projections
@@ -294,7 +304,7 @@ def _check_unit(graph: _Graph, name: str, joins: list[_Join]) -> tuple[str | Non
     path, cur = [], out
     while cur != inp:
         path.append(cur)
-        join = by_node.get(cur)
+        join = all_joins.get(cur)
         if join is not None:
             if not join.identity:
                 return (f"its shortcut is not the identity: {_describe(graph, join.shortcut)}", inp, out)
@@ -314,7 +324,7 @@ def _check_unit(graph: _Graph, name: str, joins: list[_Join]) -> tuple[str | Non
             return (f"{_describe(graph, [cur])} on its main path is outside any residual branch, so "
                     "removing the unit would remove more than a residual branch", inp, out)
         cur = tensors[0]
-    if not _main_path_is_identity(graph, inp, path[::-1], by_node):
+    if not _main_path_is_identity(graph, inp, path[::-1], all_joins):
         return ("its main path rearranges the tensor (e.g. a permute that is not undone), so removing the unit "
                 "would change the layout", inp, out)
     return None, inp, out
@@ -428,6 +438,7 @@ def find_blocks(
     joins = _find_joins(graph)
     if not joins:
         return []
+    all_joins = {graph.index[j.node]: j for j in joins}
     by_unit: dict[str, list[_Join]] = {}
     for join in joins:
         by_unit.setdefault(_unit_of(graph, join), []).append(join)
@@ -440,7 +451,7 @@ def find_blocks(
     }
     units = []
     for name, unit_joins in by_unit.items():
-        reason, inp, out = _check_unit(graph, name, unit_joins)
+        reason, inp, out = _check_unit(graph, name, unit_joins, all_joins)
         last = max(graph.index[j.node] for j in unit_joins)
         units.append({"name": name, "reason": reason, "in": inp, "out": out if out is not None else last})
     if policy == "paper":

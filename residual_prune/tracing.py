@@ -104,6 +104,7 @@ class _Tracer(fx.Tracer):
         super().__init__(autowrap_functions=tuple(autowrap))
         self.leaf_classes = leaf_classes
         self.failed_in: tuple[str, str] | None = None
+        self.calls: dict[str, ModuleCall] = {}
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if isinstance(m, self.leaf_classes):
@@ -112,11 +113,23 @@ class _Tracer(fx.Tracer):
 
     def call_module(self, m, forward, args, kwargs):  # noqa: ANN001 - fx signature
         try:
-            return super().call_module(m, forward, args, kwargs)
+            result = super().call_module(m, forward, args, kwargs)
         except Exception:
             if self.failed_in is None:  # the innermost module is the one that failed
                 self.failed_in = (self.path_of_module(m), type(m).__name__)
             raise
+        first = args[0].node if args and isinstance(args[0], fx.Proxy) else None
+        self.calls[self.path_of_module(m)] = ModuleCall(first, isinstance(result, fx.Proxy))
+        return result
+
+
+@dataclasses.dataclass(frozen=True)
+class ModuleCall:
+    """How a module was called (its last call): the node passed as first argument, if any,
+    and whether it returned one value (a tensor) rather than a tuple or dict."""
+
+    first_argument: fx.Node | None
+    returns_one_value: bool
 
 
 @dataclasses.dataclass
@@ -127,6 +140,7 @@ class TracedModel:
     nodes: list[fx.Node]
     shapes: dict[fx.Node, tuple[int, ...] | None]
     call_counts: dict[str, int]
+    calls: dict[str, ModuleCall]
 
     @staticmethod
     def module_stack(node: fx.Node) -> list[str]:
@@ -178,4 +192,4 @@ def trace(
     for node in nodes:
         meta = node.meta.get("tensor_meta")
         shapes[node] = tuple(meta.shape) if hasattr(meta, "shape") else None
-    return TracedModel(gm, nodes, shapes, dict(tracer.num_calls))
+    return TracedModel(gm, nodes, shapes, dict(tracer.num_calls), tracer.calls)

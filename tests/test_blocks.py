@@ -236,3 +236,33 @@ class TanhGELU(nn.Module):
 def test_sums_that_are_not_residual_are_not_reported() -> None:
     blocks = rp.find_blocks(nn.Sequential(ParallelSum(), PositionFromShape(), TanhGELU()), X)
     assert [(b.name, b.removable, b.joins) for b in blocks] == [("0", True, 1)]
+
+
+class ReturnsState(nn.Module):
+    """A residual block that also returns a hidden state: a stand-in could not return the pair."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = conv()
+
+    def forward(self, x):
+        h = self.body(x)
+        return x + h, h
+
+
+class StateStage(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(ReturnsState() for _ in range(2))
+
+    def forward(self, x):
+        for block in self.blocks:
+            x, _ = block(x)
+        return x
+
+
+def test_block_returning_a_tuple_is_not_removable() -> None:
+    blocks = rp.find_blocks(StateStage(), X)
+    assert [b.name for b in blocks] == ["blocks.0", "blocks.1"]
+    assert not any(b.removable for b in blocks)
+    assert "single tensor returned" in blocks[0].reason
