@@ -9,6 +9,7 @@ fill two sets that :func:`trace` merges with timm's own sets and the caller's
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -149,6 +150,23 @@ class TracedModel:
         return [path for path, _ in stack.values()]
 
 
+def _defaulted_arguments(model: nn.Module, num_inputs: int) -> dict[str, Any] | None:
+    """The forward's parameters after the example inputs, fixed to their defaults.
+
+    Tracing them as placeholders would take ``if mask is not None`` for true.
+    """
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    later = [p for p in params if p.kind in positional][num_inputs:]
+    later += [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    if any(p.default is inspect.Parameter.empty for p in later):
+        return None  # let fx report the missing argument
+    return {p.name: p.default for p in later} or None
+
+
 def trace(
     model: nn.Module,
     example_inputs: Any,
@@ -163,7 +181,7 @@ def trace(
     tracer = _Tracer(leaf_classes, get_notrace_functions())
     with eval_mode(model):
         try:
-            graph = tracer.trace(model)
+            graph = tracer.trace(model, concrete_args=_defaulted_arguments(model, len(inputs)))
         except Exception as exc:
             where = (
                 f" inside `{tracer.failed_in[0]}` ({tracer.failed_in[1]})"

@@ -266,3 +266,22 @@ def test_block_returning_a_tuple_is_not_removable() -> None:
     assert [b.name for b in blocks] == ["blocks.0", "blocks.1"]
     assert not any(b.removable for b in blocks)
     assert "single tensor returned" in blocks[0].reason
+
+
+class OptionalMask(nn.Module):
+    """`if mask is not None` must see the default, not a traced placeholder."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.Sequential(Plain(), Plain())
+
+    def forward(self, x, mask=None, *, scale: float = 1.0):
+        if mask is not None:
+            x = x * mask.view(1, 1, *x.shape[-2:])
+        return self.blocks(x) * scale
+
+
+def test_defaulted_forward_arguments_keep_their_defaults() -> None:
+    model = OptionalMask()
+    plan = rp.plan_pruning(model, criterion="random", n=1, example_inputs=X)
+    assert rp.verify(model, rp.apply_plan(model, plan), plan, X) == 0
