@@ -54,7 +54,9 @@ def _first_inputs(data: Any) -> tuple[Any, Any]:
     try:
         iterator = iter(data)
     except TypeError:
-        raise DataError(f"data must be a DataLoader or an iterable of (inputs, targets), got {type(data).__name__}") from None
+        raise DataError(
+            f"data must be a DataLoader or an iterable of (inputs, targets), got {type(data).__name__}"
+        ) from None
     try:
         first = next(iterator)
     except StopIteration:
@@ -69,7 +71,9 @@ def _first_inputs(data: Any) -> tuple[Any, Any]:
 
 def _validated(scores: Any, blocks: Sequence[ResidualBlock], criterion: str) -> dict[str, float]:
     if not isinstance(scores, Mapping):
-        raise CriterionError(f"criterion {criterion!r} returned a {type(scores).__name__}, not a mapping of block name -> score")
+        raise CriterionError(
+            f"criterion {criterion!r} returned a {type(scores).__name__}, not a mapping of block name -> score"
+        )
     missing = [b.name for b in blocks if b.name not in scores]
     if missing:
         raise CriterionError(
@@ -81,7 +85,9 @@ def _validated(scores: Any, blocks: Sequence[ResidualBlock], criterion: str) -> 
         try:
             value = float(scores[b.name])
         except (TypeError, ValueError):
-            raise CriterionError(f"criterion {criterion!r} gave block {b.name} the non-numeric score {scores[b.name]!r}") from None
+            raise CriterionError(
+                f"criterion {criterion!r} gave block {b.name} the non-numeric score {scores[b.name]!r}"
+            ) from None
         if not math.isfinite(value):
             raise CriterionError(
                 f"criterion {criterion!r} gave block {b.name} the score {value}; scores must be finite. Check the "

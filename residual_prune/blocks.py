@@ -320,7 +320,8 @@ def _check_unit(
         parametric = (module is not None and any(True for _ in module.parameters())) or any(
             a.op == "get_attr" for a in node.all_input_nodes
         )
-        if parametric or len(tensors) != 1 or not (_is_layout(graph, node) or graph.shape(cur) == graph.shape(tensors[0])):
+        keeps_shape = len(tensors) == 1 and graph.shape(cur) == graph.shape(tensors[0])
+        if parametric or len(tensors) != 1 or not (keeps_shape or _is_layout(graph, node)):
             return (f"{_describe(graph, [cur])} on its main path is outside any residual branch, so "
                     "removing the unit would remove more than a residual branch", inp, out)
         cur = tensors[0]

@@ -27,8 +27,18 @@ from . import __version__, models
 from .api import plan_pruning
 from .blocks import POLICIES, find_blocks
 from .criteria import CriterionInfo, accepted_options, get_criterion_info, list_criteria
-from .data import DATA_ENV_VAR, cifar10_calibration, image_folder_batches, synthetic_batches
-from .errors import DataError, InvalidArgumentError, MissingDataError, ResidualPruneError
+from .data import (
+    DATA_ENV_VAR,
+    cifar10_calibration,
+    image_folder_batches,
+    synthetic_batches,
+)
+from .errors import (
+    DataError,
+    InvalidArgumentError,
+    MissingDataError,
+    ResidualPruneError,
+)
 from .flops import count_flops_by_module
 from .modes import eval_mode
 from .plan import PruningPlan

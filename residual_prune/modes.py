@@ -31,11 +31,11 @@ def preserved_state(
 ) -> Iterator[nn.Module]:
     """Score a model without leaving a trace on it.
 
-    Inside the context every module is in eval mode except the batch-norm layers,
-    which use batch statistics when ``bn_mode == "train"`` (the convention of the
-    GraSP reference code), and the ``needs_grad`` parameters require gradients. Afterwards the modes, the buffers (BN running statistics)
-    and the parameters' ``requires_grad`` flags are exactly as before.
-    Gradients are never written to ``.grad`` by the criteria (they use
+    Inside the context every module is in eval mode except the batch-norm layers, which
+    use batch statistics when ``bn_mode == "train"`` (the convention of the GraSP
+    reference code), and the ``needs_grad`` parameters require gradients. Afterwards the
+    modes, the buffers (BN running statistics) and the parameters' ``requires_grad`` flags
+    are exactly as before. The criteria never write ``.grad`` (they use
     ``torch.autograd.grad``), so ``.grad`` stays as it was, ``None`` included.
     """
     if bn_mode not in ("train", "eval"):

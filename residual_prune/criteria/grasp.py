@@ -10,7 +10,13 @@ from torch import nn
 
 from ..blocks import ResidualBlock
 from ..modes import preserved_state
-from ._common import accumulate, block_sums, block_weights, classification_loss, labelled_batches
+from ._common import (
+    accumulate,
+    block_sums,
+    block_weights,
+    classification_loss,
+    labelled_batches,
+)
 from ._registry import register_criterion
 
 __all__ = ["grasp_importance"]
