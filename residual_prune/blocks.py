@@ -63,7 +63,13 @@ _LAYOUT_FUNCTIONS = {
     torch.reshape, torch.permute, torch.transpose, torch.flatten, torch.unflatten, torch.squeeze, torch.unsqueeze,
     torch.movedim, torch.swapaxes, torch.swapdims,
 }
-_LAYOUT_MODULES = (nn.Flatten, nn.Unflatten)
+_LAYOUT_MODULES: tuple[type[nn.Module], ...] = (nn.Flatten, nn.Unflatten)
+try:  # torchvision's Permute module is kept opaque when tracing (a torchvision.ops leaf)
+    from torchvision.ops.misc import Permute as _TorchvisionPermute
+
+    _LAYOUT_MODULES += (_TorchvisionPermute,)
+except ImportError:  # pragma: no cover - torchvision is a dependency
+    pass
 _UPSAMPLING_FUNCTIONS = {torch.nn.functional.interpolate, torch.nn.functional.pixel_shuffle, torch.pixel_shuffle}
 _DOWNSAMPLING_FUNCTIONS = {torch.nn.functional.pixel_unshuffle, torch.pixel_unshuffle}
 

@@ -2,14 +2,16 @@
 
 Like ``timm.layers._fx``, the modules and functions to keep opaque are data, not
 special cases: :func:`register_notrace_module` and :func:`register_notrace_function`
-fill two sets that :func:`trace` merges with timm's own sets and the caller's
-``leaf_modules``.
+fill two sets that :func:`trace` merges with timm's own sets, torchvision's (the
+``torchvision.ops`` modules and functions, as ``torchvision.models.feature_extraction``
+does) and the caller's ``leaf_modules``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -47,23 +49,45 @@ def register_notrace_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def _timm_sets() -> tuple[list[type[nn.Module]], list[Callable[..., Any]]]:
+def _timm_sets() -> tuple[set[type[nn.Module]], set[Callable[..., Any]]]:
+    """timm's not-trace registrations (``timm.layers.register_notrace_module/function``)."""
     try:
         from timm.layers import get_notrace_functions as timm_functions
         from timm.layers import get_notrace_modules as timm_modules
     except ImportError:  # timm is optional at run time
-        return [], []
-    return list(timm_modules()), [f for f in timm_functions() if callable(f)]
+        return set(), set()
+    return set(timm_modules()), {f for f in timm_functions() if callable(f)}
+
+
+def _torchvision_leaves() -> set[type[nn.Module]]:
+    """The module classes of ``torchvision.ops``, which torchvision's feature extractor keeps opaque."""
+    try:
+        import torchvision.ops
+    except ImportError:
+        return set()
+    return {
+        obj for obj in vars(torchvision.ops).values() if isinstance(obj, type) and issubclass(obj, nn.Module)
+    }
 
 
 def get_notrace_modules() -> list[type[nn.Module]]:
-    """Module classes kept opaque: ours plus timm's registrations."""
-    return list(_notrace_modules | set(_timm_sets()[0]))
+    """Module classes kept opaque: ours, timm's registrations and torchvision's ``torchvision.ops`` modules."""
+    return list(_notrace_modules | _timm_sets()[0] | _torchvision_leaves())
 
 
 def get_notrace_functions() -> list[Callable[..., Any]]:
-    """Functions kept opaque: ours plus timm's registrations."""
-    return list(_notrace_functions | set(_timm_sets()[1]))
+    """Functions kept opaque: ours plus timm's registrations (``torchvision.ops`` is autowrapped whole)."""
+    return list(_notrace_functions | _timm_sets()[1])
+
+
+def _autowrap_modules() -> tuple[Any, ...]:
+    """Python modules whose functions stay single nodes: ``math`` (fx's default) and, like torchvision's
+    feature extractor, ``torchvision.ops``."""
+    try:
+        import torchvision.ops
+    except ImportError:
+        return (math,)
+    return (math, torchvision.ops)
 
 
 def as_input_tuple(example_inputs: Any) -> tuple[torch.Tensor, ...]:
@@ -102,7 +126,7 @@ class _Tracer(fx.Tracer):
     """fx tracer with extra leaf classes that remembers where tracing failed."""
 
     def __init__(self, leaf_classes: tuple[type[nn.Module], ...], autowrap: Iterable[Callable[..., Any]]):
-        super().__init__(autowrap_functions=tuple(autowrap))
+        super().__init__(autowrap_modules=_autowrap_modules(), autowrap_functions=tuple(autowrap))
         self.leaf_classes = leaf_classes
         self.failed_in: tuple[str, str] | None = None
         self.calls: dict[str, ModuleCall] = {}
