@@ -9,9 +9,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from ..blocks import ResidualBlock
-from ..errors import DataError, MissingDataError
+from ..errors import DataError, InvalidArgumentError, MissingDataError
 
 __all__ = ["scored_weights", "block_weights", "accumulate", "labelled_batches", "classification_loss", "block_sums"]
 
@@ -80,8 +81,6 @@ def labelled_batches(
     if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         data = [data]  # a single (x, y) batch
     if num_batches is not None and num_batches < 1:
-        from ..errors import InvalidArgumentError
-
         raise InvalidArgumentError(f"num_batches must be at least 1, got {num_batches}")
     try:
         iterator = iter(data)
@@ -96,8 +95,6 @@ def labelled_batches(
             total = len(data)
         except TypeError:
             total = None
-    from tqdm.auto import tqdm
-
     count = 0
     for i, batch in enumerate(tqdm(batches, total=total, desc=f"{criterion} scoring", unit="batch",
                                    disable=not progress, leave=False)):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import inspect
 import warnings
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
@@ -158,8 +159,6 @@ def get_criterion(name: str) -> Criterion:
 
 def accepted_options(info: CriterionInfo, candidates: Mapping[str, Any]) -> dict[str, Any]:
     """The ``candidates`` that the criterion's signature accepts (all of them if it takes ``**kwargs``)."""
-    import inspect
-
     try:
         params = inspect.signature(info.fn).parameters
     except (TypeError, ValueError):  # builtins without a signature
