@@ -1,0 +1,337 @@
+"""Coverage of the model zoos: does every residual model in torchvision and timm prune exactly?
+
+For every torchvision classification model and one model per timm family (the variant
+with the fewest parameters, ``test_*`` models excluded), random init, small input where the model allows it:
+trace -> find_blocks -> prune_layers(criterion="random", n=min(2, removable)) -> verify ->
+forward + backward of the pruned model -> torch.save(state_dict) + PruningPlan JSON round
+trip into a freshly built model (outputs must match).
+
+Each model runs in its own subprocess (a crash or a hang loses only that model) and its
+record is written atomically into ``benchmarks/results/coverage.json`` as soon as it is
+done; a rerun skips the models already there (``--force`` redoes them). The report
+``docs/coverage.md`` is generated from that file, never edited by hand.
+
+    python -m benchmarks.coverage                     # the full sweep (about an hour on 2 CPU cores)
+    python -m benchmarks.coverage --models timm:resnet18 torchvision:vit_b_16
+    python -m benchmarks.coverage --report            # regenerate docs/coverage.md only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "coverage.json"
+REPORT = ROOT / "docs" / "coverage.md"
+COMMAND = "python -m benchmarks.coverage"
+SMALL = 64  # first try at this input size; the model's own size if it refuses it
+
+def _meta_params(name: str) -> float:
+    """Parameter count of a timm model built on the meta device (no memory, no init); inf if it cannot."""
+    import timm
+    import torch
+
+    try:
+        with torch.device("meta"):
+            model = timm.create_model(name, pretrained=False)
+    except Exception:
+        return float("inf")
+    return float(sum(p.numel() for p in model.parameters()))
+
+
+def smallest(names: list[str]) -> str:
+    """The variant with the fewest parameters (timm's ``test_*`` models excluded), ties by name."""
+    candidates = [n for n in names if not n.startswith("test_")] or names
+    return min(candidates, key=lambda n: (_meta_params(n), len(n), n))
+
+
+def zoo_models() -> list[str]:
+    """Every torchvision classification model and the smallest model of every timm family (module)."""
+    import timm  # noqa: F401 - registers the models
+    import torchvision
+    from timm.models._registry import _module_to_models
+    from tqdm import tqdm
+
+    specs = [f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
+    families = [(family, sorted(names)) for family, names in sorted(_module_to_models.items()) if names]
+    for _, names in tqdm(families, desc="choosing the smallest model per timm family", unit="family"):
+        specs.append(f"timm:{smallest(names)}")
+    return specs
+
+
+def _build(spec: str):
+    import timm
+    import torchvision
+
+    zoo, name = spec.split(":", 1)
+    if zoo == "timm":
+        model = timm.create_model(name, pretrained=False)
+        cfg = getattr(model, "pretrained_cfg", {}) or {}
+        native = tuple(cfg.get("input_size", (3, 224, 224)))
+        fixed = bool(cfg.get("fixed_input_size", False))
+    else:
+        model = torchvision.models.get_model(name, weights=None)
+        native = (3, 299, 299) if name == "inception_v3" else (3, 224, 224)
+        fixed = False
+    return model, native, fixed
+
+
+def _flops(model, x) -> int | None:
+    from residual_prune.flops import count_flops_by_module
+
+    counts = count_flops_by_module(model, (x,))
+    return None if counts is None else counts[""]
+
+
+def _first_tensor(out):
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)):
+        return _first_tensor(out[0])
+    if isinstance(out, dict):
+        return _first_tensor(next(iter(out.values())))
+    raise TypeError(f"output of type {type(out).__name__}")
+
+
+def check_model(spec: str) -> dict[str, Any]:
+    """Run the whole pipeline on one model; return its record (never raises)."""
+    import torch
+
+    import residual_prune as rp
+
+    torch.manual_seed(0)
+    record: dict[str, Any] = {"model": spec, "zoo": spec.split(":")[0], "status": "error", "error": None}
+    start = time.perf_counter()
+    stage = "build"
+    try:
+        model, native, fixed = _build(spec)
+        record["params_before"] = sum(p.numel() for p in model.parameters())
+        stage = "trace"
+        sizes = [native] if fixed or native[1] <= SMALL else [(native[0], SMALL, SMALL), native]
+        for i, size in enumerate(sizes):
+            x = torch.randn(2, *size)
+            try:
+                blocks = rp.find_blocks(model, x)
+                break
+            except rp.DataError:
+                if i == len(sizes) - 1:
+                    raise
+        record.update(
+            input_size=list(size), traced=True, joins=sum(b.joins for b in blocks), units=len(blocks),
+            removable=sum(b.removable for b in blocks),
+            excluded=dict(Counter(_short(b.reason) for b in blocks if not b.removable)),
+        )
+        if not blocks:
+            record.update(status="not residual", seconds=round(time.perf_counter() - start, 2))
+            return record
+        if record["removable"] == 0:
+            record.update(status="no removable block", seconds=round(time.perf_counter() - start, 2))
+            return record
+        stage = "plan"
+        plan = rp.plan_pruning(model, criterion="random", n=min(2, record["removable"]), example_inputs=x, seed=0)
+        pruned = rp.apply_plan(model, plan)
+        record["removed"] = plan.removed
+        stage = "verify"
+        record["verify_max_error"] = rp.verify(model, pruned, plan, x)
+        stage = "flops"
+        record["flops_before"], record["flops_after"] = _flops(model, x[:1]), _flops(pruned, x[:1])
+        record["params_after"] = sum(p.numel() for p in pruned.parameters())
+        stage = "forward+backward"
+        pruned.train()
+        _first_tensor(pruned(x)).float().sum().backward()
+        stage = "save+reload"
+        with tempfile.TemporaryDirectory() as tmp:
+            plan.save(Path(tmp) / "plan.json")
+            torch.save(pruned.state_dict(), Path(tmp) / "pruned.pt")
+            fresh = rp.apply_plan(_build(spec)[0], rp.PruningPlan.load(Path(tmp) / "plan.json"))
+            fresh.load_state_dict(torch.load(Path(tmp) / "pruned.pt", weights_only=True))
+        with torch.no_grad():
+            expected = _first_tensor(pruned.eval()(x))
+            record["roundtrip_max_error"] = float((_first_tensor(fresh.eval()(x)) - expected).abs().max())
+        if record["roundtrip_max_error"] != 0:
+            raise AssertionError(f"reloaded model differs by {record['roundtrip_max_error']:.3g}")
+        record["status"] = "pruned"
+    except Exception as exc:  # a record of the failure is the point of the sweep
+        record["error"] = f"{stage}: {type(exc).__name__}: {str(exc)[:400]}"
+        record["traceback"] = traceback.format_exc(limit=-3)[-1500:]
+        record.setdefault("traced", stage not in ("build", "trace"))
+    record["seconds"] = round(time.perf_counter() - start, 2)
+    return record
+
+
+def _short(reason: str | None) -> str:
+    """The kind of reason, without the shapes and names that differ per block."""
+    reason = re.sub(r"`[^`]*`", "`...`", reason or "")
+    return re.split(r"[:;(]|, so ", reason)[0].strip()
+
+
+def _load() -> dict[str, dict[str, Any]]:
+    if not RESULTS.exists():
+        return {}
+    return {r["model"]: r for r in json.loads(RESULTS.read_text())["models"]}
+
+
+def _save(records: dict[str, dict[str, Any]]) -> None:
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    data = {"machine": machine(), "command": COMMAND, "models": sorted(records.values(), key=lambda r: r["model"])}
+    fd, tmp = tempfile.mkstemp(dir=RESULTS.parent, prefix=".coverage.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, RESULTS)
+
+
+def machine() -> dict[str, Any]:
+    import timm
+    import torch
+    import torchvision
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "timm": timm.__version__, "threads_per_model": 1}
+
+
+def _run_isolated(spec: str, timeout: float) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "record.json"
+        cmd = [sys.executable, "-m", "benchmarks.coverage", "--one", spec, "--record", str(out)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=timeout, capture_output=True, text=True)
+        except subprocess.TimeoutExpired:
+            return {"model": spec, "zoo": spec.split(":")[0], "status": "error", "traced": None,
+                    "error": f"timeout: more than {timeout:.0f} s", "seconds": timeout}
+        if out.exists():
+            return json.loads(out.read_text())
+        return {"model": spec, "zoo": spec.split(":")[0], "status": "error", "traced": None,
+                "error": f"crash: exit code {proc.returncode}: {proc.stderr[-300:]}"}
+
+
+def sweep(
+    specs: list[str], *, force: bool = False, timeout: float = 300, only: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Run the models not yet recorded (all with ``force``); ``only`` drops records of other models."""
+    from tqdm import tqdm
+
+    records = _load()
+    if only:
+        records = {spec: r for spec, r in records.items() if spec in specs}
+    todo = [s for s in specs if force or s not in records]
+    bar = tqdm(todo, desc="coverage", unit="model")
+    for spec in bar:
+        bar.set_postfix_str(spec)
+        records[spec] = _run_isolated(spec, timeout)
+        _save(records)
+    return records
+
+
+def _fmt(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{unit}"
+    return str(n)
+
+
+def report(records: dict[str, dict[str, Any]]) -> str:
+    rows = sorted(records.values(), key=lambda r: (r["zoo"], r["model"]))
+    residual = [r for r in rows if r.get("units")]
+    pruned = [r for r in residual if r["status"] == "pruned"]
+    plain = [r for r in rows if r["status"] == "not residual"]
+    errors = [r for r in rows if r["status"] == "error"]
+    stuck = [r for r in residual if r["status"] == "no removable block"]
+    info = machine()
+    lines = [
+        "# Model-zoo coverage",
+        "",
+        f"Generated by `{COMMAND}` from `benchmarks/results/coverage.json`; do not edit by hand.",
+        f"Machine: {info['cpu']}, {info['cores']} cores, one thread per model; Python {info['python']}, "
+        f"torch {info['torch']}, torchvision {info['torchvision']}, timm {info['timm']}. Random init, no data.",
+        "",
+        f"**{len(pruned)} of {len(residual) + sum(1 for r in errors if not r.get('units'))} residual models pruned "
+        f"exactly** ({len(rows)} models: {len(plain)} not residual, reported as such; {len(stuck)} residual with no "
+        f"removable block; {len(errors)} errors).",
+        "",
+        "Per model: trace, `find_blocks`, `prune_layers(criterion=\"random\", n=min(2, removable))`, `verify`, "
+        "forward + backward of the pruned model, `state_dict` + plan JSON round trip into a fresh model. "
+        "*joins*: residual additions found; *units*: residual units reported; *verify*: max abs error against the "
+        "original with the removed blocks as identities.",
+        "",
+        "| model | status | input | joins | units | removable | params before → after | FLOPs before → after "
+        "| verify | s |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: |",
+    ]
+    for r in rows:
+        size = "x".join(map(str, r.get("input_size", []))) or "-"
+        params = f"{_fmt(r.get('params_before'))} → {_fmt(r.get('params_after'))}" if r.get("params_after") else "-"
+        flops = f"{_fmt(r.get('flops_before'))} → {_fmt(r.get('flops_after'))}" if r.get("flops_after") else "-"
+        error = r.get("verify_max_error")
+        lines.append(
+            f"| {r['model']} | {r['status']} | {size} | {r.get('joins', '-')} | {r.get('units', '-')} | "
+            f"{r.get('removable', '-')} | {params} | {flops} | {'-' if error is None else f'{error:.1e}'} | "
+            f"{r.get('seconds', '-')} |"
+        )
+    lines += ["", "## Failures", ""]
+    lines += [f"- `{r['model']}`: {r['error']}" for r in errors] or ["None."]
+    lines += ["", "## Residual models with no removable block", ""]
+    lines += [f"- `{r['model']}`: " + "; ".join(f"{k} ({v}x)" for k, v in r["excluded"].items()) for r in stuck] or [
+        "None."]
+    reasons = Counter()
+    for r in residual:
+        reasons.update(r.get("excluded", {}))
+    lines += ["", "## Why units are kept (all models)", "", "| reason | units |", "| --- | ---: |"]
+    lines += [f"| {k} | {v} |" for k, v in reasons.most_common()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", help="MODEL specs (default: the whole zoo)")
+    parser.add_argument("--force", action="store_true", help="redo models already in the results")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per model (default: %(default)s)")
+    parser.add_argument("--report", action="store_true", help="only regenerate docs/coverage.md")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--record", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one:  # child process: one model, one record
+        import warnings
+
+        import torch
+
+        warnings.filterwarnings("ignore")
+        torch.set_num_threads(1)
+        Path(args.record).write_text(json.dumps(check_model(args.one)))
+        return 0
+    if args.report:
+        records = _load()
+    else:
+        specs = args.models or zoo_models()
+        records = sweep(specs, force=args.force, timeout=args.timeout, only=not args.models)
+    REPORT.write_text(report(records))
+    print(report(records).split("\n")[5])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
