@@ -22,7 +22,9 @@ from .errors import (
     ResidualPruneError,
 )
 from .plan import PruningPlan, architecture_fingerprint
+from .rewrite import leaf_module_names
 from .surgery import apply_plan
+from .tracing import as_input_tuple
 
 __all__ = ["plan_pruning", "prune_layers"]
 
@@ -119,6 +121,7 @@ def plan_pruning(
     example_inputs: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
     policy: str = "default",
     leaf_modules: Iterable[type[nn.Module]] = (),
+    granularity: str = "block",
     **criterion_kwargs: Any,
 ) -> PruningPlan:
     """Score the removable residual blocks of ``model`` and choose the least important ones.
@@ -131,6 +134,8 @@ def plan_pruning(
         example_inputs: inputs for tracing; defaults to one sample of the first batch of ``data``.
         policy: ``"default"`` or ``"paper"`` (see :func:`find_blocks`).
         leaf_modules: module classes to keep opaque while tracing.
+        granularity: ``"block"`` (remove whole residual units) or ``"sublayer"`` (remove single
+            residual branches, e.g. only the MLP of a transformer block; see :func:`find_blocks`).
         **criterion_kwargs: options of the criterion, e.g. ``num_batches=4``, ``bn_mode="eval"``, ``seed=1``.
 
     Raises:
@@ -151,7 +156,8 @@ def plan_pruning(
                 "pass example_inputs (e.g. torch.randn(1, 3, 224, 224)) so the model can be traced, or data"
             )
         example_inputs, data = _first_inputs(data)
-    blocks = find_blocks(model, example_inputs, policy=policy, leaf_modules=leaf_modules)
+    leaf_modules = tuple(leaf_modules)
+    blocks = find_blocks(model, example_inputs, policy=policy, leaf_modules=leaf_modules, granularity=granularity)
     removable = [b for b in blocks if b.removable]
     if not removable:
         found = (
@@ -187,6 +193,9 @@ def plan_pruning(
         model=type(model).__name__,
         num_params=sum(p.numel() for p in model.parameters()),
         criterion_kwargs=dict(criterion_kwargs),
+        granularity=granularity,
+        input_shapes=[list(t.shape) for t in as_input_tuple(example_inputs)],
+        leaf_modules=leaf_module_names(leaf_modules),
     )
 
 

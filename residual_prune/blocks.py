@@ -41,9 +41,10 @@ from .errors import InvalidArgumentError
 from .flops import count_flops_by_module
 from .tracing import TracedModel, as_input_tuple, trace
 
-__all__ = ["ResidualBlock", "find_blocks", "POLICIES"]
+__all__ = ["ResidualBlock", "find_blocks", "POLICIES", "GRANULARITIES", "analyse", "sublayers"]
 
 POLICIES = ("default", "paper")
+GRANULARITIES = ("block", "sublayer")
 
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add, torch.Tensor.add, torch.Tensor.add_}
 _ADD_METHODS = {"add", "add_"}
@@ -91,6 +92,10 @@ class ResidualBlock:
         flops: fvcore FLOPs of the unit for the example input (None if fvcore failed).
         input_shape, output_shape: shapes for the example input.
         joins: number of residual joins inside the unit.
+        modules: qualified names of the modules that hold the unit's parameters: ``(name,)``
+            for a block; the layers of the branch for a sub-layer. Criteria score these.
+        direct_parameters: parameters a sub-layer's branch reads outside ``modules`` (e.g. a
+            layer scale held by the block itself).
     """
 
     name: str
@@ -105,6 +110,8 @@ class ResidualBlock:
     input_shape: tuple[int, ...] | None
     output_shape: tuple[int, ...] | None
     joins: int
+    modules: tuple[str, ...] = ()
+    direct_parameters: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -150,6 +157,9 @@ class _Graph:
     def between(self, fork: int, end: int) -> list[int]:
         """Nodes after ``fork`` on the paths from ``fork`` to ``end`` (``end`` included)."""
         return [i for i in _bits(self.ancestors[end]) if i != fork and self.ancestors[i] >> fork & 1]
+
+    def carries_tensor(self, i: int) -> bool:
+        return "tensor_meta" in self.nodes[i].meta
 
     def data_inputs(self, node: fx.Node) -> list[int]:
         """Positions of the inputs of ``node`` whose values depend on the example inputs."""
@@ -246,11 +256,24 @@ def _find_joins(graph: _Graph) -> list[_Join]:
                 node=node,
                 fork=fork,
                 identity=all(_is_identity(graph, i) for i in shortcut),
-                branch=graph.between(fork, branch_end),
+                branch=_with_private_inputs(graph, graph.between(fork, branch_end)),
                 shortcut=shortcut,
             )
         )
     return joins
+
+
+def _with_private_inputs(graph: _Graph, nodes: list[int]) -> list[int]:
+    """Add the inputs that only these nodes use and that are not data: the parameters a branch
+    reads (``get_attr``) and the shape reads that size its reshapes."""
+    members, frontier = set(nodes), list(nodes)
+    while frontier:
+        for a in graph.nodes[frontier.pop()].all_input_nodes:
+            j = graph.index[a]
+            if j not in members and not graph.data >> j & 1 and all(graph.index[u] in members for u in a.users):
+                members.add(j)
+                frontier.append(j)
+    return sorted(members)
 
 
 def _unit_of(graph: _Graph, join: _Join) -> str:
@@ -386,25 +409,20 @@ def _main_path_is_identity(graph: _Graph, inp: int, path: list[int], joins: dict
     return isinstance(result, torch.Tensor) and result.shape == probe.shape and torch.equal(result, probe)
 
 
-def _paper_protected(units: list[dict[str, Any]], graph: _Graph) -> set[str]:
+def _paper_protected(units: list[_Unit], graph: _Graph) -> list[_Unit]:
     """Units right before or after a downsampling (Jordao et al., Appendix A.1)."""
-    placed = [u for u in units if u["in"] is not None]
-    placed.sort(key=lambda u: u["out"])
-    predecessor: dict[str, dict[str, Any]] = {}
+    placed = sorted((u for u in units if u.inp is not None), key=lambda u: u.out)
+    protected: dict[str, _Unit] = {}
     for u in placed:
-        before = [p for p in placed if p is not u and graph.is_ancestor(p["out"], u["in"])]
-        if before:
-            predecessor[u["name"]] = max(before, key=lambda p: p["out"])
-    protected = set()
-    for u in placed:
-        p = predecessor.get(u["name"])
-        if p is None:
+        before = [p for p in placed if p is not u and graph.is_ancestor(p.out, u.inp)]
+        if not before:
             continue
-        p_in, p_out = graph.shape(p["in"]), graph.shape(p["out"])
-        u_in, u_out = graph.shape(u["in"]), graph.shape(u["out"])
+        p = max(before, key=lambda q: q.out)
+        p_in, p_out = graph.shape(p.inp), graph.shape(p.out)
+        u_in, u_out = graph.shape(u.inp), graph.shape(u.out)
         if p_in != p_out or p_out != u_in or u_in != u_out:  # a downsampling in, between or after
-            protected.update((u["name"], p["name"]))
-    return protected
+            protected.update({u.name: u, p.name: p})
+    return list(protected.values())
 
 
 def _parent_and_index(model: nn.Module, name: str) -> tuple[str, int]:
@@ -421,6 +439,7 @@ def find_blocks(
     *,
     policy: str = "default",
     leaf_modules: Iterable[type[nn.Module]] = (),
+    granularity: str = "block",
 ) -> list[ResidualBlock]:
     """Trace ``model`` with torch.fx and report one :class:`ResidualBlock` per residual unit.
 
@@ -432,19 +451,81 @@ def find_blocks(
             once for shapes, once for fvcore).
         policy: ``"default"`` or ``"paper"`` (see the module docstring).
         leaf_modules: extra module classes to keep opaque while tracing.
+        granularity: ``"block"`` (module-level units) or ``"sublayer"``: each residual branch
+            on its own, named ``"<unit>#<k>"`` for the k-th addition of the unit (e.g. the
+            attention and the MLP branch of a transformer block, ``blocks.3#0`` and
+            ``blocks.3#1``); removing one rewrites the traced graph.
 
     Returns:
         The units in execution order, removable or not; ``reason`` says why not.
         A model without residual joins (VGG, AlexNet) gives an empty list.
     """
+    if granularity not in GRANULARITIES:
+        raise InvalidArgumentError(
+            f"unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}"
+        )
+    inputs = as_input_tuple(example_inputs)
+    analysis = analyse(model, inputs, policy=policy, leaf_modules=leaf_modules)
+    if not analysis.units:
+        return []
+    flops = count_flops_by_module(model, inputs)
+    if granularity == "sublayer":
+        return [_sublayer_block(model, analysis, sub, order, flops) for order, sub in enumerate(sublayers(analysis))]
+    graph, blocks = analysis.graph, []
+    for order, unit in enumerate(analysis.units):
+        name = unit.name
+        module = model.get_submodule(name)
+        stage, index = _parent_and_index(model, name)
+        blocks.append(
+            ResidualBlock(
+                name=name,
+                type=type(module).__name__,
+                stage=stage,
+                index=index,
+                order=order,
+                removable=unit.reason is None,
+                reason=unit.reason,
+                params=sum(p.numel() for p in module.parameters()),
+                flops=None if flops is None else flops.get(name, 0),
+                input_shape=graph.shape(unit.inp) if unit.inp is not None else None,
+                output_shape=graph.shape(unit.out),
+                joins=len(unit.joins),
+                modules=(name,),
+            )
+        )
+    return blocks
+
+
+@dataclasses.dataclass
+class _Unit:
+    name: str
+    joins: list[_Join]
+    reason: str | None
+    inp: int | None
+    out: int
+
+
+@dataclasses.dataclass
+class Analysis:
+    """Block discovery's view of a traced model: the graph and its residual units in execution order."""
+
+    graph: _Graph
+    units: list[_Unit]
+
+
+def analyse(
+    model: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    *,
+    policy: str = "default",
+    leaf_modules: Iterable[type[nn.Module]] = (),
+) -> Analysis:
+    """Trace ``model`` and find its residual units (the work behind :func:`find_blocks`)."""
     if policy not in POLICIES:
         raise InvalidArgumentError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    inputs = as_input_tuple(example_inputs)
     traced = trace(model, inputs, leaf_modules)
     graph = _Graph(traced, len(inputs))
     joins = _find_joins(graph)
-    if not joins:
-        return []
     all_joins = {graph.index[j.node]: j for j in joins}
     by_unit: dict[str, list[_Join]] = {}
     for join in joins:
@@ -460,34 +541,101 @@ def find_blocks(
     for name, unit_joins in by_unit.items():
         reason, inp, out = _check_unit(graph, name, unit_joins, all_joins)
         last = max(graph.index[j.node] for j in unit_joins)
-        units.append({"name": name, "reason": reason, "in": inp, "out": out if out is not None else last})
+        units.append(_Unit(name, unit_joins, reason, inp, out if out is not None else last))
     if policy == "paper":
-        for name in _paper_protected(units, graph):
-            unit = next(u for u in units if u["name"] == name)
-            if unit["reason"] is None:
-                unit["reason"] = ("policy='paper' protects the units right before and after a "
-                                  "downsampling (Jordao et al., Appendix A.1)")
-    units.sort(key=lambda u: u["out"])
-    flops = count_flops_by_module(model, inputs)
-    blocks = []
-    for order, unit in enumerate(units):
-        name = unit["name"]
-        module = model.get_submodule(name)
-        stage, index = _parent_and_index(model, name)
-        blocks.append(
-            ResidualBlock(
-                name=name,
-                type=type(module).__name__,
-                stage=stage,
-                index=index,
-                order=order,
-                removable=unit["reason"] is None,
-                reason=unit["reason"],
-                params=sum(p.numel() for p in module.parameters()),
-                flops=None if flops is None else flops.get(name, 0),
-                input_shape=graph.shape(unit["in"]) if unit["in"] is not None else None,
-                output_shape=graph.shape(unit["out"]),
-                joins=len(by_unit[name]),
-            )
-        )
-    return blocks
+        for unit in _paper_protected(units, graph):
+            if unit.reason is None:
+                unit.reason = PAPER_REASON
+    units.sort(key=lambda u: u.out)
+    return Analysis(graph, units)
+
+
+PAPER_REASON = ("policy='paper' protects the units right before and after a downsampling "
+                "(Jordao et al., Appendix A.1)")
+
+
+@dataclasses.dataclass
+class Sublayer:
+    """One residual branch: the k-th addition of a unit."""
+
+    name: str
+    unit: _Unit
+    join: _Join
+    reason: str | None
+
+
+def sublayers(analysis: Analysis) -> list[Sublayer]:
+    """Every residual addition of the reported units, in execution order, with why it cannot go."""
+    graph, found = analysis.graph, []
+    for unit in analysis.units:
+        for k, join in enumerate(sorted(unit.joins, key=lambda j: graph.index[j.node])):
+            found.append(Sublayer(f"{unit.name}#{k}", unit, join, _check_sublayer(graph, unit, join)))
+    found.sort(key=lambda sub: graph.index[sub.join.node])
+    return found
+
+
+def _check_sublayer(graph: _Graph, unit: _Unit, join: _Join) -> str | None:
+    if unit.reason == PAPER_REASON:
+        return PAPER_REASON
+    if not join.identity:
+        return f"its shortcut is not the identity: {_describe(graph, join.shortcut)}"
+    resampling = _unet_skip(graph, join.branch)
+    if resampling:
+        return f"its branch goes down and back up in resolution ({resampling}), like a U-Net long skip"
+    private = set(join.branch) | {graph.index[join.node]}
+    shared = [  # shape reads (x.shape) of branch tensors do not count
+        i for i in join.branch
+        if any(graph.index[u] not in private and "tensor_meta" in u.meta for u in graph.nodes[i].users)
+    ]
+    if shared:
+        return f"{_describe(graph, shared)} in its branch is also used outside it"
+    return None
+
+
+def branch_modules(graph: _Graph, join: _Join) -> tuple[list[str], list[str]]:
+    """The largest modules whose every node lies in the branch, and the parameters/buffers the
+    branch reads directly (``get_attr``) outside those modules (e.g. a block's own layer scale)."""
+    branch = set(join.branch)
+    inside = {path for i in branch for path in graph.stacks[i]}
+    whole = {  # shape reads do not count: they go with the tensors they read
+        p for p in inside
+        if all(i in branch for i, stack in enumerate(graph.stacks) if p in stack and graph.carries_tensor(i))
+    }
+    modules = sorted(p for p in whole if not any(p.startswith(f"{q}.") for q in whole))
+    tensors = sorted({
+        graph.nodes[i].target for i in branch
+        if graph.nodes[i].op == "get_attr" and not any(graph.nodes[i].target.startswith(f"{m}.") for m in modules)
+    })
+    return modules, tensors
+
+
+def _sublayer_block(
+    model: nn.Module, analysis: Analysis, sub: Sublayer, order: int, flops: dict[str, int] | None
+) -> ResidualBlock:
+    graph, join = analysis.graph, sub.join
+    modules, tensors = branch_modules(graph, join)
+    params = {id(p): p for m in modules for p in model.get_submodule(m).parameters()}
+    direct = []
+    for target in tensors:
+        owner, _, attr = target.rpartition(".")
+        value = getattr(model.get_submodule(owner), attr)
+        if isinstance(value, nn.Parameter):
+            params[id(value)] = value
+            direct.append(target)
+    unit_module = model.get_submodule(sub.unit.name)
+    return ResidualBlock(
+        name=sub.name,
+        type=f"{type(unit_module).__name__} branch",
+        stage=sub.unit.name,
+        index=int(sub.name.rpartition("#")[2]),
+        order=order,
+        removable=sub.reason is None,
+        reason=sub.reason,
+        params=sum(p.numel() for p in params.values()),
+        flops=None if flops is None else sum(flops.get(m, 0) for m in modules),
+        input_shape=graph.shape(join.fork),
+        output_shape=graph.shape(graph.index[join.node]),
+        joins=1,
+        modules=tuple(modules),
+        direct_parameters=tuple(direct),
+    )

@@ -54,6 +54,9 @@ class PruningPlan:
         policy: the removability policy (``"default"`` or ``"paper"``).
         fingerprint: :func:`architecture_fingerprint` of the model the plan is for.
         model: class name of that model; ``num_params`` its parameter count.
+        granularity: ``"block"`` (``removed`` are module names) or ``"sublayer"`` (``removed``
+            are residual branches ``"<unit>#<k>"``, replayed by tracing the model on inputs of
+            ``input_shapes`` with the ``leaf_modules`` classes kept opaque).
     """
 
     removed: list[str]
@@ -64,6 +67,9 @@ class PruningPlan:
     model: str = ""
     num_params: int = 0
     criterion_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    granularity: str = "block"
+    input_shapes: list[list[int]] = dataclasses.field(default_factory=list)
+    leaf_modules: list[str] = dataclasses.field(default_factory=list)
     version: int = PLAN_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +116,15 @@ class PruningPlan:
                 raise bad(f"'{key}' must be a string")
         if not isinstance(data.get("num_params", 0), int) or not isinstance(data.get("criterion_kwargs", {}), dict):
             raise bad("'num_params' must be an integer and 'criterion_kwargs' an object")
+        if data.get("granularity", "block") not in ("block", "sublayer"):
+            raise bad(f"'granularity' must be 'block' or 'sublayer', not {data.get('granularity')!r}")
+        shapes = data.get("input_shapes", [])
+        if not (isinstance(shapes, list) and all(
+            isinstance(sh, list) and all(isinstance(d, int) and d >= 0 for d in sh) for sh in shapes
+        )):
+            raise bad("'input_shapes' must be a list of shapes (lists of non-negative integers)")
+        if not (isinstance(data.get("leaf_modules", []), list) and all(isinstance(m, str) for m in data.get("leaf_modules", []))):
+            raise bad("'leaf_modules' must be a list of 'module:Class' names")
         return cls(**{k: v for k, v in data.items() if k in fields})
 
     @classmethod

@@ -51,6 +51,10 @@ def apply_plan(model: nn.Module, plan: PruningPlan, *, inplace: bool = False) ->
     they were. Either way every kept weight keeps its value and its ``state_dict`` key. The
     result is an ordinary ``nn.Module``: it trains, saves and traces again.
 
+    A ``granularity="sublayer"`` plan removes single residual branches instead: the result
+    is a ``torch.fx.GraphModule`` whose removed additions are replaced by their shortcuts
+    (see :func:`residual_prune.rewrite.remove_sublayers`); ``inplace=True`` is refused.
+
     Args:
         model: a model of the architecture the plan was made for (checked by fingerprint).
         plan: from :func:`plan_pruning` or :meth:`PruningPlan.load`.
@@ -60,6 +64,11 @@ def apply_plan(model: nn.Module, plan: PruningPlan, *, inplace: bool = False) ->
         PlanMismatchError: the model's architecture is not the plan's.
     """
     plan.check_model(model)
+    if plan.granularity == "sublayer":
+        from .rewrite import check_inplace, remove_sublayers
+
+        check_inplace(plan, inplace)
+        return remove_sublayers(copy.deepcopy(model), plan)
     pruned = model if inplace else copy.deepcopy(model)
     by_parent: dict[str, list[str]] = {}
     for name in plan.removed:

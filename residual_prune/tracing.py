@@ -50,13 +50,15 @@ def register_notrace_function(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _timm_sets() -> tuple[set[type[nn.Module]], set[Callable[..., Any]]]:
-    """timm's not-trace registrations (``timm.layers.register_notrace_module/function``)."""
+    """timm's not-trace registrations (``timm.layers.register_notrace_module/function``), plus its
+    train-only regularisers, so that a traced graph keeps their train/eval behaviour."""
     try:
+        from timm.layers import DropBlock2d, DropPath
         from timm.layers import get_notrace_functions as timm_functions
         from timm.layers import get_notrace_modules as timm_modules
     except ImportError:  # timm is optional at run time
         return set(), set()
-    return set(timm_modules()), {f for f in timm_functions() if callable(f)}
+    return set(timm_modules()) | {DropPath, DropBlock2d}, {f for f in timm_functions() if callable(f)}
 
 
 def _torchvision_leaves() -> set[type[nn.Module]]:

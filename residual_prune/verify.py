@@ -27,7 +27,8 @@ def verify(
     atol: float = 1e-5,
 ) -> float:
     """Compare ``pruned`` with ``original`` whose removed blocks are replaced by the identity
-    (:class:`~residual_prune.surgery.Bypass`).
+    (:class:`~residual_prune.surgery.Bypass`), or, for a sub-layer plan, whose removed
+    branches are multiplied by zero (``x + 0 * branch``) in the traced graph.
 
     Both run in eval mode under ``no_grad`` (modes are restored; neither model is
     modified). Returns the largest absolute difference over all outputs and raises
@@ -35,7 +36,12 @@ def verify(
     """
     plan.check_model(original)
     inputs = as_input_tuple(example_inputs)
-    reference = replace_with_identity(copy.deepcopy(original), plan.removed)
+    if plan.granularity == "sublayer":
+        from .rewrite import zero_sublayers
+
+        reference = zero_sublayers(copy.deepcopy(original), plan)
+    else:
+        reference = replace_with_identity(copy.deepcopy(original), plan.removed)
     with torch.no_grad(), eval_mode(reference), eval_mode(pruned):
         expected, _ = tree_flatten(reference(*inputs))
         actual, _ = tree_flatten(pruned(*inputs))

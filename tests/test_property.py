@@ -238,3 +238,35 @@ def test_random_residual_networks(spec: NetSpec, data):
 
     assert structure(net) == modules
     assert_same_state(net, state)
+
+
+def expected_sublayers(spec: NetSpec) -> dict[str, bool]:
+    """Every block has one addition: its branch is removable unless the shortcut is a projection."""
+    return {
+        f"stage{i}." + BLOCK_KEYS[stage.container].format(j) + "#0": not (stage.downsample and j == 0)
+        for i, stage in enumerate(spec.stages)
+        for j, _ in enumerate(stage.blocks)
+    }
+
+
+@settings(max_examples=15, deadline=None, database=None)
+@given(spec=net_specs(), data=st.data())
+def test_random_residual_networks_at_sublayer_granularity(spec: NetSpec, data):
+    net = build(spec)
+    state = state_snapshot(net)
+    expected = expected_sublayers(spec)
+    subs = rp.find_blocks(net, X, granularity="sublayer")
+    assert {b.name: b.removable for b in subs} == expected
+    removable = sum(expected.values())
+    if removable == 0:
+        return
+    k = data.draw(st.integers(1, removable), label="k")
+    plan = rp.plan_pruning(net, criterion="random", n=k, example_inputs=X, granularity="sublayer",
+                           seed=data.draw(st.integers(0, 2**16), label="seed"))
+    pruned = rp.apply_plan(net, plan)
+    params = {b.name: b.params for b in subs}
+    assert num_params(net) - num_params(pruned) == sum(params[name] for name in plan.removed)
+    rp.verify(net, pruned, plan, X)
+    pruned.train()
+    F.cross_entropy(pruned(X_TRAIN), torch.tensor([0, 2])).backward()
+    assert_same_state(net, state)

@@ -20,24 +20,30 @@ def collapse_causes(model: nn.Module, blocks: Sequence[ResidualBlock]) -> dict[s
     """Block name -> the parameter that zeroes its branch's gradients (zero norm or tiny layer scale)."""
     causes = {}
     for block in blocks:
-        module = model.get_submodule(block.name)
-        for name, sub in module.named_modules():
-            prefix = f"{block.name}.{name}" if name else block.name
-            weight = getattr(sub, "weight", None)
-            if isinstance(sub, _NORMS) and weight is not None and weight.numel() and not weight.detach().any():
-                causes[block.name] = f"`{prefix}.weight` is all zeros (a zero-initialised norm layer)"
+        for module_name in block.modules or (block.name,):
+            cause = _switched_off(model.get_submodule(module_name), module_name)
+            if cause:
+                causes[block.name] = cause
                 break
-            if isinstance(sub, (_NORMS, nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention)):
-                continue
-            for pname, p in sub.named_parameters(recurse=False):
-                if p.numel() and float(p.detach().abs().max()) <= TINY:
-                    causes[block.name] = (
-                        f"`{prefix}.{pname}` is at most {TINY:g} in magnitude (a tiny layer scale)"
-                    )
-                    break
-            if block.name in causes:
-                break
+        for name in block.direct_parameters:
+            if block.name not in causes and float(model.get_parameter(name).detach().abs().max()) <= TINY:
+                causes[block.name] = f"`{name}` is at most {TINY:g} in magnitude (a tiny layer scale)"
     return causes
+
+
+def _switched_off(module: nn.Module, module_name: str) -> str | None:
+    """Describe a zero-initialised norm or a tiny layer scale inside ``module``, if there is one."""
+    for name, sub in module.named_modules():
+        prefix = f"{module_name}.{name}" if name else module_name
+        weight = getattr(sub, "weight", None)
+        if isinstance(sub, _NORMS) and weight is not None and weight.numel() and not weight.detach().any():
+            return f"`{prefix}.weight` is all zeros (a zero-initialised norm layer)"
+        if isinstance(sub, (_NORMS, nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention)):
+            continue
+        for pname, p in sub.named_parameters(recurse=False):
+            if p.numel() and float(p.detach().abs().max()) <= TINY:
+                return f"`{prefix}.{pname}` is at most {TINY:g} in magnitude (a tiny layer scale)"
+    return None
 
 
 def warn_if_collapsed(

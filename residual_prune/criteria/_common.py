@@ -14,18 +14,18 @@ from tqdm.auto import tqdm
 from ..blocks import ResidualBlock
 from ..errors import DataError, InvalidArgumentError, MissingDataError
 
-__all__ = ["scored_weights", "block_weights", "accumulate", "labelled_batches", "classification_loss", "block_sums"]
+__all__ = ["scored_weights", "block_modules", "block_weights", "accumulate", "labelled_batches", "classification_loss", "block_sums"]
 
 
-def scored_weights(module: nn.Module) -> list[torch.nn.Parameter]:
-    """The ``weight`` tensors of the Conv and Linear layers in ``module`` (no biases, no norms).
+def scored_weights(*modules: nn.Module) -> list[torch.nn.Parameter]:
+    """The ``weight`` tensors of the Conv and Linear layers in ``modules`` (no biases, no norms).
 
     ``nn.MultiheadAttention`` keeps its input projection as ``in_proj_weight`` (or
     ``q/k/v_proj_weight``) instead of a Linear layer; those count as Linear weights.
     """
     weights: list[torch.nn.Parameter] = []
     seen: set[int] = set()
-    for m in module.modules():
+    for m in (sub for module in modules for sub in module.modules()):
         if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
             candidates = [m.weight]
         elif isinstance(m, nn.MultiheadAttention):
@@ -39,11 +39,16 @@ def scored_weights(module: nn.Module) -> list[torch.nn.Parameter]:
     return weights
 
 
+def block_modules(model: nn.Module, block: ResidualBlock) -> list[nn.Module]:
+    """The modules holding a block's parameters: the block itself, or the layers of a sub-layer's branch."""
+    return [model.get_submodule(name) for name in (block.modules or (block.name,))]
+
+
 def block_weights(
     model: nn.Module, blocks: Sequence[ResidualBlock]
 ) -> tuple[dict[str, list[torch.nn.Parameter]], list[torch.nn.Parameter]]:
     """The scored weights of each block, and all of them in one flat list (block order)."""
-    weights = {b.name: scored_weights(model.get_submodule(b.name)) for b in blocks}
+    weights = {b.name: scored_weights(*block_modules(model, b)) for b in blocks}
     return weights, [w for ws in weights.values() for w in ws]
 
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..blocks import ResidualBlock
-from ._common import scored_weights
+from ._common import block_weights
 from ._registry import register_criterion
 
 __all__ = ["random_importance", "l1_importance"]
@@ -41,8 +41,6 @@ def l1_importance(
     deeper blocks have more weights, it favours removing early blocks: the stage bias the
     paper discusses in its Appendix A.2.
     """
+    weights, _ = block_weights(model, blocks)
     with torch.no_grad():
-        return {
-            b.name: float(sum(w.detach().abs().double().sum() for w in scored_weights(model.get_submodule(b.name))))
-            for b in blocks
-        }
+        return {name: float(sum(w.detach().abs().double().sum() for w in ws)) for name, ws in weights.items()}
