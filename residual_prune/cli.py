@@ -25,7 +25,7 @@ from torch import nn
 
 from . import __version__, models
 from .api import plan_pruning
-from .blocks import POLICIES, find_blocks
+from .blocks import GRANULARITIES, POLICIES, find_blocks
 from .criteria import CriterionInfo, accepted_options, get_criterion_info, list_criteria
 from .data import (
     DATA_ENV_VAR,
@@ -230,7 +230,9 @@ def _calibration(
 
 
 def _stage(name: str) -> str:
-    return name.rpartition(".")[0] or "-"
+    """The parent of a block, or the unit of a sub-layer (``blocks.3#1`` -> ``blocks.3``)."""
+    unit, sublayer, _ = name.partition("#")
+    return unit if sublayer else (name.rpartition(".")[0] or "-")
 
 
 def _ranks(plan: PruningPlan) -> dict[str, int]:
@@ -266,7 +268,7 @@ def _analyze(args: argparse.Namespace) -> int:
     built = build_model(args.model, input_size=args.input_size)
     x = torch.randn(1, *built.input_size, generator=torch.Generator().manual_seed(0))
     _step(f"tracing {args.model} with input {_size(built.input_size)}")
-    blocks = find_blocks(built.module, x, policy=args.policy)
+    blocks = find_blocks(built.module, x, policy=args.policy, granularity=args.granularity)
     flops = count_flops_by_module(built.module, (x,))
     total = flops[""] if flops else None
     params = sum(p.numel() for p in built.module.parameters())
@@ -297,7 +299,8 @@ def _prune(args: argparse.Namespace) -> int:
     options = accepted_options(info, candidates)  # plugins are not sent options they lack
     _step(f"scoring the removable blocks with {args.criterion}")
     plan = plan_pruning(built.module, criterion=args.criterion, n=args.n, ratio=args.ratio, data=batches,
-                        example_inputs=probe[:1], policy=args.policy, **options)
+                        example_inputs=probe[:1], policy=args.policy, granularity=args.granularity,
+                        **options)
     pruned = _prune_and_report(built.module, plan, probe)
     out = Path(args.out)
     plan_path = plan.save(out / "plan.json")
@@ -379,6 +382,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-size", nargs=3, type=_positive_int, metavar=("C", "H", "W"),
                         help="input shape without the batch dimension (default: the model's: 3 32 32 for cifar:, "
                              "timm's pretrained_cfg, 3 224 224 otherwise)")
+    parser.add_argument("--granularity", choices=GRANULARITIES, default="block",
+                        help="'sublayer' treats each residual branch on its own, e.g. a transformer block's "
+                             "attention and MLP (default: %(default)s)")
     parser.add_argument("--policy", choices=POLICIES, default="default",
                         help="'paper' also keeps the blocks next to every downsampling (default: %(default)s)")
 

@@ -217,3 +217,16 @@ def test_python_dash_m_runs_the_command_line() -> None:
     assert result.returncode == 0, result.stderr
     names = [line.split()[0] for line in result.stdout.splitlines()[2:]]
     assert set(residual_prune.list_criteria()) <= set(names)
+
+
+def test_prune_at_sublayer_granularity(tmp_path, capsys) -> None:
+    from residual_prune.cli import main
+
+    assert main(["prune", "cifar:resnet20", "--granularity", "sublayer", "--criterion", "l1", "--n", "2",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "#0  layer" in out and "verified" in out
+    import residual_prune as rp
+
+    plan = rp.PruningPlan.load(tmp_path / "plan.json")
+    assert plan.granularity == "sublayer" and all(name.endswith("#0") for name in plan.removed)
