@@ -2,7 +2,8 @@
 
 For every torchvision classification model and one model per timm family (the variant
 with the fewest parameters, ``test_*`` models excluded), random init, small input where the model allows it:
-trace -> find_blocks -> prune_layers(criterion="random", n=min(2, removable)) -> verify ->
+trace -> find_blocks -> prune_layers(criterion="random", n=min(2, removable)) (single residual
+branches, ``granularity="sublayer"``, where no whole block is removable) -> verify ->
 forward + backward of the pruned model -> torch.save(state_dict) + PruningPlan JSON round
 trip into a freshly built model (outputs must match).
 
@@ -138,11 +139,19 @@ def check_model(spec: str) -> dict[str, Any]:
         if not blocks:
             record.update(status="not residual", seconds=round(time.perf_counter() - start, 2))
             return record
-        if record["removable"] == 0:
-            record.update(status="no removable block", seconds=round(time.perf_counter() - start, 2))
-            return record
+        granularity, removable = "block", record["removable"]
+        if removable == 0:  # no whole block can go: try single residual branches
+            stage = "sublayers"
+            branches = rp.find_blocks(model, x, granularity="sublayer")
+            granularity, removable = "sublayer", sum(b.removable for b in branches)
+            record["removable_sublayers"] = removable
+            if removable == 0:
+                record.update(status="no removable block", seconds=round(time.perf_counter() - start, 2))
+                return record
+        record["granularity"] = granularity
         stage = "plan"
-        plan = rp.plan_pruning(model, criterion="random", n=min(2, record["removable"]), example_inputs=x, seed=0)
+        plan = rp.plan_pruning(model, criterion="random", n=min(2, removable), example_inputs=x, seed=0,
+                               granularity=granularity)
         pruned = rp.apply_plan(model, plan)
         record["removed"] = plan.removed
         stage = "verify"
@@ -275,21 +284,25 @@ def report(records: dict[str, dict[str, Any]]) -> str:
         "",
         "Per model: trace, `find_blocks`, `prune_layers(criterion=\"random\", n=min(2, removable))`, `verify`, "
         "forward + backward of the pruned model, `state_dict` + plan JSON round trip into a fresh model. "
-        "*joins*: residual additions found; *units*: residual units reported; *verify*: max abs error against the "
-        "original with the removed blocks as identities.",
+        "*joins*: residual additions found; *units*: residual units reported; *removable*: removable units, or, "
+        "where none is, the removable single branches (`granularity=\"sublayer\"`) that were pruned instead; "
+        "*verify*: max abs error against the original with the removed blocks as identities.",
         "",
         "| model | status | input | joins | units | removable | params before → after | FLOPs before → after "
         "| verify | s |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: |",
+        "| --- | --- | --- | ---: | ---: | --- | --- | --- | ---: | ---: |",
     ]
     for r in rows:
         size = "x".join(map(str, r.get("input_size", []))) or "-"
         params = f"{_fmt(r.get('params_before'))} → {_fmt(r.get('params_after'))}" if r.get("params_after") else "-"
         flops = f"{_fmt(r.get('flops_before'))} → {_fmt(r.get('flops_after'))}" if r.get("flops_after") else "-"
         error = r.get("verify_max_error")
+        removable = r.get("removable", "-")
+        if r.get("granularity") == "sublayer":
+            removable = f"0 ({r['removable_sublayers']} branches)"
         lines.append(
             f"| {r['model']} | {r['status']} | {size} | {r.get('joins', '-')} | {r.get('units', '-')} | "
-            f"{r.get('removable', '-')} | {params} | {flops} | {'-' if error is None else f'{error:.1e}'} | "
+            f"{removable} | {params} | {flops} | {'-' if error is None else f'{error:.1e}'} | "
             f"{r.get('seconds', '-')} |"
         )
     lines += ["", "## Failures", ""]

@@ -15,6 +15,7 @@ QUICK = {
     "timm:resnet18": "pruned",
     "timm:vit_tiny_patch16_224": "pruned",
     "timm:efficientvit_b0": "pruned",
+    "timm:mvitv2_tiny": "pruned",  # its blocks return (x, size): pruned as single branches
     "torchvision:vgg11": "not residual",
     "timm:dpn68": "no removable block",
 }
@@ -33,6 +34,9 @@ def test_quick_zoo_subset(records, spec: str) -> None:
         assert record["verify_max_error"] <= 1e-4 and record["roundtrip_max_error"] == 0
         assert record["params_after"] < record["params_before"] and record["flops_after"] < record["flops_before"]
         assert len(record["removed"]) == 2 and record["joins"] >= record["units"] >= record["removable"] >= 2
+    expected_granularity = "sublayer" if spec == "timm:mvitv2_tiny" else "block"
+    if record["status"] == "pruned":
+        assert record["granularity"] == expected_granularity
     if record["status"] == "no removable block":
         assert record["units"] > 0 and sum(record["excluded"].values()) == record["units"]
 
