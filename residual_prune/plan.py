@@ -22,11 +22,18 @@ PLAN_VERSION = 1
 
 
 def architecture_fingerprint(model: nn.Module) -> str:
-    """A hash of the module tree: every qualified name, class and parameter/buffer shape."""
+    """A hash of the module tree: every qualified name, class and parameter/persistent-buffer shape.
+
+    Non-persistent buffers are left out: they are caches a forward may resize (ConViT's
+    ``rel_indices``), not part of the architecture or of the ``state_dict``.
+    """
     digest = hashlib.sha256()
     for name, module in model.named_modules():
         tensors = [(k, tuple(v.shape)) for k, v in module._parameters.items() if v is not None]
-        tensors += [(k, tuple(v.shape)) for k, v in module._buffers.items() if v is not None]
+        tensors += [
+            (k, tuple(v.shape)) for k, v in module._buffers.items()
+            if v is not None and k not in module._non_persistent_buffers_set
+        ]
         digest.update(f"{name}|{type(module).__qualname__}|{tensors}\n".encode())
     return digest.hexdigest()[:16]
 

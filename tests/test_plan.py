@@ -68,3 +68,24 @@ def test_corrupt_plan_files(tmp_path, content: str, message: str) -> None:
 def test_missing_plan_file(tmp_path) -> None:
     with pytest.raises(rp.CorruptPlanError, match="cannot read"):
         rp.PruningPlan.load(tmp_path / "nope.json")
+
+
+class ResizingCache(torch.nn.Module):
+    """Resizes a non-persistent buffer on every forward, as ConViT's attention does."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = resnet20()
+        self.register_buffer("cache", torch.zeros(1), persistent=False)
+
+    def forward(self, x):
+        self.cache = torch.zeros(x.shape[-1])
+        return self.net(x)
+
+
+def test_fingerprint_ignores_non_persistent_caches() -> None:
+    used = ResizingCache()
+    plan = rp.plan_pruning(used, criterion="random", n=1, example_inputs=X)  # runs the model: resizes the cache
+    assert used.cache.shape == (32,)
+    fresh = rp.apply_plan(ResizingCache(), plan)
+    fresh.load_state_dict(rp.apply_plan(used, plan).state_dict())
