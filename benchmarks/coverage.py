@@ -270,6 +270,7 @@ def report(records: dict[str, dict[str, Any]]) -> str:
     plain = [r for r in rows if r["status"] == "not residual"]
     errors = [r for r in rows if r["status"] == "error"]
     stuck = [r for r in residual if r["status"] == "no removable block"]
+    total = len(residual) + sum(1 for r in errors if not r.get("units"))
     info = machine()
     lines = [
         "# Model-zoo coverage",
@@ -278,9 +279,11 @@ def report(records: dict[str, dict[str, Any]]) -> str:
         f"Machine: {info['cpu']}, {info['cores']} cores, one thread per model; Python {info['python']}, "
         f"torch {info['torch']}, torchvision {info['torchvision']}, timm {info['timm']}. Random init, no data.",
         "",
-        f"**{len(pruned)} of {len(residual) + sum(1 for r in errors if not r.get('units'))} residual models pruned "
-        f"exactly** ({len(rows)} models: {len(plain)} not residual, reported as such; {len(stuck)} residual with no "
-        f"removable block; {len(errors)} errors).",
+        f"**{len(pruned)} of {total} residual models pruned exactly**; **{len(pruned) + len(stuck)} of {total} "
+        f"({100 * (len(pruned) + len(stuck)) / max(total, 1):.1f}%) handled exactly**: pruned and verified, or "
+        f"reported with no removable block and the reason (every unit downsamples, its shortcut is not the "
+        f"identity, ...). {len(rows)} models: {len(plain)} not residual (reported as such), {len(errors)} failures "
+        f"(listed below with their cause; a model that could not be traced counts as residual).",
         "",
         "Per model: trace, `find_blocks`, `prune_layers(criterion=\"random\", n=min(2, removable))`, `verify`, "
         "forward + backward of the pruned model, `state_dict` + plan JSON round trip into a fresh model. "

@@ -48,7 +48,9 @@ def test_report_summarises_and_lists_failures(records) -> None:
     text = coverage.report({**records, "timm:broken": failing})
     residual = sum(1 for r in records.values() if r.get("units")) + 1
     pruned = sum(r["status"] == "pruned" for r in records.values())
+    handled = pruned + sum(r["status"] == "no removable block" for r in records.values())
     assert f"**{pruned} of {residual} residual models pruned exactly**" in text
+    assert f"**{handled} of {residual} ({100 * handled / residual:.1f}%) handled exactly**" in text
     assert "- `timm:broken`: trace: TraceError: boom" in text
     assert "`timm:dpn68`: it carries downsampling" in text
     assert text.count("\n| timm:") + text.count("\n| torchvision:") == len(records) + 1
