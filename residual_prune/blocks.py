@@ -179,7 +179,8 @@ def _bits(x: int) -> Iterator[int]:
         x ^= low
 
 
-def _add_operands(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
+def add_operands(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
+    """The two tensor operands if ``node`` is an addition in any spelling, else None."""
     if node.op == "call_function" and node.target in _ADD_FUNCTIONS:
         args = list(node.args[:2]) + [node.kwargs.get("other")]
     elif node.op == "call_method" and node.target in _ADD_METHODS:
@@ -232,7 +233,7 @@ def _unet_skip(graph: _Graph, branch: list[int]) -> str | None:
 def _find_joins(graph: _Graph) -> list[_Join]:
     joins = []
     for node in graph.nodes:
-        operands = _add_operands(node)
+        operands = add_operands(node)
         if operands is None:
             continue
         out_shape = graph.traced.shapes[node]

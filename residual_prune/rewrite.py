@@ -10,7 +10,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .blocks import analyse, sublayers
+from .blocks import add_operands, analyse, sublayers
 from .errors import InvalidArgumentError, PlanError, PlanMismatchError
 from .plan import PruningPlan
 
@@ -47,8 +47,7 @@ class _Branch:
 
     def shortcut(self) -> fx.Node:
         """The other operand, read when needed: removing an earlier branch may have replaced it."""
-        operands = [a for a in (*self.join.args[:2], self.join.kwargs.get("other")) if isinstance(a, fx.Node)]
-        return next(a for a in operands if a is not self.branch)
+        return next(a for a in add_operands(self.join) if a is not self.branch)
 
 
 def _traced_branches(model: nn.Module, plan: PruningPlan) -> tuple[fx.GraphModule, list[_Branch]]:
@@ -68,7 +67,7 @@ def _traced_branches(model: nn.Module, plan: PruningPlan) -> tuple[fx.GraphModul
     for name in plan.removed:
         join = found[name].join
         members = {nodes[i] for i in join.branch}
-        a, b = [arg for arg in (*join.node.args[:2], join.node.kwargs.get("other")) if isinstance(arg, fx.Node)][:2]
+        a, b = add_operands(join.node)
         branches.append(_Branch(join.node, a if a in members else b, members))
     return analysis.graph.traced.graph_module, branches
 
