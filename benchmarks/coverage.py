@@ -335,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", help="MODEL specs (default: the whole zoo)")
     parser.add_argument("--force", action="store_true", help="redo models already in the results")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per model (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help="seconds per model (default: %(default)s)")
     parser.add_argument("--report", action="store_true", help="only regenerate docs/coverage.md")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--record", help=argparse.SUPPRESS)

@@ -130,7 +130,8 @@ class PruningPlan:
             isinstance(sh, list) and all(isinstance(d, int) and d >= 0 for d in sh) for sh in shapes
         )):
             raise bad("'input_shapes' must be a list of shapes (lists of non-negative integers)")
-        if not (isinstance(data.get("leaf_modules", []), list) and all(isinstance(m, str) for m in data.get("leaf_modules", []))):
+        leaves = data.get("leaf_modules", [])
+        if not (isinstance(leaves, list) and all(isinstance(m, str) for m in leaves)):
             raise bad("'leaf_modules' must be a list of 'module:Class' names")
         return cls(**{k: v for k, v in data.items() if k in fields})
 

@@ -56,6 +56,10 @@ def test_plan_for_another_architecture_fails_clearly(other) -> None:
          '"policy": "default", "fingerprint": "f"}', "list of block names"),
         ('{"format": "residual_prune.plan", "version": 1, "removed": [], "scores": {"a": "high"}, '
          '"criterion": "x", "policy": "default", "fingerprint": "f"}', "map block names to numbers"),
+        ('{"format": "residual_prune.plan", "version": 1, "removed": [], "scores": {}, "criterion": "x", '
+         '"policy": "default", "fingerprint": "f", "granularity": "layer"}', "'granularity' must be"),
+        ('{"format": "residual_prune.plan", "version": 1, "removed": [], "scores": {}, "criterion": "x", '
+         '"policy": "default", "fingerprint": "f", "input_shapes": [[1, -3]]}', "'input_shapes' must be"),
     ],
 )
 def test_corrupt_plan_files(tmp_path, content: str, message: str) -> None:

@@ -14,7 +14,10 @@ from tqdm.auto import tqdm
 from ..blocks import ResidualBlock
 from ..errors import DataError, InvalidArgumentError, MissingDataError
 
-__all__ = ["scored_weights", "block_modules", "block_weights", "accumulate", "labelled_batches", "classification_loss", "block_sums"]
+__all__ = [
+    "accumulate", "block_modules", "block_sums", "block_weights", "classification_loss", "labelled_batches",
+    "scored_weights",
+]
 
 
 def scored_weights(*modules: nn.Module) -> list[torch.nn.Parameter]:
