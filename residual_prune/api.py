@@ -29,12 +29,16 @@ from .tracing import as_input_tuple
 __all__ = ["plan_pruning", "prune_layers"]
 
 
-def _count(n: int | None, ratio: float | None, available: int) -> int:
+def _check_one_of(n: int | None, ratio: float | None) -> None:
     if (n is None) == (ratio is None):
         raise InvalidArgumentError(
             "give exactly one of n (number of blocks to remove) and ratio (fraction of the removable blocks), "
             f"e.g. n=2 or ratio=0.25; got n={n!r}, ratio={ratio!r}"
         )
+
+
+def _count(n: int | None, ratio: float | None, available: int) -> int:
+    """How many of ``available`` blocks to remove (``n`` and ``ratio`` already checked by ``_check_one_of``)."""
     if n is not None:
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
             raise InvalidArgumentError(f"n must be a non-negative integer, got {n!r}")
@@ -143,8 +147,7 @@ def plan_pruning(
         TraceError, DataError, CriterionError: each with what to do next.
     """
     info = get_criterion_info(criterion)
-    if (n is None) == (ratio is None):
-        _count(n, ratio, 0)
+    _check_one_of(n, ratio)
     if info.requires_data and data is None:
         raise MissingDataError(
             f"criterion {criterion!r} needs labelled data: pass data=<a DataLoader or an iterable of (inputs, "

@@ -381,6 +381,14 @@ def _main_path_is_identity(graph: _Graph, inp: int, path: list[int], joins: dict
     shape = graph.shape(inp)
     probe = torch.arange(math.prod(shape), dtype=torch.float64).reshape(shape)
     values: dict[fx.Node, Any] = {graph.nodes[inp]: probe}
+
+    def value_of(arg: fx.Node) -> Any:
+        if arg in values:
+            return values[arg]
+        if "value" in arg.meta:  # a size recorded during tracing
+            return arg.meta["value"]
+        raise KeyError(arg.name)
+
     for i in path:
         node = graph.nodes[i]
         if i in joins:
@@ -388,13 +396,6 @@ def _main_path_is_identity(graph: _Graph, inp: int, path: list[int], joins: dict
         elif i not in layout:
             values[node] = values[graph.nodes[graph.data_inputs(node)[0]]]
         else:
-            def value_of(arg: fx.Node) -> Any:
-                if arg in values:
-                    return values[arg]
-                if "value" in arg.meta:
-                    return arg.meta["value"]
-                raise KeyError(arg.name)
-
             try:
                 args = fx.node.map_arg(node.args, value_of)
                 kwargs = fx.node.map_arg(node.kwargs, value_of)

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from torch import nn
 
 from .plan import PruningPlan
+from .rewrite import check_inplace, remove_sublayers
 
 __all__ = ["Bypass", "apply_plan", "replace_with_identity"]
 
@@ -21,16 +22,6 @@ class Bypass(nn.Identity):
 
     def forward(self, input, *args, **kwargs):  # noqa: A002 - nn.Identity's argument name
         return input
-
-
-def _remove_from_parent(model: nn.Module, parent_name: str, keys: list[str]) -> None:
-    parent = model.get_submodule(parent_name)
-    if isinstance(parent, nn.Sequential) and type(parent).forward is nn.Sequential.forward:
-        for key in keys:  # keep the other children's names, so kept weights keep their keys
-            del parent._modules[key]
-    else:  # a ModuleList (whose owner may index it) or an attribute called by name: keep indices and forward
-        for key in keys:
-            setattr(parent, key, Bypass())
 
 
 def replace_with_identity(model: nn.Module, names: Iterable[str]) -> nn.Module:
@@ -65,15 +56,14 @@ def apply_plan(model: nn.Module, plan: PruningPlan, *, inplace: bool = False) ->
     """
     plan.check_model(model)
     if plan.granularity == "sublayer":
-        from .rewrite import check_inplace, remove_sublayers
-
         check_inplace(plan, inplace)
         return remove_sublayers(copy.deepcopy(model), plan)
     pruned = model if inplace else copy.deepcopy(model)
-    by_parent: dict[str, list[str]] = {}
     for name in plan.removed:
-        parent, _, key = name.rpartition(".")
-        by_parent.setdefault(parent, []).append(key)
-    for parent, keys in by_parent.items():
-        _remove_from_parent(pruned, parent, keys)
+        parent_name, _, key = name.rpartition(".")
+        parent = pruned.get_submodule(parent_name)
+        if isinstance(parent, nn.Sequential) and type(parent).forward is nn.Sequential.forward:
+            del parent._modules[key]  # the other children keep their names, so kept weights keep their keys
+        else:  # a ModuleList (whose owner may index it) or an attribute called by name
+            replace_with_identity(pruned, [name])
     return pruned

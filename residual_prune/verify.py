@@ -11,6 +11,7 @@ from torch.utils._pytree import tree_flatten
 from .errors import VerificationError
 from .modes import eval_mode
 from .plan import PruningPlan
+from .rewrite import zero_sublayers
 from .surgery import replace_with_identity
 from .tracing import as_input_tuple
 
@@ -37,8 +38,6 @@ def verify(
     plan.check_model(original)
     inputs = as_input_tuple(example_inputs)
     if plan.granularity == "sublayer":
-        from .rewrite import zero_sublayers
-
         reference = zero_sublayers(copy.deepcopy(original), plan)
     else:
         reference = replace_with_identity(copy.deepcopy(original), plan.removed)
