@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import traceback
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from benchmarks._common import machine, write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "coverage.json"
@@ -196,29 +197,9 @@ def _load() -> dict[str, dict[str, Any]]:
 
 
 def _save(records: dict[str, dict[str, Any]]) -> None:
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    data = {"machine": machine(), "command": COMMAND, "models": sorted(records.values(), key=lambda r: r["model"])}
-    fd, tmp = tempfile.mkstemp(dir=RESULTS.parent, prefix=".coverage.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, RESULTS)
-
-
-def machine() -> dict[str, Any]:
-    import timm
-    import torch
-    import torchvision
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "timm": timm.__version__, "threads_per_model": 1}
+    data = {"machine": {**machine(), "threads_per_model": 1}, "command": COMMAND,
+            "models": sorted(records.values(), key=lambda r: r["model"])}
+    write_json_atomic(RESULTS, data)
 
 
 def _run_isolated(spec: str, timeout: float) -> dict[str, Any]:

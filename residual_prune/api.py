@@ -160,7 +160,9 @@ def plan_pruning(
             )
         example_inputs, data = _first_inputs(data)
     leaf_modules = tuple(leaf_modules)
-    blocks = find_blocks(model, example_inputs, policy=policy, leaf_modules=leaf_modules, granularity=granularity)
+    blocks = find_blocks(
+        model, example_inputs, policy=policy, leaf_modules=leaf_modules, granularity=granularity, count_flops=False
+    )
     removable = [b for b in blocks if b.removable]
     if not removable:
         found = (

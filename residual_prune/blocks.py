@@ -38,7 +38,6 @@ import torch.fx as fx
 from torch import nn
 
 from .errors import InvalidArgumentError
-from .flops import count_flops_by_module
 from .tracing import TracedModel, as_input_tuple, trace
 
 __all__ = ["ResidualBlock", "find_blocks", "POLICIES", "GRANULARITIES", "analyse", "sublayers"]
@@ -89,7 +88,8 @@ class ResidualBlock:
         removable: whether the unit can be removed under the policy used.
         reason: why not, in words, when ``removable`` is False.
         params: number of parameters of the unit.
-        flops: fvcore FLOPs of the unit for the example input (None if fvcore failed).
+        flops: FLOPs of the unit for the example input in fvcore's convention (a multiply-add
+            is one FLOP); None if not counted.
         input_shape, output_shape: shapes for the example input.
         joins: number of residual joins inside the unit.
         modules: qualified names of the modules that hold the unit's parameters: ``(name,)``
@@ -133,7 +133,7 @@ class _Graph:
         self.traced = traced
         self.nodes = traced.nodes
         self.index = {n: i for i, n in enumerate(self.nodes)}
-        self.modules = dict(traced.graph_module.named_modules())
+        self.modules = dict(traced.root.named_modules())
         self.ancestors: list[int] = []  # through value edges: a shape read (x.shape) does not count
         self.data = 0  # nodes whose values depend on the example inputs (not on defaulted arguments)
         placeholders = 0
@@ -442,6 +442,7 @@ def find_blocks(
     policy: str = "default",
     leaf_modules: Iterable[type[nn.Module]] = (),
     granularity: str = "block",
+    count_flops: bool = True,
 ) -> list[ResidualBlock]:
     """Trace ``model`` with torch.fx and report one :class:`ResidualBlock` per residual unit.
 
@@ -449,14 +450,15 @@ def find_blocks(
         model: any ``nn.Module`` that torch.fx can trace (timm's and torchvision's
             not-trace registrations are used).
         example_inputs: a tensor or tuple of tensors the model accepts; used for
-            shapes and FLOPs (the model runs under ``no_grad`` in eval mode, twice:
-            once for shapes, once for fvcore).
+            shapes and FLOPs (the model runs once, under ``no_grad`` in eval mode).
         policy: ``"default"`` or ``"paper"`` (see the module docstring).
         leaf_modules: extra module classes to keep opaque while tracing.
         granularity: ``"block"`` (module-level units) or ``"sublayer"``: each residual branch
             on its own, named ``"<unit>#<k>"`` for the k-th addition of the unit (e.g. the
             attention and the MLP branch of a transformer block, ``blocks.3#0`` and
             ``blocks.3#1``); removing one rewrites the traced graph.
+        count_flops: count each unit's FLOPs (fvcore's convention: a multiply-add is one
+            FLOP) in the same pass; ``False`` reports ``flops=None`` and saves that time.
 
     Returns:
         The units in execution order, removable or not; ``reason`` says why not.
@@ -467,10 +469,10 @@ def find_blocks(
             f"unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}"
         )
     inputs = as_input_tuple(example_inputs)
-    analysis = analyse(model, inputs, policy=policy, leaf_modules=leaf_modules)
+    analysis = analyse(model, inputs, policy=policy, leaf_modules=leaf_modules, count_flops=count_flops)
     if not analysis.units:
         return []
-    flops = count_flops_by_module(model, inputs)
+    flops = analysis.graph.traced.flops
     if granularity == "sublayer":
         return [_sublayer_block(model, analysis, sub, order, flops) for order, sub in enumerate(sublayers(analysis))]
     graph, blocks = analysis.graph, []
@@ -521,11 +523,12 @@ def analyse(
     *,
     policy: str = "default",
     leaf_modules: Iterable[type[nn.Module]] = (),
+    count_flops: bool = False,
 ) -> Analysis:
     """Trace ``model`` and find its residual units (the work behind :func:`find_blocks`)."""
     if policy not in POLICIES:
         raise InvalidArgumentError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    traced = trace(model, inputs, leaf_modules)
+    traced = trace(model, inputs, leaf_modules, count_flops=count_flops)
     graph = _Graph(traced, len(inputs))
     joins = _find_joins(graph)
     all_joins = {graph.index[j.node]: j for j in joins}

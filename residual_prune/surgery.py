@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 
@@ -32,6 +33,23 @@ def replace_with_identity(model: nn.Module, names: Iterable[str]) -> nn.Module:
     return model
 
 
+def _copy_without(model: nn.Module, names: Iterable[str]) -> nn.Module:
+    """A deep copy of ``model`` in which the named submodules, which are about to be deleted or
+    replaced, are not copied (a placeholder stands in). A module held in more than one place is
+    copied as usual, so every other reference keeps its copy."""
+    references: dict[int, int] = {}
+    for parent in model.modules():
+        for child in parent._modules.values():
+            if child is not None:
+                references[id(child)] = references.get(id(child), 0) + 1
+    memo: dict[int, Any] = {}
+    for name in names:
+        module = model.get_submodule(name)
+        if references.get(id(module)) == 1:
+            memo[id(module)] = Bypass()
+    return copy.deepcopy(model, memo)
+
+
 def apply_plan(model: nn.Module, plan: PruningPlan, *, inplace: bool = False) -> nn.Module:
     """Return a physically shallower copy of ``model`` without the blocks in ``plan.removed``.
 
@@ -58,7 +76,7 @@ def apply_plan(model: nn.Module, plan: PruningPlan, *, inplace: bool = False) ->
     if plan.granularity == "sublayer":
         check_inplace(plan, inplace)
         return remove_sublayers(copy.deepcopy(model), plan)
-    pruned = model if inplace else copy.deepcopy(model)
+    pruned = model if inplace else _copy_without(model, plan.removed)
     for name in plan.removed:
         parent_name, _, key = name.rpartition(".")
         parent = pruned.get_submodule(parent_name)

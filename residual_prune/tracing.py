@@ -9,18 +9,22 @@ does) and the caller's ``leaf_modules``.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import inspect
 import math
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 import torch.fx as fx
 from torch import nn
-from torch.fx.passes.shape_prop import ShapeProp
+from torch.fx.passes.shape_prop import TensorMetadata
 
-from .errors import DataError, TraceError
+from .errors import DataError, FlopCountWarning, TraceError
+from .flops import NodeFlopCounter
 from .modes import eval_mode
 
 __all__ = [
@@ -114,14 +118,68 @@ def _is_constant(value: Any, depth: int = 0) -> bool:
     )
 
 
-class _ShapeAndConstantProp(ShapeProp):
-    """ShapeProp that also keeps small non-tensor results (sizes, ints) in ``node.meta["value"]``."""
+def _tensor_meta(t: torch.Tensor) -> TensorMetadata:
+    """``ShapeProp``'s record of a tensor without its costly memory-format detection."""
+    stride = t.stride() if t.layout == torch.strided else ()
+    return TensorMetadata(t.shape, t.dtype, t.requires_grad, stride, None, False, {})
+
+
+class _ShapeAndConstantProp(fx.Interpreter):
+    """Runs a traced graph once, as ``ShapeProp`` does, recording ``node.meta["tensor_meta"]``;
+    also keeps small non-tensor results (sizes, ints) in ``node.meta["value"]`` and, given a
+    :class:`NodeFlopCounter`, counts each node's FLOPs in the same pass. Runs on the original
+    model's modules (no ``GraphModule`` to build)."""
+
+    def __init__(self, root: nn.Module, graph: fx.Graph, flop_counter: NodeFlopCounter | None = None):
+        super().__init__(root, graph=graph)
+        self.flop_counter = flop_counter
 
     def run_node(self, n: fx.Node) -> Any:
-        result = super().run_node(n)
-        if not isinstance(result, torch.Tensor) and _is_constant(result):
+        if self.flop_counter is None:
+            result = super().run_node(n)
+        else:
+            module = self.submodules.get(n.target) if n.op == "call_module" else None
+            result = self.flop_counter.count(n, module, lambda: super(_ShapeAndConstantProp, self).run_node(n))
+        found_tensor = False
+
+        def record(value: Any) -> Any:
+            nonlocal found_tensor
+            if isinstance(value, torch.Tensor):
+                found_tensor = True
+                return _tensor_meta(value)
+            return value
+
+        meta = fx.node.map_aggregate(result, record)
+        if found_tensor:
+            n.meta["tensor_meta"] = meta
+        elif _is_constant(result):
             n.meta["value"] = result
+        n.meta["type"] = type(result)
         return result
+
+
+def _propagate(root: nn.Module, graph: fx.Graph, inputs: tuple[torch.Tensor, ...], count_flops: bool) -> dict[str, int] | None:
+    """Run ``graph`` once on ``inputs`` recording shapes (and FLOPs by module when ``count_flops``).
+
+    If only the FLOP counting fails, warns with :class:`FlopCountWarning` and returns None.
+    """
+    with torch.no_grad():
+        if count_flops:
+            try:
+                counter = NodeFlopCounter()
+                _ShapeAndConstantProp(root, graph, counter).run(*inputs)
+                return counter.by_module
+            except Exception as exc:
+                failure = exc
+        _ShapeAndConstantProp(root, graph).run(*inputs)
+    if count_flops:
+        warnings.warn(
+            f"could not count the FLOPs of {type(root).__name__} ({type(failure).__name__}: {failure}); "
+            "blocks are reported with flops=None. Pruning is not affected.",
+            FlopCountWarning,
+            stacklevel=5,
+        )
+    return None
 
 
 class _Tracer(fx.Tracer):
@@ -163,11 +221,18 @@ class ModuleCall:
 class TracedModel:
     """A traced graph plus what block discovery needs to know about each node."""
 
-    graph_module: fx.GraphModule
+    root: nn.Module
+    graph: fx.Graph
     nodes: list[fx.Node]
     shapes: dict[fx.Node, tuple[int, ...] | None]
     call_counts: dict[str, int]
     calls: dict[str, ModuleCall]
+    flops: dict[str, int] | None = None  # FLOPs by module name ("" = the whole model), fvcore's convention
+
+    @functools.cached_property
+    def graph_module(self) -> fx.GraphModule:
+        """The graph as a runnable module over ``root``'s submodules (built on first use)."""
+        return fx.GraphModule(self.root, self.graph, class_name=type(self.root).__name__)
 
     @staticmethod
     def module_stack(node: fx.Node) -> list[str]:
@@ -193,19 +258,40 @@ def _defaulted_arguments(model: nn.Module, num_inputs: int) -> dict[str, Any] | 
     return {p.name: p.default for p in later} or None
 
 
+@contextlib.contextmanager
+def _attributes_kept(model: nn.Module) -> Iterator[None]:
+    """Undo what symbolic tracing writes into the modules: a forward that assigns an attribute or a
+    buffer (``self.cache = torch.zeros(n)``, as ConViT does) would leave an ``fx.Proxy`` there."""
+    saved = [(m, dict(m.__dict__), dict(m._buffers)) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for module, attributes, buffers in saved:
+            module._buffers.clear()
+            module._buffers.update(buffers)
+            for key in [k for k, v in module.__dict__.items() if isinstance(v, fx.Proxy)]:
+                if key in attributes:
+                    module.__dict__[key] = attributes[key]
+                else:
+                    del module.__dict__[key]
+
+
 def trace(
     model: nn.Module,
     example_inputs: Any,
     leaf_modules: Iterable[type[nn.Module]] = (),
+    *,
+    count_flops: bool = True,
 ) -> TracedModel:
     """Trace ``model`` in eval mode and propagate the shapes of ``example_inputs`` through it.
 
-    The model runs once, under ``torch.no_grad`` and in eval mode; its modes are restored.
+    The model runs once, under ``torch.no_grad`` and in eval mode (its modes are restored);
+    the same pass counts the FLOPs of every module unless ``count_flops=False``.
     """
     inputs = as_input_tuple(example_inputs)
     leaf_classes = tuple(set(leaf_modules) | set(get_notrace_modules()))
     tracer = _Tracer(leaf_classes, get_notrace_functions())
-    with eval_mode(model):
+    with eval_mode(model), _attributes_kept(model):
         try:
             graph = tracer.trace(model, concrete_args=_defaulted_arguments(model, len(inputs)))
         except Exception as exc:
@@ -220,10 +306,8 @@ def trace(
                 f"Treat the failing module as opaque with leaf_modules=({cls},) or decorate its class "
                 "with residual_prune.register_notrace_module."
             ) from exc
-        gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
         try:
-            with torch.no_grad():
-                _ShapeAndConstantProp(gm).propagate(*inputs)
+            flops = _propagate(model, graph, inputs, count_flops)
         except Exception as exc:
             shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
             raise DataError(
@@ -231,9 +315,9 @@ def trace(
                 f"{type(exc).__name__}: {exc}. Pass inputs shaped as the model expects "
                 "(e.g. torch.randn(1, 3, 224, 224) for ImageNet models)."
             ) from exc
-    nodes = list(gm.graph.nodes)
+    nodes = list(graph.nodes)
     shapes = {}
     for node in nodes:
         meta = node.meta.get("tensor_meta")
         shapes[node] = tuple(meta.shape) if hasattr(meta, "shape") else None
-    return TracedModel(gm, nodes, shapes, dict(tracer.num_calls), tracer.calls)
+    return TracedModel(model, graph, nodes, shapes, dict(tracer.num_calls), tracer.calls, flops)

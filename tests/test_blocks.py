@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
@@ -117,44 +116,6 @@ def test_downsampling_unit_is_excluded() -> None:
 
     block = _by_name(nn.Sequential(Down()))["0"]
     assert not block.removable and "downsampling" in block.reason and "(1, 16, 8, 8)" in block.reason
-
-
-class NotJitTraceable(nn.Module):
-    """Stands for models torch.jit.trace (used by fvcore) cannot handle but torch.fx can."""
-
-    def __init__(self):
-        super().__init__()
-        self.block = Plain()
-
-    def forward(self, x):
-        if torch.jit.is_tracing():
-            raise RuntimeError("this model does not support torch.jit.trace")
-        return self.block(x)
-
-
-def test_fvcore_failure_gives_flops_none_with_warning() -> None:
-    with pytest.warns(rp.FlopCountWarning, match="fvcore could not count"):
-        blocks = rp.find_blocks(NotJitTraceable(), X)
-    assert blocks[0].flops is None and blocks[0].removable
-
-
-def test_flop_counter_handles_attention() -> None:
-    from residual_prune.flops import count_flops_by_module
-
-    attention = nn.MultiheadAttention(16, 2, batch_first=True)
-
-    class Attn(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.attn = attention
-
-        def forward(self, x):
-            return self.attn(x, x, x, need_weights=False)[0]
-
-    flops = count_flops_by_module(Attn(), (torch.randn(1, 10, 16),))
-    projections = 10 * 16 * 16 * 4  # q, k, v and out projections
-    attention = 2 * 10 * 10 * 16  # Q K^T and A V
-    assert flops[""] == projections + attention
 
 
 class ReducedKeys(nn.Module):

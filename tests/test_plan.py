@@ -87,9 +87,19 @@ class ResizingCache(torch.nn.Module):
         return self.net(x)
 
 
+def test_tracing_leaves_no_proxy_in_the_model() -> None:
+    model = ResizingCache()
+    model.note = "kept"
+    before = model.cache
+    rp.find_blocks(model, X)
+    assert model.cache is before and model.note == "kept" and "cache" in model._buffers
+    assert not any(isinstance(v, torch.fx.Proxy) for m in model.modules() for v in vars(m).values())
+
+
 def test_fingerprint_ignores_non_persistent_caches() -> None:
     used = ResizingCache()
-    plan = rp.plan_pruning(used, criterion="random", n=1, example_inputs=X)  # runs the model: resizes the cache
+    used(X)  # resizes the cache
+    plan = rp.plan_pruning(used, criterion="random", n=1, example_inputs=X)
     assert used.cache.shape == (32,)
     fresh = rp.apply_plan(ResizingCache(), plan)
     fresh.load_state_dict(rp.apply_plan(used, plan).state_dict())

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..blocks import ResidualBlock
 from ..modes import preserved_state
@@ -39,23 +40,39 @@ def grasp_importance(
     ``g = sum_batches dL_T/dtheta`` (no graph), then ``Hg = d/dtheta sum_batches (g . dL_T/dtheta)``.
     GraSP's score ``S = -theta * Hg`` removes the weights with the highest ``S``, so the
     importance of a block is ``sum(theta * Hg)`` (= ``-S``) and the lowest are removed.
-    Needs labelled batches and a double backward (about three backward passes per batch).
+    Needs labelled batches and a double backward; with one batch (the default) one forward
+    pass serves both the gradient and the Hessian-gradient product. Attention runs on
+    PyTorch's composite kernel, as the fused ones have no double backward.
     BN uses batch statistics unless ``bn_mode="eval"``; the model is left exactly as it was.
     """
     weights, flat = block_weights(model, blocks)
     g = [torch.zeros_like(w) for w in flat]
     hg = [torch.zeros_like(w) for w in flat]
-    with preserved_state(model, bn_mode, needs_grad=flat):
-        batches = []  # the second pass must see the same batches, even from a shuffling loader
-        for i, x, y in labelled_batches(data, num_batches, "grasp", progress=progress):
-            batches.append((i, x, y))
-            loss = classification_loss(model, x, y, i, temperature)
-            accumulate(g, torch.autograd.grad(loss, flat, allow_unused=True))
-        for i, x, y in batches:
-            loss = classification_loss(model, x, y, i, temperature)
-            grads = torch.autograd.grad(loss, flat, create_graph=True, allow_unused=True)
-            z = sum((gi * gf).sum() for gi, gf in zip(g, grads) if gf is not None)
-            if not isinstance(z, torch.Tensor) or not z.requires_grad:
-                continue  # no scored weight influences the loss
-            accumulate(hg, torch.autograd.grad(z, flat, allow_unused=True))
+    # the fused CPU/GPU attention kernels have no double backward: use the composite one
+    with preserved_state(model, bn_mode, needs_grad=flat), sdpa_kernel(SDPBackend.MATH):
+        if num_batches == 1:  # g is this batch's gradient: one graph serves both passes
+            for i, x, y in labelled_batches(data, 1, "grasp", progress=progress):
+                loss = classification_loss(model, x, y, i, temperature)
+                grads = torch.autograd.grad(loss, flat, create_graph=True, allow_unused=True)
+                accumulate(g, (gf.detach() if gf is not None else None for gf in grads))
+                _add_hessian_gradient(hg, g, grads, flat)
+        else:
+            batches = []  # the second pass must see the same batches, even from a shuffling loader
+            for i, x, y in labelled_batches(data, num_batches, "grasp", progress=progress):
+                batches.append((i, x, y))
+                loss = classification_loss(model, x, y, i, temperature)
+                accumulate(g, torch.autograd.grad(loss, flat, allow_unused=True))
+            for i, x, y in batches:
+                loss = classification_loss(model, x, y, i, temperature)
+                grads = torch.autograd.grad(loss, flat, create_graph=True, allow_unused=True)
+                _add_hessian_gradient(hg, g, grads, flat)
     return block_sums(blocks, weights, (w.detach() * h for w, h in zip(flat, hg)))
+
+
+def _add_hessian_gradient(
+    hg: list[torch.Tensor], g: list[torch.Tensor], grads: Sequence[torch.Tensor | None], flat: list[torch.Tensor]
+) -> None:
+    """``hg += d(g . grads)/dtheta``: one batch's Hessian-gradient product (``grads`` has a graph)."""
+    z = sum((gi * gf).sum() for gi, gf in zip(g, grads) if gf is not None)
+    if isinstance(z, torch.Tensor) and z.requires_grad:  # else no scored weight influences the loss
+        accumulate(hg, torch.autograd.grad(z, flat, allow_unused=True))

@@ -68,6 +68,52 @@ def test_grasp_matches_full_hessian_formulation() -> None:
     assert scores["block"] == pytest.approx(float((w0.flatten() * (h @ g)).sum()), rel=1e-4, abs=1e-12)
 
 
+def test_grasp_over_several_batches_matches_full_hessian_formulation() -> None:
+    """Two batches take the two-pass path: g = sum of both gradients, Hg = sum of H_b g."""
+    torch.manual_seed(1)
+    weight = torch.randn(2, 2).tolist()
+    model = TwoLogits(weight)
+    batches = [(torch.randn(3, 2), torch.tensor([0, 1, 1])), (torch.randn(3, 2), torch.tensor([1, 0, 0]))]
+    scores = rp.get_criterion("grasp")(model, _blocks(model, batches[0][0]), batches, num_batches=2, progress=False)
+
+    w0 = torch.tensor(weight, dtype=torch.float64).flatten()
+
+    def loss(w: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        xd = x.double()
+        return torch.nn.functional.cross_entropy((xd + xd @ w.reshape(2, 2).T) / 200.0, y)
+
+    g = sum(torch.autograd.functional.jacobian(lambda w, x=x, y=y: loss(w, x, y), w0) for x, y in batches)
+    hg = sum(torch.autograd.functional.hessian(lambda w, x=x, y=y: loss(w, x, y), w0) @ g for x, y in batches)
+    assert scores["block"] == pytest.approx(float((w0 * hg).sum()), rel=1e-4, abs=1e-12)
+
+
+def test_grasp_one_batch_path_equals_two_pass_path() -> None:
+    """num_batches=1 reuses one graph; the general path (num_batches=None, one batch given) recomputes."""
+    from residual_prune.models import resnet20
+
+    torch.manual_seed(0)
+    model = resnet20()
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    blocks = _blocks(model, x[:1])
+    grasp = rp.get_criterion("grasp")
+    one = grasp(model, blocks, [(x, y)], num_batches=1, progress=False)
+    general = grasp(model, blocks, [(x, y)], num_batches=None, progress=False)
+    assert one.keys() == general.keys()
+    for name in one:
+        assert one[name] == pytest.approx(general[name], rel=1e-4, abs=1e-9)
+
+
+def test_grasp_works_through_fused_attention() -> None:
+    """timm attention calls scaled_dot_product_attention, whose fused kernels have no double backward."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=3, num_classes=4)
+    x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 3])
+    scores = rp.get_criterion("grasp")(model, _blocks(model, x[:1]), [(x, y)], progress=False)
+    assert len(scores) == 3 and all(math.isfinite(v) for v in scores.values()) and any(scores.values())
+
+
 def test_grasp_sign_convention_removes_highest_original_score() -> None:
     """Importance = -S of the GraSP paper, so the block GraSP would prune first has the lowest importance."""
     torch.manual_seed(1)

@@ -1,0 +1,545 @@
+"""Speed: do pruned models reach the physical limit, and is pruning itself fast?
+
+Every figure is a ratio of two timings taken side by side in this one process (interleaved
+repeats after warm-up, medians, a fixed number of threads):
+
+* ``limit``: FLOPs-implied speed-up (dense FLOPs / pruned FLOPs, fvcore) against the measured
+  speed-up of inference (batch 1 and a large batch) and of an SGD training step, for CIFAR
+  ResNet-32/56 at the paper's densities, torchvision ResNet-50 and timm ViT-S; the same
+  architecture built natively with the pruned block counts; and the same blocks zeroed out
+  instead of removed (masking, which saves nothing).
+* ``filters``: ResNet-56 with ``p`` blocks removed against the same network filter-pruned with
+  torch-pruning (magnitude importance) to the closest FLOPs: latency at batch 1, throughput at
+  batch 128.
+* ``cost``: wall-clock of ``find_blocks``, ``plan_pruning(criterion="random")``, ``apply_plan``
+  and of the gradient criteria per batch (relative to one training step at the same batch),
+  against torch-pruning's copy + dependency graph + one-shot magnitude pruning.
+
+Results go to ``benchmarks/results/speed.json`` (one entry per section, replaced when the
+section is rerun) and ``docs/benchmarks.md`` is generated from that file:
+
+    python -m benchmarks.speed                        # all sections (about 20 minutes on 2 CPU cores)
+    python -m benchmarks.speed --sections cost        # one section
+    python -m benchmarks.speed --quick                # tiny models and budgets: a smoke test, not a result
+    python -m benchmarks.speed --report               # regenerate docs/benchmarks.md only
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmarks._common import machine, write_json_atomic
+from benchmarks.timing import inference, side_by_side, train_step
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "speed.json"
+REPORT = ROOT / "docs" / "benchmarks.md"
+COMMAND = "python -m benchmarks.speed"
+SECTIONS = ("limit", "filters", "cost")
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Case:
+    """A model to measure: how to build it (dense or with given block counts) and its budgets."""
+
+    name: str
+    build: Callable[[Sequence[int] | None], nn.Module]
+    stages: tuple[str, ...]  # the Sequential containers whose lengths define a native model
+    input_size: int
+    num_classes: int
+    large_batch: int  # inference throughput batch
+    train_batch: int
+    criterion_batch: int
+    policy: str = "paper"
+
+
+def _cifar(depth: str) -> Callable[[Sequence[int] | None], nn.Module]:
+    from residual_prune.models import cifar_resnet
+
+    def build(counts: Sequence[int] | None = None) -> nn.Module:
+        return cifar_resnet.CifarResNet(list(counts)) if counts else getattr(cifar_resnet, depth)()
+
+    return build
+
+
+def _resnet50(counts: Sequence[int] | None = None) -> nn.Module:
+    from torchvision.models.resnet import Bottleneck, ResNet, resnet50
+
+    return ResNet(Bottleneck, list(counts)) if counts else resnet50()
+
+
+def _vit_small(counts: Sequence[int] | None = None) -> nn.Module:
+    import timm
+
+    kwargs = {"depth": counts[0]} if counts else {}
+    return timm.create_model("vit_small_patch16_224", **kwargs)
+
+
+CIFAR_STAGES = ("layer1", "layer2", "layer3")
+CASES = {
+    "resnet32": Case("CIFAR ResNet-32", _cifar("resnet32"), CIFAR_STAGES, 32, 10, 128, 128, 64),
+    "resnet56": Case("CIFAR ResNet-56", _cifar("resnet56"), CIFAR_STAGES, 32, 10, 128, 128, 64),
+    "resnet50": Case("torchvision ResNet-50", _resnet50, ("layer1", "layer2", "layer3", "layer4"), 224, 1000,
+                     32, 16, 8, policy="default"),
+    "vit_s": Case("timm ViT-S/16", _vit_small, ("blocks",), 224, 1000, 32, 16, 8, policy="default"),
+    # --quick: the smallest CIFAR ResNet, small batches
+    "resnet20": Case("CIFAR ResNet-20", _cifar("resnet20"), CIFAR_STAGES, 32, 10, 16, 16, 8),
+}
+LIMIT = [("resnet32", (1, 3, 4)), ("resnet56", (3, 4, 5, 12)), ("resnet50", (4,)), ("vit_s", (3,))]
+FILTERS = [("resnet56", (5, 12))]
+COST = [("resnet56", 6), ("resnet50", 4), ("vit_s", 3)]
+QUICK = {"limit": [("resnet20", (2,))], "filters": [("resnet20", (2,))], "cost": [("resnet20", 2)]}
+
+
+def _inputs(case: Case, batch: int) -> torch.Tensor:
+    return torch.randn(batch, 3, case.input_size, case.input_size, generator=torch.Generator().manual_seed(SEED))
+
+
+def _params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _flops(model: nn.Module, x: torch.Tensor) -> int:
+    from residual_prune.flops import count_flops_by_module
+
+    counts = count_flops_by_module(model, (x[:1],))
+    if counts is None:
+        raise RuntimeError(f"fvcore could not count the FLOPs of {type(model).__name__}")
+    return counts[""]
+
+
+def _plan(model: nn.Module, case: Case, p: int):  # noqa: ANN202 - PruningPlan, imported lazily
+    from residual_prune import plan_pruning
+
+    return plan_pruning(model, criterion="random", n=p, example_inputs=_inputs(case, 1), policy=case.policy,
+                        seed=SEED)
+
+
+def _zeroed(model: nn.Module, names: Sequence[str]) -> nn.Module:
+    """The common practice the paper criticises: the blocks stay, their weights are masked to zero."""
+    zeroed = copy.deepcopy(model)
+    with torch.no_grad():
+        for name in names:
+            for param in zeroed.get_submodule(name).parameters():
+                param.zero_()
+    return zeroed
+
+
+def _measure(variants: dict[str, nn.Module], case: Case, budget: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Seconds per call of batch-1 inference, large-batch inference and a training step, per variant."""
+    timing = {"warmup": budget["warmup"], "repeats": budget["repeats"]}
+    x1, xl, xt = _inputs(case, 1), _inputs(case, case.large_batch), _inputs(case, case.train_batch)
+    return {
+        "infer_b1": side_by_side({k: inference(m, x1) for k, m in variants.items()}, **timing),
+        f"infer_b{case.large_batch}": side_by_side({k: inference(m, xl) for k, m in variants.items()}, **timing),
+        f"train_b{case.train_batch}": side_by_side(
+            {k: train_step(m, xt, case.num_classes) for k, m in variants.items()}, **timing
+        ),
+    }
+
+
+def limit_section(items: Sequence[tuple[str, Sequence[int]]], budget: dict[str, int], progress: Callable) -> list:
+    """Pruned vs dense vs native vs zeroed, for every case and number of removed blocks."""
+    from residual_prune import apply_plan
+
+    records = []
+    for key, densities in items:
+        case = CASES[key]
+        for p in densities:
+            progress(f"limit {key} p={p}")
+            torch.manual_seed(SEED)
+            dense = case.build(None)
+            plan = _plan(dense, case, p)
+            pruned = apply_plan(dense, plan)
+            counts = [len(pruned.get_submodule(s)) for s in case.stages]
+            native = case.build(counts)
+            variants = {"dense": dense, "pruned": pruned, "native": native, "zeroed": _zeroed(dense, plan.removed)}
+            x1 = _inputs(case, 1)
+            flops = {k: _flops(m, x1) for k, m in variants.items()}
+            with torch.no_grad():  # masking computes the same function as removal, at the dense cost
+                zeroed_error = float((variants["zeroed"].eval()(x1) - pruned.eval()(x1)).abs().max())
+            times = _measure(variants, case, budget)
+            records.append({
+                "model": key, "name": case.name, "p": p, "policy": case.policy, "removed": plan.removed,
+                "block_counts": counts, "params": {k: _params(m) for k, m in variants.items()}, "flops": flops,
+                "flops_speedup": flops["dense"] / flops["pruned"], "zeroed_max_error": zeroed_error, "seconds": times,
+            })
+    return records
+
+
+def _filter_prune(model: nn.Module, case: Case, target_flops: int) -> tuple[nn.Module, float]:
+    """torch-pruning's magnitude filter pruning of a copy, with the ratio bisected to ``target_flops``."""
+    import torch_pruning as tp
+
+    x = _inputs(case, 1)
+
+    def prune(ratio: float) -> nn.Module:
+        pruned = copy.deepcopy(model)
+        pruner = tp.pruner.MetaPruner(
+            pruned, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio,
+            ignored_layers=[m for m in pruned.modules() if isinstance(m, nn.Linear)],
+        )
+        pruner.step()
+        return pruned
+
+    low, high = 0.0, 0.95
+    best = (math.inf, model, 0.0)
+    for _ in range(12):
+        ratio = (low + high) / 2
+        candidate = prune(ratio)
+        flops = _flops(candidate, x)
+        best = min(best, (abs(flops - target_flops), candidate, ratio), key=lambda b: b[0])
+        low, high = (ratio, high) if flops > target_flops else (low, ratio)
+    return best[1], best[2]
+
+
+def filters_section(items: Sequence[tuple[str, Sequence[int]]], budget: dict[str, int], progress: Callable) -> list:
+    """Layer pruning vs torch-pruning filter pruning at (nearly) the same FLOPs."""
+    from residual_prune import apply_plan
+
+    records = []
+    timing = {"warmup": budget["warmup"], "repeats": budget["repeats"]}
+    for key, densities in items:
+        case = CASES[key]
+        for p in densities:
+            progress(f"filters {key} p={p}")
+            torch.manual_seed(SEED)
+            dense = case.build(None)
+            layer = apply_plan(dense, _plan(dense, case, p))
+            x1, xl = _inputs(case, 1), _inputs(case, 128)
+            filt, ratio = _filter_prune(dense, case, _flops(layer, x1))
+            variants = {"dense": dense, "layer": layer, "filter": filt}
+            records.append({
+                "model": key, "name": case.name, "p": p, "filter_ratio": ratio,
+                "params": {k: _params(m) for k, m in variants.items()},
+                "flops": {k: _flops(m, x1) for k, m in variants.items()},
+                "seconds": {
+                    "infer_b1": side_by_side({k: inference(m, x1) for k, m in variants.items()}, **timing),
+                    "infer_b128": side_by_side({k: inference(m, xl) for k, m in variants.items()}, **timing),
+                },
+            })
+    return records
+
+
+def _torch_pruning_one_shot(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+    """torch-pruning's equivalent job: copy, build the dependency graph, prune 30% of filters by magnitude."""
+    import torch_pruning as tp
+
+    def run() -> nn.Module:
+        pruned = copy.deepcopy(model)
+        heads = {m.qkv: m.num_heads for m in pruned.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads")}
+        pruner = tp.pruner.MetaPruner(
+            pruned, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=0.3,
+            ignored_layers=[m for m in pruned.modules() if isinstance(m, nn.Linear) and m.out_features in (10, 1000)],
+            num_heads=heads, prune_head_dims=False, prune_num_heads=bool(heads),
+        )
+        pruner.step()
+        return pruned
+
+    return run
+
+
+def _dependency_graph(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+    import torch_pruning as tp
+
+    return lambda: tp.DependencyGraph().build_dependency(model, example_inputs=x)
+
+
+def cost_section(items: Sequence[tuple[str, int]], budget: dict[str, int], progress: Callable) -> list:
+    """Wall-clock of each step of pruning, and of torch-pruning's one-shot pruning of the same model."""
+    from residual_prune import apply_plan, find_blocks, get_criterion, plan_pruning
+
+    records = []
+    timing = {"warmup": budget["warmup"], "repeats": budget["repeats"]}
+    for key, p in items:
+        progress(f"cost {key}")
+        case = CASES[key]
+        torch.manual_seed(SEED)
+        model = case.build(None)
+        x = _inputs(case, 1)
+        plan = _plan(model, case, p)
+        options = {"example_inputs": x, "policy": case.policy}
+
+        def pipeline() -> nn.Module:
+            find_blocks(model, x, policy=case.policy)
+            return apply_plan(model, plan_pruning(model, criterion="random", n=p, seed=SEED, **options))
+
+        steps = side_by_side({
+            "find_blocks": lambda: find_blocks(model, x, policy=case.policy),
+            "plan_pruning(random)": lambda: plan_pruning(model, criterion="random", n=p, seed=SEED, **options),
+            "apply_plan": lambda: apply_plan(model, plan),
+            "pipeline": pipeline,
+            "torch_pruning": _torch_pruning_one_shot(model, x),
+            "torch_pruning_graph": _dependency_graph(model, x),
+        }, **timing)
+        blocks = [b for b in find_blocks(model, x, policy=case.policy) if b.removable]
+        xb = _inputs(case, case.criterion_batch)
+        batches = [(xb, torch.arange(case.criterion_batch) % case.num_classes)] * budget["criterion_batches"]
+        criteria = {
+            name: (lambda fn=get_criterion(name): fn(model, blocks, batches, num_batches=len(batches), progress=False))
+            for name in ("snip", "grasp")
+        }
+        criteria["grasp_1"] = lambda: get_criterion("grasp")(model, blocks, batches[:1], num_batches=1, progress=False)
+        criteria["synflow"] = lambda: get_criterion("synflow")(model, blocks, example_inputs=x)
+        failures = {}
+        for name, fn in list(criteria.items()):
+            try:
+                fn()
+            except Exception as exc:  # reported in the table (a criterion that fails on a model is a result too)
+                failures[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+                del criteria[name]
+        criteria["train_step"] = train_step(copy.deepcopy(model), xb, case.num_classes)
+        seconds = side_by_side(criteria, warmup=1, repeats=max(3, timing["repeats"] // 2))
+        records.append({
+            "model": key, "name": case.name, "p": p, "params": _params(model), "seconds": steps,
+            "criteria": seconds, "criterion_failures": failures, "criterion_batches": len(batches), "criterion_batch_size": case.criterion_batch,
+        })
+    return records
+
+
+# --- results store and report ---------------------------------------------------------------------------------
+
+def load(path: Path = RESULTS) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def run(sections: Sequence[str], *, quick: bool, budget: dict[str, int], label: str,
+        path: Path = RESULTS, progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run ``sections`` and store each under ``label`` (``"after"``, or ``"before"`` for a baseline checkout)."""
+    torch.set_num_threads(budget["threads"])
+    functions = {"limit": limit_section, "filters": filters_section, "cost": cost_section}
+    plans = QUICK if quick else {"limit": LIMIT, "filters": FILTERS, "cost": COST}
+    results = load(path)
+    for section in sections:
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            records = functions[section](plans[section], budget, progress)
+        results.setdefault(label, {})[section] = {
+            "records": records, "budget": budget, "quick": quick, "machine": machine(),
+            "wall_seconds": time.perf_counter() - start,
+            "command": f"{COMMAND} --sections {section}" + (" --quick" if quick else ""),
+            "date": time.strftime("%Y-%m-%d"),
+        }
+        write_json_atomic(path, results)
+    return results
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f}" if seconds < 10 else f"{seconds * 1e3:.0f}"
+
+
+def _x(ratio: float) -> str:
+    return f"{ratio:.2f}x"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
+
+
+def _header(entry: dict[str, Any]) -> str:
+    info, budget = entry["machine"], entry["budget"]
+    quick = " **Quick mode: tiny models and budgets, a smoke test and not a result.**" if entry["quick"] else ""
+    return (
+        f"Command: `{entry['command']}` ({entry['date']}, {entry['wall_seconds'] / 60:.1f} min). Machine: "
+        f"{info['cpu']}, {info['cores']} cores, {budget['threads']} threads; torch {info['torch']}, torchvision "
+        f"{info['torchvision']}, timm {info['timm']}. Medians of {budget['repeats']} interleaved repeats after "
+        f"{budget['warmup']} warm-up calls; random weights and inputs.{quick}"
+    )
+
+
+def limit_rows(records: Sequence[dict[str, Any]]) -> tuple[list[list[Any]], list[list[Any]]]:
+    """Rows of the two physical-limit tables: speed-up vs FLOPs, and pruned vs native vs zeroed."""
+    speed, native = [], []
+    for r in records:
+        s, implied = r["seconds"], r["flops_speedup"]
+        measures = list(s)
+        ups = {m: s[m]["dense"] / s[m]["pruned"] for m in measures}
+        speed.append([r["name"], r["p"], f"{r['params']['dense'] / 1e6:.2f}M → {r['params']['pruned'] / 1e6:.2f}M",
+                      _x(implied), *(f"{_x(ups[m])} ({ups[m] / implied:.2f})" for m in measures)])
+        native.append([r["name"], r["p"], "/".join(map(str, r["block_counts"])),
+                       *(f"{(s[m]['pruned'] / s[m]['native'] - 1) * 100:+.1f}%" for m in measures),
+                       *(_x(s[m]["dense"] / s[m]["zeroed"]) for m in measures)])
+    return speed, native
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """Each target of the speed issue, whether it is met, and the measurement that says so."""
+    after = results.get("after", {})
+    out = []
+    if "limit" in after:
+        records = after["limit"]["records"]
+        worst = min(
+            (r["seconds"][m]["dense"] / r["seconds"][m]["pruned"] / r["flops_speedup"], f"{r['name']} p={r['p']} {m}")
+            for r in records for m in r["seconds"] if m != "infer_b1"
+        )
+        out.append(("measured speed-up ≥ 0.95 × FLOPs-implied (large-batch inference and training)",
+                    worst[0] >= 0.95, f"lowest ratio {worst[0]:.2f} ({worst[1]})"))
+        gap = max(
+            (abs(r["seconds"][m]["pruned"] / r["seconds"][m]["native"] - 1), f"{r['name']} p={r['p']} {m}")
+            for r in records for m in r["seconds"] if m != "infer_b1"
+        )
+        out.append(("pruned model within 3% of the natively built one", gap[0] <= 0.03,
+                    f"largest gap {gap[0] * 100:.1f}% ({gap[1]})"))
+    if "cost" in after:
+        records = after["cost"]["records"]
+        ratio = max((r["seconds"]["pipeline"] / r["seconds"]["torch_pruning"], r["name"]) for r in records)
+        out.append(("find_blocks + plan_pruning(random) + apply_plan faster than torch-pruning's one-shot pruning",
+                    ratio[0] < 1, f"slowest: {ratio[0]:.2f} of torch-pruning's time ({ratio[1]})"))
+        for key, label in (("grasp_1", "one batch, the default"), ("grasp", "several batches")):
+            cost = max((_per_batch(r, key), r["name"]) for r in records)
+            out.append((f"GraSP costs at most 4 training steps per batch ({label})", cost[0] <= 4,
+                        f"highest: {cost[0]:.2f} training steps ({cost[1]})" if math.isfinite(cost[0])
+                        else f"GraSP fails on {cost[1]}"))
+    return out
+
+
+def _per_batch(record: dict[str, Any], criterion: str) -> float:
+    """A criterion's cost per batch in training steps of the same batch size."""
+    c = record["criteria"]
+    if criterion not in c:
+        return math.inf
+    batches = 1 if criterion in ("synflow", "grasp_1") else record["criterion_batches"]
+    return c[criterion] / batches / c["train_step"]
+
+
+def _criterion_cell(record: dict[str, Any], criterion: str) -> str:
+    failure = record.get("criterion_failures", {}).get(criterion)
+    if failure:
+        return f"fails: {failure}"
+    batches = 1 if criterion in ("synflow", "grasp_1") else record["criterion_batches"]
+    seconds = record["criteria"][criterion] / batches
+    return f"{_ms(seconds)} ({seconds / record['criteria']['train_step']:.2f})"
+
+
+def report(results: dict[str, Any]) -> str:
+    after, before = results.get("after", {}), results.get("before", {})
+    lines = [
+        "# Speed benchmarks",
+        "",
+        f"Generated by `{COMMAND}` from `benchmarks/results/speed.json`; do not edit by hand. Every ratio compares "
+        "timings taken side by side in one process. Speed-up = dense time / pruned time.",
+        "",
+        "## Targets",
+        "",
+        *_table(["target", "met", "measurement"], [[t, "yes" if ok else "**no**", m] for t, ok, m in targets(results)]),
+    ]
+    if "limit" in after:
+        entry = after["limit"]
+        speed, native = limit_rows(entry["records"])
+        measures = list(entry["records"][0]["seconds"])
+        lines += [
+            "## 1. Physical limit: measured speed-up against the FLOPs-implied one", "", _header(entry), "",
+            "Blocks chosen by `plan_pruning(criterion='random', seed=0)` (CIFAR: `policy='paper'`). In brackets: "
+            "measured / FLOPs-implied speed-up (1.00 = the physical limit).", "",
+            *_table(["model", "p", "params", "FLOPs-implied", *measures], speed),
+            "## 2. Same architecture built natively, and zeroed-out blocks", "",
+            "Native: the model constructed directly with the pruned model's block counts (time of pruned / native "
+            "- 1; negative = the pruned model is faster). Zeroed: the same blocks kept but their weights set to "
+            "zero, the masking practice the paper criticises (speed-up over dense).", "",
+            *_table(["model", "p", "blocks per stage",
+                     *(f"pruned vs native, {m}" for m in measures), *(f"zeroed, {m}" for m in measures)], native),
+        ]
+    if "filters" in after:
+        entry = after["filters"]
+        rows = []
+        for r in entry["records"]:
+            s = r["seconds"]
+            b1, b128 = s["infer_b1"], s["infer_b128"]
+            lat = b1["filter"] / b1["layer"]
+            thr = b128["filter"] / b128["layer"]
+            rows.append([
+                r["name"], r["p"], f"{r['filter_ratio']:.3f}",
+                " / ".join(f"{r['flops'][k] / 1e6:.1f}M" for k in ("dense", "layer", "filter")),
+                " / ".join(_ms(b1[k]) for k in ("dense", "layer", "filter")),
+                " / ".join(f"{128 / b128[k]:.0f}" for k in ("dense", "layer", "filter")),
+                f"{'layer' if lat > 1 else 'filter'} by {max(lat, 1 / lat):.2f}x",
+                f"{'layer' if thr > 1 else 'filter'} by {max(thr, 1 / thr):.2f}x",
+            ])
+        lines += [
+            "## 3. Layer pruning vs filter pruning at matched FLOPs", "", _header(entry), "",
+            "Filter pruning: torch-pruning `MetaPruner` with `MagnitudeImportance(p=2)`, the per-layer ratio bisected "
+            "to the FLOPs of the layer-pruned model (classifier kept).", "",
+            *_table(["model", "p", "filter ratio", "FLOPs dense / layer / filter", "batch-1 latency, ms",
+                     "batch-128 throughput, img/s", "faster at batch 1", "faster at batch 128"], rows),
+        ]
+    if "cost" in after:
+        lines += ["## 4. Cost of pruning itself", ""]
+        for label, results_ in (("after", after), ("before", before)):
+            if "cost" not in results_:
+                continue
+            entry = results_["cost"]
+            rows = []
+            for r in entry["records"]:
+                s = r["seconds"]
+                rows.append([r["name"], r["p"], *(_ms(s[k]) for k in ("find_blocks", "plan_pruning(random)",
+                                                                       "apply_plan", "pipeline", "torch_pruning",
+                                                                       "torch_pruning_graph")),
+                             f"{s['pipeline'] / s['torch_pruning']:.2f}"])
+            title = "Now" if label == "after" else "Before the fixes of the speed issue (the same command on that checkout)"
+            lines += [
+                f"### {title}", "", _header(entry), "",
+                "Milliseconds. Pipeline = `find_blocks` + `plan_pruning(criterion='random')` + `apply_plan` (a copy), "
+                "one after the other. torch-pruning = `deepcopy` + `MetaPruner` (builds the dependency graph) + one "
+                "magnitude pruning step of 30% of the filters; graph = `DependencyGraph().build_dependency` alone.", "",
+                *_table(["model", "p", "find_blocks", "plan_pruning(random)", "apply_plan", "pipeline",
+                         "torch-pruning", "torch-pruning graph", "pipeline / torch-pruning"], rows),
+            ]
+            crit_rows = [
+                [r["name"], f"{r['criterion_batches']} x {r['criterion_batch_size']}", _ms(r["criteria"]["train_step"]),
+                 *(_criterion_cell(r, c) for c in ("snip", "grasp", "grasp_1", "synflow"))]
+                for r in entry["records"]
+            ]
+            lines += [
+                "Criteria: milliseconds per batch (in brackets: in training steps of the same batch size). GraSP "
+                "needs the gradient of all batches before any Hessian-gradient product, so with several batches "
+                "it runs two passes (a forward and backward, then a forward, a backward with graph and a double "
+                "backward); with one batch, the default, one forward serves both. SynFlow runs once on a batch-1 "
+                "all-ones input, in float64.", "",
+                *_table(["model", "batches x size", "training step, ms", "SNIP", "GraSP", "GraSP, one batch",
+                         "SynFlow"], crit_rows),
+            ]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--quick", action="store_true", help="tiny models and budgets (what the test suite runs)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--criterion-batches", type=int, default=2)
+    parser.add_argument("--label", default="after",
+                        help="store the results under this label; 'before' is shown as the baseline of the fixes")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"results JSON (default {RESULTS})")
+    parser.add_argument("--report", action="store_true", help="only regenerate the report from the results")
+    parser.add_argument("--report-path", type=Path, default=REPORT)
+    args = parser.parse_args(argv)
+    if not args.report:
+        budget = {"threads": args.threads, "repeats": args.repeats, "warmup": args.warmup,
+                  "criterion_batches": args.criterion_batches}
+        run(args.sections, quick=args.quick, budget=budget, label=args.label, path=args.output,
+            progress=lambda msg: print(f"[speed] {msg}", flush=True))
+    args.report_path.parent.mkdir(parents=True, exist_ok=True)
+    args.report_path.write_text(report(load(args.output)))
+    print(f"wrote {args.report_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
