@@ -421,6 +421,8 @@ def _criterion_cell(record: dict[str, Any], criterion: str) -> str:
     failure = record.get("criterion_failures", {}).get(criterion)
     if failure:
         return f"fails: {failure}"
+    if criterion not in record["criteria"]:
+        return "not measured"
     batches = 1 if criterion in ("synflow", "grasp_1") else record["criterion_batches"]
     seconds = record["criteria"][criterion] / batches
     return f"{_ms(seconds)} ({seconds / record['criteria']['train_step']:.2f})"
