@@ -316,6 +316,23 @@ def load(path: Path = RESULTS) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _library_revision() -> str:
+    """The git revision of the ``residual_prune`` being measured (``+dirty`` with local changes)."""
+    import subprocess
+
+    import residual_prune
+
+    where = Path(residual_prune.__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--", "."], capture_output=True,
+                               text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return f"not a git checkout ({where})"
+    return head + ("+dirty" if dirty else "")
+
+
 def run(sections: Sequence[str], *, quick: bool, budget: dict[str, int], label: str,
         path: Path = RESULTS, progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``sections`` and store each under ``label`` (``"after"``, or ``"before"`` for a baseline checkout)."""
@@ -331,8 +348,10 @@ def run(sections: Sequence[str], *, quick: bool, budget: dict[str, int], label: 
         results.setdefault(label, {})[section] = {
             "records": records, "budget": budget, "quick": quick, "machine": machine(),
             "wall_seconds": time.perf_counter() - start,
-            "command": f"{COMMAND} --sections {section}" + (" --quick" if quick else ""),
-            "date": time.strftime("%Y-%m-%d"),
+            "command": f"{COMMAND} --sections {section} --threads {budget['threads']} --repeats {budget['repeats']} "
+                       f"--warmup {budget['warmup']} --criterion-batches {budget['criterion_batches']}"
+                       + (" --quick" if quick else "") + (f" --label {label}" if label != "after" else ""),
+            "date": time.strftime("%Y-%m-%d"), "library": _library_revision(),
         }
         write_json_atomic(path, results)
     return results
@@ -355,7 +374,8 @@ def _header(entry: dict[str, Any]) -> str:
     info, budget = entry["machine"], entry["budget"]
     quick = " **Quick mode: tiny models and budgets, a smoke test and not a result.**" if entry["quick"] else ""
     return (
-        f"Command: `{entry['command']}` ({entry['date']}, {entry['wall_seconds'] / 60:.1f} min). Machine: "
+        f"Command: `{entry['command']}` ({entry['date']}, {entry['wall_seconds'] / 60:.1f} min; residual_prune "
+        f"{entry.get('library', 'revision not recorded')}). Machine: "
         f"{info['cpu']}, {info['cores']} cores, {budget['threads']} threads; torch {info['torch']}, torchvision "
         f"{info['torchvision']}, timm {info['timm']}. Medians of {budget['repeats']} interleaved repeats after "
         f"{budget['warmup']} warm-up calls; random weights and inputs.{quick}"
@@ -384,11 +404,21 @@ def targets(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
     if "limit" in after:
         records = after["limit"]["records"]
         worst = min(
-            (r["seconds"][m]["dense"] / r["seconds"][m]["pruned"] / r["flops_speedup"], f"{r['name']} p={r['p']} {m}")
+            (r["seconds"][m]["dense"] / r["seconds"][m]["pruned"] / r["flops_speedup"], r, m)
             for r in records for m in r["seconds"] if m != "infer_b1"
         )
-        out.append(("measured speed-up ≥ 0.95 × FLOPs-implied (large-batch inference and training)",
-                    worst[0] >= 0.95, f"lowest ratio {worst[0]:.2f} ({worst[1]})"))
+        ratio, r, m = worst
+        native = r["seconds"][m]["dense"] / r["seconds"][m]["native"] / r["flops_speedup"]
+        misses = sum(
+            r["seconds"][k]["dense"] / r["seconds"][k]["pruned"] / r["flops_speedup"] < 0.95
+            for r in records for k in r["seconds"] if k != "infer_b1"
+        )
+        total = sum(1 for r in records for k in r["seconds"] if k != "infer_b1")
+        out.append(("measured speed-up ≥ 0.95 × FLOPs-implied (large-batch inference and training)", ratio >= 0.95,
+                    f"{total - misses} of {total} cases; lowest ratio {ratio:.2f} ({r['name']} p={r['p']} {m}), where "
+                    f"the natively built model reaches {native:.2f}"
+                    + (": the gap lies in FLOPs as a cost model (layers differ in time per FLOP), not in the pruned "
+                       "model" if abs(native - ratio) <= 0.03 else "")))
         gap = max(
             (abs(r["seconds"][m]["pruned"] / r["seconds"][m]["native"] - 1), f"{r['name']} p={r['p']} {m}")
             for r in records for m in r["seconds"] if m != "infer_b1"
@@ -426,6 +456,38 @@ def _criterion_cell(record: dict[str, Any], criterion: str) -> str:
     batches = 1 if criterion in ("synflow", "grasp_1") else record["criterion_batches"]
     seconds = record["criteria"][criterion] / batches
     return f"{_ms(seconds)} ({seconds / record['criteria']['train_step']:.2f})"
+
+
+FIXES = (
+    "`find_blocks` ran the model twice: once for shapes (fx `ShapeProp`) and once through fvcore's "
+    "`torch.jit.trace` for FLOPs. FLOPs are now counted in the shape pass, in fvcore's convention (tests check "
+    "equality with fvcore module by module), plain layers from their shapes and everything else with "
+    "`torch.utils.flop_counter`; `plan_pruning` does not count FLOPs at all.",
+    "The shape pass built a `GraphModule` (copying the module tree and compiling generated code) only to "
+    "interpret it; it now interprets the graph over the model's own modules and records shapes without "
+    "`ShapeProp`'s memory-format detection. The `GraphModule` is built only where sub-layer surgery needs it.",
+    "`apply_plan` deep-copied the whole model, removed blocks included; the removed blocks are no longer copied.",
+    "GraSP with one batch (its default) ran the forward pass twice; one graph now serves the gradient and the "
+    "Hessian-gradient product. GraSP also failed on every model with fused attention (timm ViT: no double "
+    "backward for the CPU flash kernel); it now runs attention on the composite kernel.",
+)
+
+
+def _before_after(after: dict[str, Any], before: dict[str, Any]) -> list[str]:
+    if "cost" not in before:
+        return []
+    old = {r["model"]: r["seconds"] for r in before["cost"]["records"]}
+    rows = [
+        [r["name"], *(f"{_ms(old[r['model']][k])} → {_ms(r['seconds'][k])} ({old[r['model']][k] / r['seconds'][k]:.1f}x)"
+                      for k in ("find_blocks", "plan_pruning(random)", "apply_plan", "pipeline"))]
+        for r in after["cost"]["records"] if r["model"] in old
+    ]
+    return [
+        "What profiling found and what changed (before: the same command on the checkout before these fixes, "
+        "stored with `--label before`; the tables below give both runs in full):", "",
+        *(f"- {fix}" for fix in FIXES), "",
+        *_table(["model", "find_blocks, ms", "plan_pruning(random), ms", "apply_plan, ms", "pipeline, ms"], rows),
+    ]
 
 
 def report(results: dict[str, Any]) -> str:
@@ -480,7 +542,7 @@ def report(results: dict[str, Any]) -> str:
                      "batch-128 throughput, img/s", "faster at batch 1", "faster at batch 128"], rows),
         ]
     if "cost" in after:
-        lines += ["## 4. Cost of pruning itself", ""]
+        lines += ["## 4. Cost of pruning itself", "", *_before_after(after, before)]
         for label, results_ in (("after", after), ("before", before)):
             if "cost" not in results_:
                 continue

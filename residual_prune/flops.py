@@ -37,16 +37,17 @@ def _sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
     return batch * q[-2] * k[-2] * q[-1] + batch * q[-2] * k[-2] * v[-1]
 
 
+def _attention_macs(batch: int, length: int, source: int, embed: int) -> int:
+    """``nn.MultiheadAttention``: Q, K, V and output projections plus the two attention matmuls."""
+    return batch * (2 * length + 2 * source) * embed * embed + 2 * batch * length * source * embed
+
+
 def _native_mha_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
-    """fvcore handle for ``aten::_native_multi_head_attention`` (nn.MultiheadAttention's fast path):
-    Q, K, V and output projections plus the two attention matmuls."""
+    """fvcore handle for ``aten::_native_multi_head_attention`` (nn.MultiheadAttention's fast path)."""
     from fvcore.nn.jit_handles import get_shape
 
     q, k = get_shape(inputs[0]), get_shape(inputs[1])
-    batch, length, embed = math.prod(q[:-2]), q[-2], q[-1]
-    source = k[-2]
-    projections = batch * (2 * length + 2 * source) * embed * embed
-    return projections + 2 * batch * length * source * embed
+    return _attention_macs(math.prod(q[:-2]), q[-2], k[-2], q[-1])
 
 
 def count_flops_by_module(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, int] | None:
@@ -87,18 +88,23 @@ def _numel(shape: Any) -> int:
     return math.prod(shape)
 
 
+def _norm_per_element(normalises: bool, affine: bool) -> int:
+    """fvcore's FLOPs per element of a norm: 5 (4 without affine) when it computes statistics,
+    2 (1) for an eval-mode batch norm, which only scales and shifts."""
+    return (5 if affine else 4) if normalises else (2 if affine else 1)
+
+
 def _batch_norm_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
     training = args[3] if len(args) > 3 else kwargs.get("training", False)
-    per_element = (5 if weight_shape is not None else 4) if training else (2 if weight_shape is not None else 1)
-    return 2 * per_element * _numel(input_shape)
+    return 2 * _norm_per_element(training, weight_shape is not None) * _numel(input_shape)
 
 
 def _layer_norm_flop(input_shape, normalized_shape, weight_shape=None, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
-    return 2 * (5 if weight_shape is not None else 4) * _numel(input_shape)
+    return 2 * _norm_per_element(True, weight_shape is not None) * _numel(input_shape)
 
 
 def _group_norm_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
-    return 2 * (5 if weight_shape is not None else 4) * _numel(input_shape)
+    return 2 * _norm_per_element(True, weight_shape is not None) * _numel(input_shape)
 
 
 def _per_output_element(flops: int) -> Any:
@@ -109,9 +115,7 @@ def _per_output_element(flops: int) -> Any:
 
 
 def _native_mha_flop(query_shape, key_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
-    batch, length, embed = math.prod(query_shape[:-2]), query_shape[-2], query_shape[-1]
-    source = key_shape[-2]
-    return 2 * (batch * (2 * length + 2 * source) * embed * embed + 2 * batch * length * source * embed)
+    return 2 * _attention_macs(math.prod(query_shape[:-2]), query_shape[-2], key_shape[-2], query_shape[-1])
 
 
 _aten = torch.ops.aten
@@ -154,13 +158,11 @@ def _linear_flops(m: nn.Module, inp: torch.Size, out: torch.Size) -> int:
 
 
 def _batch_norm_flops(m: nn.Module, inp: torch.Size, out: torch.Size) -> int:
-    training = m.training or m.running_mean is None
-    affine = m.weight is not None
-    return math.prod(inp) * ((5 if affine else 4) if training else (2 if affine else 1))
+    return math.prod(inp) * _norm_per_element(m.training or m.running_mean is None, m.weight is not None)
 
 
 def _norm_flops(m: nn.Module, inp: torch.Size, out: torch.Size) -> int:
-    return math.prod(inp) * (5 if m.weight is not None else 4)
+    return math.prod(inp) * _norm_per_element(True, m.weight is not None)
 
 
 _MODULE_FLOPS = {

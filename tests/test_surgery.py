@@ -131,3 +131,45 @@ def test_verify_detects_a_wrong_model() -> None:
         wrong[0].conv.weight.add_(1.0)
     with pytest.raises(rp.VerificationError, match="max abs error"):
         rp.verify(model, wrong, plan, X)
+
+
+class CountedCopies(Res):
+    copies = 0
+
+    def __deepcopy__(self, memo):
+        CountedCopies.copies += 1
+        clone = Res.__new__(CountedCopies)
+        memo[id(self)] = clone
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return clone
+
+
+def test_removed_blocks_are_not_copied() -> None:
+    model = nn.Sequential(Res(), CountedCopies(), CountedCopies(), Res())
+    CountedCopies.copies = 0
+    pruned = rp.apply_plan(model, _plan(model, ["1"]))
+    assert CountedCopies.copies == 1  # only the kept block "2"
+    assert list(pruned._modules) == ["0", "2", "3"] and isinstance(pruned[1], CountedCopies)
+    assert pruned[1].conv.weight is not model[2].conv.weight and len(model) == 4
+    assert rp.verify(model, pruned, _plan(model, ["1"]), X) == 0
+
+
+class Aliased(nn.Module):
+    """Holds its second block twice: in the Sequential and as an attribute."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(Res(), Res(), Res())
+        self.alias = self.body[1]
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def test_a_block_held_twice_is_still_copied_for_its_other_holder() -> None:
+    model = Aliased()
+    pruned = rp.apply_plan(model, _plan(model, ["body.1"]))
+    assert list(pruned.body._modules) == ["0", "2"]
+    assert isinstance(pruned.alias, Res) and pruned.alias is not model.alias
+    assert torch.equal(pruned.alias.conv.weight, model.alias.conv.weight)
+    assert model.body[1] is model.alias and len(model.body) == 3

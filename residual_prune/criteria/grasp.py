@@ -40,8 +40,9 @@ def grasp_importance(
     ``g = sum_batches dL_T/dtheta`` (no graph), then ``Hg = d/dtheta sum_batches (g . dL_T/dtheta)``.
     GraSP's score ``S = -theta * Hg`` removes the weights with the highest ``S``, so the
     importance of a block is ``sum(theta * Hg)`` (= ``-S``) and the lowest are removed.
-    Needs labelled batches and a double backward; with one batch (the default) one forward
-    pass serves both the gradient and the Hessian-gradient product. Attention runs on
+    Needs labelled batches and a double backward: ``g`` needs every batch before any ``Hg``,
+    so each batch but the last runs forward twice; the last batch's graph serves both passes
+    (with one batch, the default, about three training steps in all). Attention runs on
     PyTorch's composite kernel, as the fused ones have no double backward.
     BN uses batch statistics unless ``bn_mode="eval"``; the model is left exactly as it was.
     """
@@ -50,23 +51,24 @@ def grasp_importance(
     hg = [torch.zeros_like(w) for w in flat]
     # the fused CPU/GPU attention kernels have no double backward: use the composite one
     with preserved_state(model, bn_mode, needs_grad=flat), sdpa_kernel(SDPBackend.MATH):
-        if num_batches == 1:  # g is this batch's gradient: one graph serves both passes
-            for i, x, y in labelled_batches(data, 1, "grasp", progress=progress):
-                loss = classification_loss(model, x, y, i, temperature)
-                grads = torch.autograd.grad(loss, flat, create_graph=True, allow_unused=True)
-                accumulate(g, (gf.detach() if gf is not None else None for gf in grads))
-                _add_hessian_gradient(hg, g, grads, flat)
-        else:
-            batches = []  # the second pass must see the same batches, even from a shuffling loader
-            for i, x, y in labelled_batches(data, num_batches, "grasp", progress=progress):
-                batches.append((i, x, y))
-                loss = classification_loss(model, x, y, i, temperature)
-                accumulate(g, torch.autograd.grad(loss, flat, allow_unused=True))
-            for i, x, y in batches:
-                loss = classification_loss(model, x, y, i, temperature)
-                grads = torch.autograd.grad(loss, flat, create_graph=True, allow_unused=True)
-                _add_hessian_gradient(hg, g, grads, flat)
+        seen = []  # the second pass must see the same batches, even from a shuffling loader
+        for batch in labelled_batches(data, num_batches, "grasp", progress=progress):
+            if seen:  # not the last batch: its gradient only
+                accumulate(g, torch.autograd.grad(_loss(model, seen[-1], temperature), flat, allow_unused=True))
+            seen.append(batch)
+        # the last batch keeps its graph, so that its forward pass serves both passes
+        last = torch.autograd.grad(_loss(model, seen[-1], temperature), flat, create_graph=True, allow_unused=True)
+        accumulate(g, (grad.detach() if grad is not None else None for grad in last))
+        _add_hessian_gradient(hg, g, last, flat)
+        for batch in seen[:-1]:
+            grads = torch.autograd.grad(_loss(model, batch, temperature), flat, create_graph=True, allow_unused=True)
+            _add_hessian_gradient(hg, g, grads, flat)
     return block_sums(blocks, weights, (w.detach() * h for w, h in zip(flat, hg)))
+
+
+def _loss(model: nn.Module, batch: tuple[int, torch.Tensor, torch.Tensor], temperature: float) -> torch.Tensor:
+    i, x, y = batch
+    return classification_loss(model, x, y, i, temperature)
 
 
 def _add_hessian_gradient(
