@@ -467,8 +467,8 @@ FIXES = (
     "interpret it; it now interprets the graph over the model's own modules and records shapes without "
     "`ShapeProp`'s memory-format detection. The `GraphModule` is built only where sub-layer surgery needs it.",
     "`apply_plan` deep-copied the whole model, removed blocks included; the removed blocks are no longer copied.",
-    "GraSP with one batch (its default) ran the forward pass twice; one graph now serves the gradient and the "
-    "Hessian-gradient product. GraSP also failed on every model with fused attention (timm ViT: no double "
+    "GraSP ran every batch forward twice, for the gradient and then for the Hessian-gradient product; the last "
+    "batch's graph now serves both (with one batch, its default, a single forward). GraSP also failed on every model with fused attention (timm ViT: no double "
     "backward for the CPU flash kernel); it now runs attention on the composite kernel.",
 )
 
@@ -570,9 +570,9 @@ def report(results: dict[str, Any]) -> str:
             ]
             lines += [
                 "Criteria: milliseconds per batch (in brackets: in training steps of the same batch size). GraSP "
-                "needs the gradient of all batches before any Hessian-gradient product, so with several batches "
-                "it runs two passes (a forward and backward, then a forward, a backward with graph and a double "
-                "backward); with one batch, the default, one forward serves both. SynFlow runs once on a batch-1 "
+                "needs the gradient of all batches before any Hessian-gradient product, so every batch but the last "
+                "runs twice (a forward and backward, then a forward, a backward with graph and a double backward); "
+                "the last batch's graph serves both passes. SynFlow runs once on a batch-1 "
                 "all-ones input, in float64.", "",
                 *_table(["model", "batches x size", "training step, ms", "SNIP", "GraSP", "GraSP, one batch",
                          "SynFlow"], crit_rows),
