@@ -32,7 +32,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,32 +151,39 @@ def _measure(variants: dict[str, nn.Module], case: Case, budget: dict[str, int])
     }
 
 
-def limit_section(items: Sequence[tuple[str, Sequence[int]]], budget: dict[str, int], progress: Callable) -> list:
-    """Pruned vs dense vs native vs zeroed, for every case and number of removed blocks."""
+def _pruned_cases(
+    section: str, items: Sequence[tuple[str, Sequence[int]]], progress: Callable
+) -> Iterator[tuple[str, Case, int, nn.Module, Any, nn.Module]]:
+    """``(key, case, p, dense model, plan, pruned model)`` for every case and number of removed blocks."""
     from residual_prune import apply_plan
 
-    records = []
     for key, densities in items:
         case = CASES[key]
         for p in densities:
-            progress(f"limit {key} p={p}")
+            progress(f"{section} {key} p={p}")
             torch.manual_seed(SEED)
             dense = case.build(None)
             plan = _plan(dense, case, p)
-            pruned = apply_plan(dense, plan)
-            counts = [len(pruned.get_submodule(s)) for s in case.stages]
-            native = case.build(counts)
-            variants = {"dense": dense, "pruned": pruned, "native": native, "zeroed": _zeroed(dense, plan.removed)}
-            x1 = _inputs(case, 1)
-            flops = {k: _flops(m, x1) for k, m in variants.items()}
-            with torch.no_grad():  # masking computes the same function as removal, at the dense cost
-                zeroed_error = float((variants["zeroed"].eval()(x1) - pruned.eval()(x1)).abs().max())
-            times = _measure(variants, case, budget)
-            records.append({
-                "model": key, "name": case.name, "p": p, "policy": case.policy, "removed": plan.removed,
-                "block_counts": counts, "params": {k: _params(m) for k, m in variants.items()}, "flops": flops,
-                "flops_speedup": flops["dense"] / flops["pruned"], "zeroed_max_error": zeroed_error, "seconds": times,
-            })
+            yield key, case, p, dense, plan, apply_plan(dense, plan)
+
+
+def limit_section(items: Sequence[tuple[str, Sequence[int]]], budget: dict[str, int], progress: Callable) -> list:
+    """Pruned vs dense vs native vs zeroed, for every case and number of removed blocks."""
+    records = []
+    for key, case, p, dense, plan, pruned in _pruned_cases("limit", items, progress):
+        counts = [len(pruned.get_submodule(s)) for s in case.stages]
+        native = case.build(counts)
+        variants = {"dense": dense, "pruned": pruned, "native": native, "zeroed": _zeroed(dense, plan.removed)}
+        x1 = _inputs(case, 1)
+        flops = {k: _flops(m, x1) for k, m in variants.items()}
+        with torch.no_grad():  # masking computes the same function as removal, at the dense cost
+            zeroed_error = float((variants["zeroed"].eval()(x1) - pruned.eval()(x1)).abs().max())
+        times = _measure(variants, case, budget)
+        records.append({
+            "model": key, "name": case.name, "p": p, "policy": case.policy, "removed": plan.removed,
+            "block_counts": counts, "params": {k: _params(m) for k, m in variants.items()}, "flops": flops,
+            "flops_speedup": flops["dense"] / flops["pruned"], "zeroed_max_error": zeroed_error, "seconds": times,
+        })
     return records
 
 
@@ -208,29 +215,21 @@ def _filter_prune(model: nn.Module, case: Case, target_flops: int) -> tuple[nn.M
 
 def filters_section(items: Sequence[tuple[str, Sequence[int]]], budget: dict[str, int], progress: Callable) -> list:
     """Layer pruning vs torch-pruning filter pruning at (nearly) the same FLOPs."""
-    from residual_prune import apply_plan
-
     records = []
     timing = {"warmup": budget["warmup"], "repeats": budget["repeats"]}
-    for key, densities in items:
-        case = CASES[key]
-        for p in densities:
-            progress(f"filters {key} p={p}")
-            torch.manual_seed(SEED)
-            dense = case.build(None)
-            layer = apply_plan(dense, _plan(dense, case, p))
-            x1, xl = _inputs(case, 1), _inputs(case, 128)
-            filt, ratio = _filter_prune(dense, case, _flops(layer, x1))
-            variants = {"dense": dense, "layer": layer, "filter": filt}
-            records.append({
-                "model": key, "name": case.name, "p": p, "filter_ratio": ratio,
-                "params": {k: _params(m) for k, m in variants.items()},
-                "flops": {k: _flops(m, x1) for k, m in variants.items()},
-                "seconds": {
-                    "infer_b1": side_by_side({k: inference(m, x1) for k, m in variants.items()}, **timing),
-                    "infer_b128": side_by_side({k: inference(m, xl) for k, m in variants.items()}, **timing),
-                },
-            })
+    for key, case, p, dense, _, layer in _pruned_cases("filters", items, progress):
+        x1, xl = _inputs(case, 1), _inputs(case, 128)
+        filt, ratio = _filter_prune(dense, case, _flops(layer, x1))
+        variants = {"dense": dense, "layer": layer, "filter": filt}
+        records.append({
+            "model": key, "name": case.name, "p": p, "filter_ratio": ratio,
+            "params": {k: _params(m) for k, m in variants.items()},
+            "flops": {k: _flops(m, x1) for k, m in variants.items()},
+            "seconds": {
+                "infer_b1": side_by_side({k: inference(m, x1) for k, m in variants.items()}, **timing),
+                "infer_b128": side_by_side({k: inference(m, xl) for k, m in variants.items()}, **timing),
+            },
+        })
     return records
 
 
@@ -260,54 +259,60 @@ def _dependency_graph(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
 
 def cost_section(items: Sequence[tuple[str, int]], budget: dict[str, int], progress: Callable) -> list:
     """Wall-clock of each step of pruning, and of torch-pruning's one-shot pruning of the same model."""
-    from residual_prune import apply_plan, find_blocks, get_criterion, plan_pruning
-
     records = []
-    timing = {"warmup": budget["warmup"], "repeats": budget["repeats"]}
     for key, p in items:
         progress(f"cost {key}")
-        case = CASES[key]
-        torch.manual_seed(SEED)
-        model = case.build(None)
-        x = _inputs(case, 1)
-        plan = _plan(model, case, p)
-        options = {"example_inputs": x, "policy": case.policy}
-
-        def pipeline() -> nn.Module:
-            find_blocks(model, x, policy=case.policy)
-            return apply_plan(model, plan_pruning(model, criterion="random", n=p, seed=SEED, **options))
-
-        steps = side_by_side({
-            "find_blocks": lambda: find_blocks(model, x, policy=case.policy),
-            "plan_pruning(random)": lambda: plan_pruning(model, criterion="random", n=p, seed=SEED, **options),
-            "apply_plan": lambda: apply_plan(model, plan),
-            "pipeline": pipeline,
-            "torch_pruning": _torch_pruning_one_shot(model, x),
-            "torch_pruning_graph": _dependency_graph(model, x),
-        }, **timing)
-        blocks = [b for b in find_blocks(model, x, policy=case.policy) if b.removable]
-        xb = _inputs(case, case.criterion_batch)
-        batches = [(xb, torch.arange(case.criterion_batch) % case.num_classes)] * budget["criterion_batches"]
-        criteria = {
-            name: (lambda fn=get_criterion(name): fn(model, blocks, batches, num_batches=len(batches), progress=False))
-            for name in ("snip", "grasp")
-        }
-        criteria["grasp_1"] = lambda: get_criterion("grasp")(model, blocks, batches[:1], num_batches=1, progress=False)
-        criteria["synflow"] = lambda: get_criterion("synflow")(model, blocks, example_inputs=x)
-        failures = {}
-        for name, fn in list(criteria.items()):
-            try:
-                fn()
-            except Exception as exc:  # reported in the table (a criterion that fails on a model is a result too)
-                failures[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-                del criteria[name]
-        criteria["train_step"] = train_step(copy.deepcopy(model), xb, case.num_classes)
-        seconds = side_by_side(criteria, warmup=1, repeats=max(3, timing["repeats"] // 2))
-        records.append({
-            "model": key, "name": case.name, "p": p, "params": _params(model), "seconds": steps,
-            "criteria": seconds, "criterion_failures": failures, "criterion_batches": len(batches), "criterion_batch_size": case.criterion_batch,
-        })
+        records.append(_cost(key, p, budget))
     return records
+
+
+def _cost(key: str, p: int, budget: dict[str, int]) -> dict[str, Any]:
+    from residual_prune import apply_plan, find_blocks, get_criterion, plan_pruning
+
+    timing = {"warmup": budget["warmup"], "repeats": budget["repeats"]}
+    case = CASES[key]
+    torch.manual_seed(SEED)
+    model = case.build(None)
+    x = _inputs(case, 1)
+    plan = _plan(model, case, p)
+    options = {"example_inputs": x, "policy": case.policy}
+
+    def pipeline() -> nn.Module:
+        find_blocks(model, x, policy=case.policy)
+        return apply_plan(model, plan_pruning(model, criterion="random", n=p, seed=SEED, **options))
+
+    steps = side_by_side({
+        "find_blocks": lambda: find_blocks(model, x, policy=case.policy),
+        "plan_pruning(random)": lambda: plan_pruning(model, criterion="random", n=p, seed=SEED, **options),
+        "apply_plan": lambda: apply_plan(model, plan),
+        "pipeline": pipeline,
+        "torch_pruning": _torch_pruning_one_shot(model, x),
+        "torch_pruning_graph": _dependency_graph(model, x),
+    }, **timing)
+    blocks = [b for b in find_blocks(model, x, policy=case.policy) if b.removable]
+    xb = _inputs(case, case.criterion_batch)
+    batches = [(xb, torch.arange(case.criterion_batch) % case.num_classes)] * budget["criterion_batches"]
+    snip, grasp, synflow = (get_criterion(name) for name in ("snip", "grasp", "synflow"))
+    criteria = {
+        "snip": lambda: snip(model, blocks, batches, num_batches=len(batches), progress=False),
+        "grasp": lambda: grasp(model, blocks, batches, num_batches=len(batches), progress=False),
+        "grasp_1": lambda: grasp(model, blocks, batches[:1], num_batches=1, progress=False),
+        "synflow": lambda: synflow(model, blocks, example_inputs=x),
+    }
+    failures = {}
+    for name, fn in list(criteria.items()):
+        try:
+            fn()
+        except Exception as exc:  # reported in the table (a criterion that fails on a model is a result too)
+            failures[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+            del criteria[name]
+    criteria["train_step"] = train_step(copy.deepcopy(model), xb, case.num_classes)
+    seconds = side_by_side(criteria, warmup=1, repeats=max(3, timing["repeats"] // 2))
+    return {
+        "model": key, "name": case.name, "p": p, "params": _params(model), "seconds": steps,
+        "criteria": seconds, "criterion_failures": failures, "criterion_batches": len(batches),
+        "criterion_batch_size": case.criterion_batch,
+    }
 
 
 # --- results store and report ---------------------------------------------------------------------------------
