@@ -29,6 +29,7 @@ __all__ = [
     "IMAGENET_STD",
     "cifar10_calibration",
     "image_folder_batches",
+    "load_cifar10",
     "load_cifar10_npz",
     "load_cifar10_torchvision",
     "synthetic_batches",
@@ -199,7 +200,7 @@ def _describe(kind: str, where: Path, batches: Batches, split: str) -> str:
     return f"CIFAR-10 {kind} ({where}), {len(batches)} batch{plural} of {size} {split} images"
 
 
-def _load_source(path: Path, split: str, limit: int, seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], str, Path]:
+def _load_source(path: Path, split: str, limit: int | None, seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], str, Path]:
     """Images, labels, the kind of copy and its location for an explicit ``path``."""
     if path.is_dir() and (path / _TORCHVISION_FOLDER).is_dir():
         return load_cifar10_torchvision(path, split, limit=limit, seed=seed), "torchvision copy", path
@@ -234,22 +235,41 @@ def cifar10_calibration(
     """
     _check_counts(batch_size, num_batches)
     split = "train" if train else "test"
-    limit = batch_size * num_batches
+    x, y, kind, where = _find_cifar10(source, split, batch_size * num_batches, seed)
+    batches = _normalised_batches(x, y, CIFAR10_MEAN, CIFAR10_STD, batch_size)
+    return batches, _describe(kind, where, batches, split)
+
+
+def load_cifar10(
+    source: str | os.PathLike[str] | None = None, split: str = "train", *, limit: int | None = None, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """CIFAR-10 images (uint8 ``(N, 3, 32, 32)``), labels and a description of the copy they came from.
+
+    ``source`` is found as in :func:`cifar10_calibration` (an ``.npz`` JPEG copy, a torchvision
+    root, ``RESIDUAL_PRUNE_DATA``, the cache, or the download); ``limit``: a seeded,
+    class-balanced subset.
+    """
+    _check_split(split)
+    x, y, kind, where = _find_cifar10(source, split, limit, seed)
+    return x, y, f"CIFAR-10 {kind} ({where}), {len(y)} {split} images"
+
+
+def _find_cifar10(
+    source: str | os.PathLike[str] | None, split: str, limit: int | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, str, Path]:
     if source is None and os.environ.get(DATA_ENV_VAR):
         source = os.environ[DATA_ENV_VAR]
     if source is not None:
         (x, y), kind, where = _load_source(Path(source).expanduser(), split, limit, seed)
-    else:
-        where = DEFAULT_CIFAR10_ROOT.expanduser()
-        if not (where / _TORCHVISION_FOLDER).is_dir() and not _online():
-            raise DataError(
-                f"no CIFAR-10 found: {DATA_ENV_VAR} is not set, {where} holds no copy and the CIFAR-10 server "
-                f"is unreachable (offline); {_WHERE}"
-            )
-        x, y = load_cifar10_torchvision(where, split, download=True, limit=limit, seed=seed)
-        kind = "torchvision copy"
-    batches = _normalised_batches(x, y, CIFAR10_MEAN, CIFAR10_STD, batch_size)
-    return batches, _describe(kind, where, batches, split)
+        return x, y, kind, where
+    where = DEFAULT_CIFAR10_ROOT.expanduser()
+    if not (where / _TORCHVISION_FOLDER).is_dir() and not _online():
+        raise DataError(
+            f"no CIFAR-10 found: {DATA_ENV_VAR} is not set, {where} holds no copy and the CIFAR-10 server "
+            f"is unreachable (offline); {_WHERE}"
+        )
+    x, y = load_cifar10_torchvision(where, split, download=True, limit=limit, seed=seed)
+    return x, y, "torchvision copy", where
 
 
 def synthetic_batches(

@@ -241,3 +241,11 @@ def test_image_folder_errors(tmp_path: Path) -> None:
         image_folder_batches(tmp_path / "missing", 32)
     with pytest.raises(DataError, match="CLASS/IMAGE"):
         image_folder_batches(tmp_path, 32)  # no class folders
+
+
+def test_load_cifar10_gives_uint8_images_and_says_which_copy(npz: Path) -> None:
+    from residual_prune.data import load_cifar10
+
+    x, y, source = load_cifar10(npz, "test", limit=10)
+    assert x.dtype == torch.uint8 and x.shape == (10, 3, 32, 32) and sorted(y.tolist()) == list(range(10))
+    assert source == f"CIFAR-10 offline JPEG copy ({npz}), 10 test images"

@@ -1,0 +1,112 @@
+"""The CIFAR example: augmentation, resumable training, the results store and Table 2 at a smoke budget."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from examples.cifar import table2
+from examples.cifar.budgets import BUDGETS
+from examples.cifar.data import PAD, CifarData, augment
+from examples.cifar.store import ResultsStore
+from examples.cifar.train import Schedule, train
+from residual_prune.models import resnet20
+from tests.test_data import write_cifar_npz
+
+
+def _random_data(train: int = 64, test: int = 20, seed: int = 0) -> CifarData:
+    g = torch.Generator().manual_seed(seed)
+    return CifarData(
+        torch.randint(0, 256, (train, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(train) % 10,
+        torch.randint(0, 256, (test, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(test) % 10,
+        "random test images",
+    )
+
+
+def test_augment_crops_a_window_of_the_padded_image_and_may_flip() -> None:
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    out = augment(images, torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(images, (PAD,) * 4)
+    flipped = 0
+    for i in range(len(images)):
+        windows = [padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(2 * PAD + 1) for dx in range(2 * PAD + 1)]
+        plain = any(torch.equal(out[i], w) for w in windows)
+        mirrored = any(torch.equal(out[i], w.flip(2)) for w in windows)
+        assert plain or mirrored
+        flipped += mirrored and not plain
+    assert 0 < flipped < len(images) and out.dtype == torch.uint8 and out.shape == images.shape
+
+
+def test_load_reads_both_splits_from_an_npz(tmp_path: Path) -> None:
+    data = CifarData.load(write_cifar_npz(tmp_path / "c.npz"), train_limit=20)
+    assert data.train_x.shape == (20, 3, 32, 32) and len(data.test_y) == 20 and "offline JPEG copy" in data.source
+    assert torch.bincount(data.train_y, minlength=10).tolist() == [2] * 10
+
+
+def test_training_learns_and_keeps_rewind_points(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = resnet20()
+    initial = {k: v.clone() for k, v in model.state_dict().items()}
+    result = train(model, _random_data(), Schedule(epochs=2, batch_size=16), seed=0, checkpoint_dir=tmp_path,
+                   keep_epochs=(0, 1), progress=False)
+    assert [h["epoch"] for h in result.history] == [1, 2] and result.train_seconds > 0
+    assert [h["lr"] for h in result.history] == pytest.approx([0.1, 0.01])  # milestones at 50% and 75% of 2 epochs
+    theta0 = torch.load(tmp_path / "theta_0.pt", weights_only=True)
+    assert all(torch.equal(theta0[k], initial[k]) for k in initial)
+    theta1 = torch.load(tmp_path / "theta_1.pt", weights_only=True)
+    assert not torch.equal(theta1["conv1.weight"], initial["conv1.weight"])
+
+
+class Killed(Exception):
+    pass
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    data, schedule = _random_data(), Schedule(epochs=3, batch_size=16)
+    torch.manual_seed(0)
+    straight = resnet20()
+    train(straight, data, schedule, seed=3, checkpoint_dir=tmp_path / "a", progress=False)
+
+    def kill_after_two(epoch: int, record: dict) -> None:
+        if epoch == 2:
+            raise Killed
+
+    torch.manual_seed(0)
+    first = resnet20()
+    with pytest.raises(Killed):
+        train(first, data, schedule, seed=3, checkpoint_dir=tmp_path / "b", progress=False, on_epoch=kill_after_two)
+    torch.manual_seed(99)  # a fresh process: other weights, other global random state
+    resumed = resnet20()
+    result = train(resumed, data, schedule, seed=3, checkpoint_dir=tmp_path / "b", progress=False)
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    for key, value in straight.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+
+
+def test_store_skips_what_it_has(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path)
+    assert not store.has("t", "r")
+    store.save("t", "r", {"accuracy": 1.0})
+    assert store.has("t", "r") and store.records("t") == [{"accuracy": 1.0}]
+    assert not list((tmp_path / "t").glob(".*"))  # no temporary file left
+
+
+def test_table2_smoke(tmp_path: Path) -> None:
+    budget = dataclasses.replace(BUDGETS["smoke"], schedule=Schedule(epochs=1, batch_size=16))
+    store = ResultsStore(tmp_path / "results")
+    data = _random_data(train=320, test=40)
+    records = table2.run_table("resnet20", ["snip", "grasp"], [1, 2], 1, budget, data, store, runs=tmp_path / "runs",
+                               progress=False)
+    assert [(r["criterion"], r["p"]) for r in records] == [("dense", 0), ("snip", 1), ("snip", 2), ("grasp", 1),
+                                                           ("grasp", 2)]
+    dense = records[0]
+    for r in records[1:]:
+        assert len(r["removed"]) == r["p"] and r["params"] < dense["params"] and r["flops"] < dense["flops"]
+        assert 0 <= r["accuracy"] <= 100 and r["data"] == "random test images" and r["budget"] == "smoke"
+    assert table2.run_table("resnet20", ["snip", "grasp"], [1, 2], 1, budget, data, store, runs=tmp_path / "runs",
+                            progress=False) == []  # everything stored: nothing reruns
+    text = table2.report(store.records(table2.TABLE))
+    assert "### resnet20, budget `smoke`" in text and text.count("| snip |") == 2 and "random test images" in text
