@@ -189,24 +189,12 @@ def limit_section(items: Sequence[tuple[str, Sequence[int]]], budget: dict[str, 
 
 def _filter_prune(model: nn.Module, case: Case, target_flops: int) -> tuple[nn.Module, float]:
     """torch-pruning's magnitude filter pruning of a copy, with the ratio bisected to ``target_flops``."""
-    import torch_pruning as tp
-
     x = _inputs(case, 1)
-
-    def prune(ratio: float) -> nn.Module:
-        pruned = copy.deepcopy(model)
-        pruner = tp.pruner.MetaPruner(
-            pruned, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio,
-            ignored_layers=[m for m in pruned.modules() if isinstance(m, nn.Linear)],
-        )
-        pruner.step()
-        return pruned
-
     low, high = 0.0, 0.95
     best = (math.inf, model, 0.0)
     for _ in range(12):
         ratio = (low + high) / 2
-        candidate = prune(ratio)
+        candidate = _magnitude_prune(model, x, ratio)
         flops = _flops(candidate, x)
         best = min(best, (abs(flops - target_flops), candidate, ratio), key=lambda b: b[0])
         low, high = (ratio, high) if flops > target_flops else (low, ratio)
@@ -233,22 +221,25 @@ def filters_section(items: Sequence[tuple[str, Sequence[int]]], budget: dict[str
     return records
 
 
-def _torch_pruning_one_shot(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
-    """torch-pruning's equivalent job: copy, build the dependency graph, prune 30% of filters by magnitude."""
+def _magnitude_prune(model: nn.Module, x: torch.Tensor, ratio: float) -> nn.Module:
+    """A copy of ``model`` filter-pruned by torch-pruning (L2 magnitude, ``ratio`` of the channels of every
+    layer; the classifier kept; attention pruned by whole heads)."""
     import torch_pruning as tp
 
-    def run() -> nn.Module:
-        pruned = copy.deepcopy(model)
-        heads = {m.qkv: m.num_heads for m in pruned.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads")}
-        pruner = tp.pruner.MetaPruner(
-            pruned, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=0.3,
-            ignored_layers=[m for m in pruned.modules() if isinstance(m, nn.Linear) and m.out_features in (10, 1000)],
-            num_heads=heads, prune_head_dims=False, prune_num_heads=bool(heads),
-        )
-        pruner.step()
-        return pruned
+    pruned = copy.deepcopy(model)
+    heads = {m.qkv: m.num_heads for m in pruned.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads")}
+    pruner = tp.pruner.MetaPruner(
+        pruned, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio,
+        ignored_layers=[m for m in pruned.modules() if isinstance(m, nn.Linear) and m.out_features in (10, 1000)],
+        num_heads=heads, prune_head_dims=False, prune_num_heads=bool(heads),
+    )
+    pruner.step()
+    return pruned
 
-    return run
+
+def _torch_pruning_one_shot(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+    """torch-pruning's equivalent job: copy, build the dependency graph, prune 30% of filters by magnitude."""
+    return lambda: _magnitude_prune(model, x, 0.3)
 
 
 def _dependency_graph(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:

@@ -158,7 +158,9 @@ class _ShapeAndConstantProp(fx.Interpreter):
         return result
 
 
-def _propagate(root: nn.Module, graph: fx.Graph, inputs: tuple[torch.Tensor, ...], count_flops: bool) -> dict[str, int] | None:
+def _propagate(
+    root: nn.Module, graph: fx.Graph, inputs: tuple[torch.Tensor, ...], count_flops: bool
+) -> dict[str, int] | None:
     """Run ``graph`` once on ``inputs`` recording shapes (and FLOPs by module when ``count_flops``).
 
     If only the FLOP counting fails, warns with :class:`FlopCountWarning` and returns None.

@@ -14,6 +14,7 @@ skipped when already there; an interrupted run resumes from its last epoch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -157,9 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         budget = BUDGETS[args.budget]
         if args.epochs:
-            budget = Budget(budget.name + f"-{args.epochs}ep", type(budget.schedule)(
-                **{**budget.schedule.__dict__, "epochs": args.epochs}), budget.train_limit, budget.test_limit,
-                budget.description + f" (here {args.epochs} epochs)")
+            budget = dataclasses.replace(
+                budget, name=f"{budget.name}-{args.epochs}ep", description=f"{budget.description} (here {args.epochs} "
+                "epochs)", schedule=dataclasses.replace(budget.schedule, epochs=args.epochs))
         data = CifarData.load(args.data, train_limit=budget.train_limit, test_limit=budget.test_limit)
         run_table(args.arch, args.criteria, args.densities, args.seeds, budget, data, store, runs=args.runs,
                   progress=not args.quiet)
