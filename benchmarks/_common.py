@@ -6,12 +6,14 @@ import contextlib
 import json
 import os
 import platform
+import shlex
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "machine", "write_json_atomic"]
+__all__ = ["atomic_path", "machine", "shell_command", "write_json_atomic"]
 
 
 def machine() -> dict[str, Any]:
@@ -28,8 +30,11 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "timm": timm.__version__}
+    if torch.cuda.is_available():
+        info["gpu"] = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
+    return info
 
 
 @contextlib.contextmanager
@@ -51,3 +56,9 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """Write ``data`` as JSON atomically (see :func:`atomic_path`)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=1))
+
+
+def shell_command(module: str, argv: list[str] | None = None) -> str:
+    """The command line that ran ``python -m module`` with ``argv`` (default: this process's arguments)."""
+    args = sys.argv[1:] if argv is None else argv
+    return " ".join(["python", "-m", module, *(shlex.quote(a) for a in args)])

@@ -190,14 +190,23 @@ def limit_section(items: Sequence[tuple[str, Sequence[int]]], budget: dict[str, 
 def _filter_prune(model: nn.Module, case: Case, target_flops: int) -> tuple[nn.Module, float]:
     """torch-pruning's magnitude filter pruning of a copy, with the ratio bisected to ``target_flops``."""
     x = _inputs(case, 1)
-    low, high = 0.0, 0.95
-    best = (math.inf, model, 0.0)
-    for _ in range(12):
+    return bisect_ratio(lambda ratio: _magnitude_prune(model, x, ratio), lambda m: _flops(m, x), target_flops)
+
+
+def bisect_ratio(
+    prune: Callable[[float], nn.Module], measure: Callable[[nn.Module], float], target: float, *,
+    high: float = 0.95, steps: int = 12,
+) -> tuple[nn.Module, float]:
+    """``(prune(ratio), ratio)`` with ``measure`` closest to ``target`` among ``steps`` bisection steps of
+    ``ratio`` in ``[0, high]`` (``measure`` must not grow with the ratio, e.g. FLOPs or filters kept)."""
+    low = 0.0
+    best: tuple[float, Any, float] = (math.inf, None, 0.0)
+    for _ in range(steps):
         ratio = (low + high) / 2
-        candidate = _magnitude_prune(model, x, ratio)
-        flops = _flops(candidate, x)
-        best = min(best, (abs(flops - target_flops), candidate, ratio), key=lambda b: b[0])
-        low, high = (ratio, high) if flops > target_flops else (low, ratio)
+        candidate = prune(ratio)
+        value = measure(candidate)
+        best = min(best, (abs(value - target), candidate, ratio), key=lambda b: b[0])
+        low, high = (ratio, high) if value > target else (low, ratio)
     return best[1], best[2]
 
 
@@ -222,14 +231,24 @@ def filters_section(items: Sequence[tuple[str, Sequence[int]]], budget: dict[str
 
 
 def _magnitude_prune(model: nn.Module, x: torch.Tensor, ratio: float) -> nn.Module:
-    """A copy of ``model`` filter-pruned by torch-pruning (L2 magnitude, ``ratio`` of the channels of every
-    layer; the classifier kept; attention pruned by whole heads)."""
+    """A copy of ``model`` filter-pruned by torch-pruning with L2 magnitude importance (see :func:`torch_prune`)."""
+    return torch_prune(model, x, ratio)
+
+
+def torch_prune(model: nn.Module, x: torch.Tensor, ratio: float, importance: Any = None) -> nn.Module:
+    """A copy of ``model`` filter-pruned by torch-pruning (``ratio`` of the channels of every layer; the
+    classifier kept; attention pruned by whole heads). ``importance``: a ``tp.importance.Importance``, or a
+    function of the copy that returns one (for scores tied to the copy's modules); default L2 magnitude."""
     import torch_pruning as tp
 
     pruned = copy.deepcopy(model)
+    if importance is None:
+        importance = tp.importance.MagnitudeImportance(p=2)
+    elif not isinstance(importance, tp.importance.Importance):
+        importance = importance(pruned)
     heads = {m.qkv: m.num_heads for m in pruned.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads")}
     pruner = tp.pruner.MetaPruner(
-        pruned, x, importance=tp.importance.MagnitudeImportance(p=2), pruning_ratio=ratio,
+        pruned, x, importance=importance, pruning_ratio=ratio,
         ignored_layers=[m for m in pruned.modules() if isinstance(m, nn.Linear) and m.out_features in (10, 1000)],
         num_heads=heads, prune_head_dims=False, prune_num_heads=bool(heads),
     )

@@ -132,7 +132,8 @@ def plan_pruning(
 
     Args:
         model: the network (never modified).
-        criterion: a name from :func:`list_criteria` (built-in: random, l1, snip, grasp, synflow).
+        criterion: a name from :func:`list_criteria` (built-in: random, l1, snip, grasp,
+            synflow; for trained networks: hrank, expectabs, pls, kl).
         n: number of blocks to remove, or ``ratio``: the fraction of the removable blocks.
         data: labelled batches for data-driven criteria: a DataLoader or an iterable of ``(x, y)``.
         example_inputs: inputs for tracing; defaults to one sample of the first batch of ``data``.

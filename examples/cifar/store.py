@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import write_json_atomic
+from benchmarks._common import machine, write_json_atomic
 
-__all__ = ["ResultsStore"]
+from .distributed import is_main
+
+__all__ = ["ResultsStore", "provenance_fields"]
 
 
 class ResultsStore:
@@ -24,7 +27,15 @@ class ResultsStore:
         return self.path(table, run_id).exists()
 
     def save(self, table: str, run_id: str, record: dict[str, Any]) -> None:
-        write_json_atomic(self.path(table, run_id), record)
+        """Write the record (only the first process does, under torchrun)."""
+        if is_main():
+            write_json_atomic(self.path(table, run_id), record)
 
     def records(self, table: str) -> list[dict[str, Any]]:
         return [json.loads(p.read_text()) for p in sorted((self.root / table).glob("*.json"))]
+
+
+def provenance_fields(budget: str, description: str, data: str, command: str) -> dict[str, Any]:
+    """What every record says about where it came from: budget, data copy, machine, date and command."""
+    return {"budget": budget, "budget_description": description, "data": data, "machine": machine(),
+            "date": time.strftime("%Y-%m-%d"), "command": command}

@@ -9,6 +9,7 @@ and augments the data. Checkpoints are written atomically and read with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,8 @@ from tqdm.auto import tqdm
 
 from benchmarks._common import atomic_path
 
+from . import distributed
+from .cost import EnergyMeter
 from .data import CifarData
 
 __all__ = ["Schedule", "TrainResult", "evaluate", "train"]
@@ -50,18 +53,26 @@ class TrainResult:
     accuracy: float  # top-1 test accuracy after the last epoch, in percent
     history: list[dict[str, float]]  # per epoch: loss, accuracy, lr, seconds
     train_seconds: float  # wall-clock of the training epochs (evaluation excluded), summed over resumes
+    energy_kwh: float | None = None  # codecarbon's estimate for the training epochs, summed over resumes
+    emissions_kg: float | None = None  # CO2-equivalent of that energy
+
+    def fields(self) -> dict[str, Any]:
+        """The result as fields of a results record."""
+        return {"accuracy": self.accuracy, "train_seconds": self.train_seconds, "energy_kwh": self.energy_kwh,
+                "emissions_kg": self.emissions_kg, "history": self.history}
 
 
 def evaluate(model: nn.Module, data: CifarData, batch_size: int = 500) -> float:
-    """Top-1 accuracy on the test split, in percent (the model's mode is restored)."""
+    """Top-1 accuracy on the test split, in percent, on the model's device (its mode is restored)."""
     was_training = model.training
+    dev = next(model.parameters()).device
     model.eval()
-    correct = 0
+    correct = torch.zeros((), dtype=torch.long, device=dev)
     with torch.inference_mode():
         for x, y in data.test_batches(batch_size):
-            correct += int((model(x).argmax(1) == y).sum())
+            correct += (model(x.to(dev)).argmax(1) == y.to(dev)).sum()
     model.train(was_training)
-    return 100.0 * correct / len(data.test_y)
+    return 100.0 * int(correct) / len(data.test_y)
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -79,44 +90,70 @@ def train(
     keep_epochs: Sequence[int] = (),
     progress: bool = True,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+    meter: EnergyMeter | None = None,
+    eval_every: int = 1,
+    start_epoch: int = 0,
 ) -> TrainResult:
     """Train ``model`` in place for ``schedule.epochs`` epochs; resume from ``checkpoint_dir`` if it holds a run.
 
+    The model moves to this process's device (:mod:`.distributed`: the GPU if there is one; one
+    GPU per process under ``torchrun``, with DistributedDataParallel).
+
     ``keep_epochs``: also keep the weights after these epochs as ``theta_<epoch>.pt`` (0 = the
-    initial weights), for rewinding (Frankle et al.; Renda et al. 2020).
+    initial weights), for rewinding (Frankle et al.; Renda et al. 2020). ``meter``: record
+    the energy and CO2 of every epoch's training steps. The test accuracy is measured every
+    ``eval_every`` epochs and after the last. ``start_epoch``: begin the schedule there, with
+    its learning rate: learning-rate rewinding (Renda et al. 2020) of a network rewound to
+    ``theta_<start_epoch>``.
     """
+    dev = distributed.device()
+    model.to(dev)
+    net = distributed.wrap(model)
+    if not distributed.is_main():  # only the first process writes checkpoints and measures energy
+        checkpoint_dir, meter = None, None
     optimizer = torch.optim.SGD(
         model.parameters(), lr=schedule.lr, momentum=schedule.momentum, weight_decay=schedule.weight_decay
     )
     generator = torch.Generator().manual_seed(seed)
-    start, history, seconds = 0, [], 0.0
+    start, history, seconds = start_epoch, [], 0.0
     last = checkpoint_dir / "last.pt" if checkpoint_dir else None
+    setting = {"schedule": dataclasses.asdict(schedule), "train_images": len(data.train_y), "seed": seed,
+               "data": data.source, **({"start_epoch": start_epoch} if start_epoch else {})}
     if last is not None and last.exists():
-        state = torch.load(last, weights_only=True)
+        state = torch.load(last, weights_only=True, map_location="cpu")
+        if state.get("setting") != setting:
+            raise RuntimeError(
+                f"{last} belongs to another training setting ({state.get('setting')}, now {setting}); delete "
+                f"{checkpoint_dir} to start this run afresh, or run with the setting it was started with")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
         start, history, seconds = state["epoch"], state["history"], state["train_seconds"]
-    elif checkpoint_dir is not None and 0 in keep_epochs:
-        _save_atomic(model.state_dict(), checkpoint_dir / "theta_0.pt")
+    elif checkpoint_dir is not None and start_epoch in keep_epochs:
+        _save_atomic(model.state_dict(), checkpoint_dir / f"theta_{start_epoch}.pt")
     for epoch in range(start, schedule.epochs):
         lr = schedule.lr_at(epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
         model.train()
-        began, total, count = time.perf_counter(), 0.0, 0
+        began, total, count = time.perf_counter(), torch.zeros((), device=dev), 0
         steps = len(data.train_y) // schedule.batch_size
         bar = tqdm(data.train_batches(schedule.batch_size, generator), total=steps, disable=not progress,
                    desc=f"epoch {epoch + 1}/{schedule.epochs}", unit="batch", leave=False)
-        for x, y in bar:
-            loss = F.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total, count = total + loss.item() * len(y), count + len(y)
-        seconds += time.perf_counter() - began
-        record = {"epoch": epoch + 1, "loss": total / max(count, 1), "accuracy": evaluate(model, data), "lr": lr,
-                  "seconds": time.perf_counter() - began}
+        with meter.span() if meter else contextlib.nullcontext({}) as energy:
+            for x, y in bar:
+                x, y = distributed.share(x, y)
+                loss = F.cross_entropy(net(x.to(dev, non_blocking=True)), y.to(dev, non_blocking=True))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total, count = total + loss.detach() * len(y), count + len(y)
+            mean_loss = float(total) / max(count, 1)  # waits for the device
+        took = time.perf_counter() - began
+        seconds += took
+        last_epoch = epoch + 1 == schedule.epochs
+        record = {"epoch": epoch + 1, "loss": mean_loss, "lr": lr, "seconds": took, **energy,
+                  "accuracy": evaluate(model, data) if last_epoch or (epoch + 1) % eval_every == 0 else None}
         history.append(record)
         if on_epoch is not None:
             on_epoch(epoch + 1, record)
@@ -125,6 +162,9 @@ def train(
                 _save_atomic(model.state_dict(), checkpoint_dir / f"theta_{epoch + 1}.pt")
             _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "generator": generator.get_state(), "epoch": epoch + 1, "history": history,
-                          "train_seconds": seconds}, last)
+                          "train_seconds": seconds, "setting": setting}, last)
     accuracy = history[-1]["accuracy"] if history else evaluate(model, data)
-    return TrainResult(accuracy, history, seconds)
+    metered = [h for h in history if "energy_kwh" in h]
+    energy = sum(h["energy_kwh"] for h in metered) if metered else None
+    emissions = sum(h["emissions_kg"] for h in metered) if metered else None
+    return TrainResult(accuracy, history, seconds, energy, emissions)

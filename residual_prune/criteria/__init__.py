@@ -1,6 +1,10 @@
-"""Block-importance criteria: a registry plus the built-ins (random, l1, snip, grasp, synflow)."""
+"""Block-importance criteria: a registry plus the built-ins.
 
-from . import baseline, grasp, snip, synflow  # noqa: F401  (registers the built-ins)
+At initialization: random, l1, snip, grasp, synflow. For trained networks: hrank,
+expectabs, pls, kl.
+"""
+
+from . import activation, baseline, grasp, kl, pls, snip, synflow  # noqa: F401  (registers the built-ins)
 from ._collapse import collapse_causes, warn_if_collapsed
 from ._common import scored_weights
 from ._registry import (

@@ -203,7 +203,7 @@ def test_example_pyproject_declares_the_entry_point():
 @pytest.mark.usefixtures("example_plugin")
 def test_example_plugin_is_found_and_used(net, x, clean_registry):
     assert set(rp.list_criteria()) == clean_registry | {"param_count"}
-    assert rp.list_criteria("p*") == ["param_count"]
+    assert rp.list_criteria("pa*") == ["param_count"]
     info = rp.get_criterion_info("param_count")
     assert info.source == f"plugin {PLUGIN_ENTRY}"
     assert not info.requires_data and not info.gradient_based

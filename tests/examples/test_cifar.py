@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from examples.cifar import table2
+from examples.cifar import cka, table2
 from examples.cifar.budgets import BUDGETS
 from examples.cifar.data import PAD, CifarData, augment
 from examples.cifar.store import ResultsStore
@@ -110,3 +110,43 @@ def test_table2_smoke(tmp_path: Path) -> None:
                             progress=False) == []  # everything stored: nothing reruns
     text = table2.report(store.records(table2.TABLE))
     assert "### resnet20, budget `smoke`" in text and text.count("| snip |") == 2 and "random test images" in text
+
+    similarity = cka.run_table("smoke", data, store, runs=tmp_path / "runs", images=30, progress=False)
+    assert sorted((r["criterion"], r["p"]) for r in similarity) == [("grasp", 1), ("grasp", 2), ("snip", 1), ("snip", 2)]
+    for r in similarity:
+        assert set(r["cka"]) == set(cka.LAYERS) and all(0 <= v <= 1 + 1e-9 for v in r["cka"].values())
+        assert r["cka"]["layer1"] < 1  # trained from another starting point: not the same representation
+    assert cka.run_table("smoke", data, store, runs=tmp_path / "runs", progress=False) == []
+    assert cka.report(store.records(cka.TABLE)).count("| snip |") == 2
+
+
+def test_a_checkpoint_of_another_setting_is_not_resumed(tmp_path: Path) -> None:
+    data = _random_data()
+    torch.manual_seed(0)
+    train(resnet20(), data, Schedule(epochs=1, batch_size=16), seed=0, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(RuntimeError, match="another training setting"):
+        train(resnet20(), data, Schedule(epochs=2, batch_size=16), seed=0, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(RuntimeError, match="delete"):
+        train(resnet20(), _random_data(train=32), Schedule(epochs=1, batch_size=16), seed=0, checkpoint_dir=tmp_path,
+              progress=False)
+
+
+def test_table2_runs_under_torchrun_with_two_processes(tmp_path: Path) -> None:
+    """DistributedDataParallel on the CPU (gloo): both processes train, only the first writes results."""
+    import os
+    import subprocess
+    import sys
+
+    npz = write_cifar_npz(tmp_path / "c.npz", train_per_class=6, test_per_class=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "examples.cifar.table2", "--arch", "resnet20", "--criteria", "snip", "--densities", "1", "--seeds", "1",
+         "--budget", "smoke", "--data", str(npz), "--results", str(tmp_path / "results"), "--runs",
+         str(tmp_path / "runs"), "--quiet"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = ResultsStore(tmp_path / "results").records(table2.TABLE)
+    assert sorted(r["criterion"] for r in records) == ["dense", "snip"]
+    assert all(0 <= r["accuracy"] <= 100 and r["history"][0]["epoch"] == 1 for r in records)

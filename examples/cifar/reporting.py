@@ -1,0 +1,39 @@
+"""What the table reports share: mean ± std over seeds, signed differences, grouping and provenance lines."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["by_setting", "mean_std", "provenance", "signed"]
+
+
+def mean_std(values: list[float]) -> str:
+    """``"m ± s"`` over seeds (just ``"m"`` for one seed)."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def signed(diffs: list[float]) -> str:
+    """A difference in points with its sign (``+0.40 ± 0.10``, ``−1.20``); ``n/a`` without values."""
+    if not diffs:
+        return "n/a"
+    text = mean_std(diffs)
+    return text.replace("-", "−", 1) if text.startswith("-") else "+" + text
+
+
+def by_setting(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """Records grouped by (architecture, budget), sorted."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["arch"], r["budget"]), []).append(r)
+    return dict(sorted(groups.items()))
+
+
+def provenance(record: dict[str, Any]) -> str:
+    """Which budget, data copy, command and machine produced a record."""
+    m = record["machine"]
+    return (f"Budget: {record['budget_description']}. Data: {record['data']}. Command: `{record['command']}` "
+            f"({m.get('cpu')}, {m.get('cores')} cores{', ' + m['gpu'] if m.get('gpu') else ''}; {record['date']}).")

@@ -1,0 +1,46 @@
+"""Rebuild a network a results record describes (the dense ResNet or a ticket), with its trained weights."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from residual_prune import PruningPlan, apply_plan, architecture_fingerprint
+from residual_prune.models import cifar_resnet
+
+__all__ = ["build", "load_trained", "run_id"]
+
+
+def run_id(arch: str, budget: str, criterion: str, p: int, seed: int) -> str:
+    """The name of a training run: its checkpoint folder and its record in the store."""
+    return f"{arch}-{budget}-{criterion}-p{p}-seed{seed}"
+
+
+def build(arch: str, removed: Sequence[str] = ()) -> nn.Module:
+    """A freshly initialised CIFAR ResNet ``arch`` without the blocks ``removed`` (the current torch seed decides
+    the weights)."""
+    model = getattr(cifar_resnet, arch)()
+    if removed:
+        plan = PruningPlan(removed=list(removed), scores={}, criterion="record", policy="paper",
+                           fingerprint=architecture_fingerprint(model))
+        model = apply_plan(model, plan, inplace=True)
+    return model
+
+
+def load_trained(record: dict[str, Any], runs: Path) -> nn.Module:
+    """The trained network of a Table 2-style ``record`` from its checkpoint under ``runs`` (in eval mode)."""
+    model = build(record["arch"], record["removed"])
+    rid = record.get("run_id") or run_id(record["arch"], record["budget"], record["criterion"], record["p"],
+                                         record["seed"])
+    path = Path(runs) / rid / "last.pt"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no checkpoint {path}: the record of {rid} was made where its checkpoints are (they are not committed). "
+            f"Delete {rid}.json from the results store, or pass --results with a store of your own, and run the "
+            "table again to train it here")
+    model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu")["model"])
+    return model.eval()

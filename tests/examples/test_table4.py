@@ -1,0 +1,70 @@
+"""Table 4: training memory, energy metering, side-by-side step timing and the table at a smoke budget."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from examples.cifar import paper_tables, table2, table4
+from examples.cifar.budgets import BUDGETS
+from examples.cifar.cost import EnergyMeter, training_memory
+from examples.cifar.store import ResultsStore
+from examples.cifar.train import Schedule
+from residual_prune.models import resnet20
+from tests.examples.test_cifar import _random_data
+
+
+def test_training_memory_counts_weights_three_times_and_activations_per_image() -> None:
+    torch.manual_seed(0)
+    model = resnet20()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.eval()
+    params = sum(p.numel() for p in model.parameters())
+    small, medium, large = (training_memory(model, torch.randn(n, 3, 32, 32), torch.arange(n) % 10)
+                             for n in (4, 8, 12))
+    assert small["weights"] == large["weights"] == 3 * 4 * params  # float32 weights, gradients, momentum
+    per_four = medium["activations"] - small["activations"]  # saved activations grow linearly with the batch
+    assert per_four > 0 and large["activations"] - medium["activations"] == per_four
+    assert small["activations"] > per_four  # plus per-channel statistics that do not depend on the batch
+    assert large["total"] == large["weights"] + large["activations"]
+    assert not model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_training_memory_of_a_linear_layer_is_its_input() -> None:
+    model = nn.Sequential(nn.Flatten(0, -1), nn.Linear(6, 10))  # one image: saves its input and the log-softmax
+    mem = training_memory(model, torch.randn(6), torch.tensor(3))
+    assert mem["weights"] == 3 * 4 * (60 + 10)
+    assert mem["activations"] >= 4 * 6 + 4 * 10
+
+
+def test_energy_meter_measures_a_span() -> None:
+    meter = EnergyMeter("FRA")
+    with meter.span() as span:
+        torch.randn(300, 300) @ torch.randn(300, 300)
+    meter.close()
+    assert span["energy_kwh"] >= 0 and span["emissions_kg"] >= 0 and "FRA" in span["region"]
+
+
+def test_table4_smoke_and_the_generated_page(tmp_path: Path) -> None:
+    budget = dataclasses.replace(BUDGETS["smoke"], schedule=Schedule(epochs=1, batch_size=16))
+    store = ResultsStore(tmp_path / "results")
+    record = table4.run_table("resnet20", "snip", [1, 3], 1, budget, _random_data(train=160, test=40), store,
+                              runs=tmp_path / "runs", progress=False, repeats=2)
+    assert set(record["step_seconds"]) == {"0", "1", "3"} and all(s > 0 for s in record["step_seconds"].values())
+    trained = store.records(table2.TABLE)
+    assert sorted(r["p"] for r in trained) == [0, 1, 3]
+    for r in trained:
+        assert r["energy_kwh"] is not None and r["training_memory"]["total"] > 0
+    text = table4.report(trained, store.records(table4.TABLE))
+    assert "### resnet20, budget `smoke`, snip tickets" in text and "| 3 |" in text and "region USA" in text
+    # the generated page: every table's section (or the command that fills it) and the plots
+    page = paper_tables.generate(tmp_path / "results", tmp_path / "docs" / "paper_tables.md")
+    assert page == (tmp_path / "docs" / "paper_tables.md").read_text()
+    assert "## Table 2: pruning at initialization" in page and "## Table 4: training cost" in page
+    for table in ("table1", "table3", "table5"):
+        assert f"No results in the store yet: run `python -m examples.cifar.{table}" in page
+    for image in ("table2_resnet20_smoke.png", "table2_scores_resnet20_smoke.png"):
+        assert f"(img/{image})" in page and (tmp_path / "docs" / "img" / image).stat().st_size > 1000
