@@ -44,13 +44,25 @@ def _missing(table: str) -> str:
     return f"## {title}\n\nNo results in the store yet: run `{command}`.\n"
 
 
-def plot_differences(records: list[dict[str, Any]], out: Path) -> list[Path]:
-    """Per arch and budget: ticket - dense accuracy (mean, std over seeds) against p, one line per criterion."""
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    _pyplot().close(fig)
+    return path
+
+
+def plot_differences(records: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Per arch and budget: ticket - dense accuracy (mean, std over seeds) against p, one line per criterion."""
+    plt = _pyplot()
     paths = []
     for (arch, budget), rows in by_setting(records).items():
         dense = {r["seed"]: r["accuracy"] for r in rows if r["criterion"] == "dense"}
@@ -70,22 +82,14 @@ def plot_differences(records: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.set(xlabel="blocks removed (p)", ylabel="accuracy - dense (pp)", title=f"{arch}, budget {budget}")
         ax.set_xticks(sorted({p for c in curves.values() for p in c}))
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = out / f"table2_{arch}_{budget}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out / f"table2_{arch}_{budget}.png"))
     return paths
 
 
 def plot_block_scores(records: list[dict[str, Any]], out: Path, name: str) -> list[Path]:
     """Per arch and budget: every criterion's block scores (seed 0, scaled to [0, 1]) along the depth, stages
     marked (the paper's Figure 3)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     paths = []
     for (arch, budget), rows in by_setting(records).items():
         scores = {r["criterion"]: r["scores"] for r in rows if r.get("scores") and r["seed"] == 0}
@@ -102,13 +106,9 @@ def plot_block_scores(records: list[dict[str, Any]], out: Path, name: str) -> li
             if stages[i] != stages[i - 1]:
                 ax.axvline(i - 0.5, color="grey", lw=0.8, ls=":")
         ax.set_xticks(range(len(blocks)), blocks, rotation=90, fontsize=6)
-        ax.set(ylabel="importance (min-max scaled)", title=f"block scores, {arch}, budget {budget}")
+        ax.set(ylabel="importance (min-max scaled)", title=f"scores of the removable blocks, {arch}, budget {budget}")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out / f"{name}_scores_{arch}_{budget}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, out / f"{name}_scores_{arch}_{budget}.png"))
     return paths
 
 

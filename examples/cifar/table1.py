@@ -26,7 +26,6 @@ import torch
 from benchmarks._common import shell_command
 from residual_prune import PruningPlan, apply_plan, plan_pruning
 from residual_prune.criteria import accepted_options, get_criterion_info
-from residual_prune.flops import count_flops_by_module
 
 from . import table2
 from .budgets import PAPER_REWIND, Budget, rewind_epochs
@@ -35,8 +34,7 @@ from .data import CifarData
 from .options import RUNS, add_run_options, add_ticket_options, parser_for, prepare
 from .reporting import by_setting, provenance, signed
 from .store import ResultsStore, provenance_fields
-from .tickets import build, load_trained
-from .train import train
+from .tickets import build, load_trained, train_measured
 
 TABLE = "table1"
 TRAINED_CRITERIA = ["hrank", "expectabs", "pls", "kl", "random", "l1"]
@@ -86,6 +84,7 @@ def run_table(
     meter = EnergyMeter()
     for seed in range(seeds):
         dense = dense_runs[seed]
+        batch = table2.calibration_batch(data, seed)[0]  # for the training-memory count
         for criterion in criteria:
             for p in densities:
                 todo = [s for s in rewinds if not store.has(TABLE, ticket_id(arch, budget.name, criterion, p, s, seed))]
@@ -97,14 +96,13 @@ def run_table(
                     if progress:
                         print(f"[table1] {rid}", flush=True)
                     model, epoch = ticket(dense, plan, start, budget, runs)
-                    result = train(model, data, budget.schedule, seed=seed, checkpoint_dir=runs / rid,
-                                   progress=progress, meter=meter, eval_every=budget.eval_every, start_epoch=epoch)
+                    measured = train_measured(model, data, budget, seed=seed, checkpoint_dir=runs / rid,
+                                              batch=batch, progress=progress, meter=meter, start_epoch=epoch)
                     record = {
                         "table": TABLE, "run_id": rid, "arch": arch, "criterion": criterion, "p": p, "seed": seed,
                         "rewind": start, "start_epoch": epoch, "dense_run": dense["run_id"],
                         "dense_accuracy": dense["accuracy"], "removed": plan.removed, "scores": plan.scores,
-                        "params": sum(q.numel() for q in model.parameters()),
-                        "flops": count_flops_by_module(model, (torch.zeros(1, 3, 32, 32),))[""], **result.fields(),
+                        **measured,
                         **provenance_fields(budget.name, budget.description, data.source, command),
                     }
                     store.save(TABLE, rid, record)

@@ -21,17 +21,15 @@ import torch
 from benchmarks._common import shell_command
 from residual_prune import apply_plan, plan_pruning
 from residual_prune.data import balanced_indices
-from residual_prune.flops import count_flops_by_module
 from residual_prune.models import cifar_resnet
 
 from .budgets import Budget, rewind_epochs
-from .cost import EnergyMeter, training_memory
+from .cost import EnergyMeter
 from .data import CifarData, normalise
 from .options import RUNS, add_run_options, add_ticket_options, parser_for, prepare
 from .reporting import by_setting, mean_std, provenance, signed
 from .store import ResultsStore, provenance_fields
-from .tickets import run_id
-from .train import train
+from .tickets import run_id, train_measured
 
 TABLE = "table2"
 CALIBRATION = 256  # images in the one calibration batch of SNIP/GraSP (class-balanced)
@@ -55,19 +53,13 @@ def run_one(
                             progress=False)
         model = apply_plan(model, plan, inplace=True)
         removed, scores = plan.removed, plan.scores
-    x = torch.zeros(1, 3, 32, 32)
-    flops = count_flops_by_module(model, (x,))
-    batch = calibration_batch(data, seed)[0]
-    memory = training_memory(model, batch[0][: budget.schedule.batch_size], batch[1][: budget.schedule.batch_size])
+    rid = run_id(arch, budget.name, criterion, p, seed)
     keep = sorted(set(rewind_epochs(budget).values())) if criterion == "dense" else []  # for Table 1
-    result = train(model, data, budget.schedule, seed=seed, checkpoint_dir=runs / run_id(arch, budget.name,
-                   criterion, p, seed), progress=progress, meter=meter, eval_every=budget.eval_every,
-                   keep_epochs=keep)
+    measured = train_measured(model, data, budget, seed=seed, checkpoint_dir=runs / rid,
+                              batch=calibration_batch(data, seed)[0], progress=progress, meter=meter, keep_epochs=keep)
     return {
-        "table": TABLE, "run_id": run_id(arch, budget.name, criterion, p, seed), "arch": arch, "criterion": criterion,
-        "p": p, "seed": seed, "removed": removed, "scores": scores, "plan": plan.to_dict() if plan else None,
-        "params": sum(q.numel() for q in model.parameters()), "flops": flops[""] if flops else None,
-        "training_memory": memory, "region": meter.country if meter else None, **result.fields(),
+        "table": TABLE, "run_id": rid, "arch": arch, "criterion": criterion, "p": p, "seed": seed, "removed": removed,
+        "scores": scores, "plan": plan.to_dict() if plan else None, **measured,
         **provenance_fields(budget.name, budget.description, data.source, command),
     }
 

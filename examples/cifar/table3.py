@@ -24,20 +24,18 @@ from typing import Any
 import torch
 
 from benchmarks._common import shell_command
-from residual_prune.flops import count_flops_by_module
 from residual_prune.models import cifar_resnet
 
 from . import table2
 from .budgets import Budget
-from .cost import EnergyMeter, training_memory
+from .cost import EnergyMeter
 from .data import CifarData
 from .filters import IMPORTANCES, conv_widths, count_filters, prune_to_filters
 from .options import RUNS, add_run_options, add_ticket_options, parser_for, prepare
 from .reporting import by_setting, mean_std, provenance, signed
 from .store import ResultsStore, provenance_fields
 from .table2 import calibration_batch
-from .tickets import build, run_id
-from .train import train
+from .tickets import build, run_id, train_measured
 
 TABLE = "table3"
 
@@ -61,18 +59,14 @@ def run_one(
     dense_filters = count_filters(dense)
     batch = calibration_batch(data, seed)[0]  # the batch that scored the blocks of the layer ticket
     model, ratio = prune_to_filters(dense, criterion, target, batch)
-    flops = count_flops_by_module(model, (torch.zeros(1, 3, 32, 32),))
-    bs = budget.schedule.batch_size
-    memory = training_memory(model, batch[0][:bs], batch[1][:bs])
-    result = train(model, data, budget.schedule, seed=seed, checkpoint_dir=runs / rid, progress=progress, meter=meter,
-                   eval_every=budget.eval_every)
+    measured = train_measured(model, data, budget, seed=seed, checkpoint_dir=runs / rid, batch=batch,
+                              progress=progress, meter=meter)
     return {
         "table": TABLE, "run_id": rid, "arch": arch, "criterion": criterion, "p": p, "seed": seed,
         "layer_run_id": layer.get("run_id") or run_id(arch, budget.name, criterion, p, seed),
         "filters": count_filters(model), "target_filters": target, "dense_filters": dense_filters,
         "filter_ratio": ratio, "widths": conv_widths(model),
-        "params": sum(q.numel() for q in model.parameters()), "flops": flops[""] if flops else None,
-        "training_memory": memory, "region": meter.country if meter else None, **result.fields(),
+        **measured,
         **provenance_fields(budget.name, budget.description, data.source, command),
     }
 

@@ -10,9 +10,15 @@ import torch
 from torch import nn
 
 from residual_prune import PruningPlan, apply_plan, architecture_fingerprint
+from residual_prune.flops import count_flops_by_module
 from residual_prune.models import cifar_resnet
 
-__all__ = ["build", "load_trained", "run_id"]
+from .budgets import Budget
+from .cost import EnergyMeter, training_memory
+from .data import CifarData
+from .train import train
+
+__all__ = ["build", "load_trained", "run_id", "train_measured"]
 
 
 def run_id(arch: str, budget: str, criterion: str, p: int, seed: int) -> str:
@@ -44,3 +50,23 @@ def load_trained(record: dict[str, Any], runs: Path) -> nn.Module:
             "table again to train it here")
     model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu")["model"])
     return model.eval()
+
+
+def train_measured(
+    model: nn.Module, data: CifarData, budget: Budget, *, seed: int, checkpoint_dir: Path,
+    batch: tuple[torch.Tensor, torch.Tensor], progress: bool, meter: EnergyMeter | None,
+    keep_epochs: Sequence[int] = (), start_epoch: int = 0,
+) -> dict[str, Any]:
+    """Train ``model`` with the budget (see :func:`.train.train`); the record fields of the network and its run:
+    parameters, FLOPs (fvcore, one 32x32 image), training memory (one step on the first images of ``batch``),
+    the energy region, and the training result."""
+    n = budget.schedule.batch_size
+    fields = {
+        "params": sum(q.numel() for q in model.parameters()),
+        "flops": count_flops_by_module(model, (torch.zeros(1, 3, 32, 32),))[""],
+        "training_memory": training_memory(model, batch[0][:n], batch[1][:n]),
+        "region": meter.country if meter else None,
+    }
+    result = train(model, data, budget.schedule, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress,
+                   meter=meter, eval_every=budget.eval_every, keep_epochs=keep_epochs, start_epoch=start_epoch)
+    return {**fields, **result.fields()}
