@@ -10,6 +10,7 @@ The paper uses CKA to discuss why layer-pruned tickets keep the dense network's 
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from residual_prune.similarity import linear_cka, representations
 from . import table2
 from .data import CifarData
 from .options import RUNS, add_run_options, parser_for, prepare
-from .reporting import by_setting, mean_std, provenance
+from .reporting import by_setting, by_ticket, mean_std, provenance
 from .store import ResultsStore, provenance_fields
 from .tickets import load_trained
 
@@ -32,7 +33,7 @@ IMAGES = 1000  # test images the representations are computed on
 
 def features(record: dict[str, Any], data: CifarData, runs: Path, images: int) -> dict[str, torch.Tensor]:
     model = load_trained(record, runs)
-    batches = [(x, y) for x, y in data.test_batches(250)][: -(-images // 250)]
+    batches = list(itertools.islice(data.test_batches(250), -(-images // 250)))
     return {k: v[:images] for k, v in representations(model, batches, LAYERS).items()}
 
 
@@ -76,10 +77,7 @@ def report(records: list[dict[str, Any]]) -> str:
             "same representation up to rotation and scale.", "",
             "| criterion | p | " + " | ".join(LAYERS) + " | seeds |", "|---|---|" + "---|" * (len(LAYERS) + 1),
         ]
-        keyed: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        for r in rows:
-            keyed.setdefault((r["criterion"], r["p"]), []).append(r)
-        for (criterion, p), runs in sorted(keyed.items()):
+        for (criterion, p), runs in by_ticket(rows):
             cells = [mean_std([r["cka"][layer] for r in runs]) for layer in LAYERS]
             lines.append(f"| {criterion} | {p} | " + " | ".join(cells) + f" | {len(runs)} |")
         lines.append("")

@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["by_setting", "mean_std", "provenance", "signed"]
+__all__ = ["by_setting", "by_ticket", "mean_std", "provenance", "signed"]
 
 
 def mean_std(values: list[float]) -> str:
@@ -30,6 +30,14 @@ def by_setting(records: Iterable[dict[str, Any]]) -> dict[tuple[str, str], list[
     for r in records:
         groups.setdefault((r["arch"], r["budget"]), []).append(r)
     return dict(sorted(groups.items()))
+
+
+def by_ticket(records: Iterable[dict[str, Any]]) -> list[tuple[tuple[str, int], list[dict[str, Any]]]]:
+    """Records grouped by (criterion, p), one group per ticket over the seeds; dense first, then sorted."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["criterion"], r["p"]), []).append(r)
+    return sorted(groups.items(), key=lambda kv: (kv[0][0] != "dense", kv[0]))
 
 
 def provenance(record: dict[str, Any]) -> str:

@@ -69,6 +69,7 @@ from benchmarks._common import atomic_path
 from residual_prune.errors import DataError, InvalidArgumentError
 
 from .data import normalise
+from .train import accuracy
 
 __all__ = [
     "CACHE", "CIFAR102_URL", "CORRUPTIONS", "DEFAULT_LIMITS", "SEVERITIES", "UPSAMPLED", "accuracy", "cifar10c",
@@ -274,18 +275,6 @@ def load_cifar102(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
                         f"{labels.shape}")
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     return x, torch.from_numpy(labels.astype(np.int64))
-
-
-@torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy in % of ``model`` (eval mode) on uint8 images ``x``."""
-    model.eval()
-    device = next(model.parameters()).device
-    correct = 0
-    for start in range(0, len(y), batch_size):
-        logits = model(normalise(x[start:start + batch_size].to(device)))
-        correct += int((logits.argmax(1).cpu() == y[start:start + batch_size]).sum())
-    return 100.0 * correct / len(y)
 
 
 def pgd_attack(

@@ -31,6 +31,9 @@ class ResultsStore:
         if is_main():
             write_json_atomic(self.path(table, run_id), record)
 
+    def get(self, table: str, run_id: str) -> dict[str, Any]:
+        return json.loads(self.path(table, run_id).read_text())
+
     def records(self, table: str) -> list[dict[str, Any]]:
         return [json.loads(p.read_text()) for p in sorted((self.root / table).glob("*.json"))]
 

@@ -27,7 +27,7 @@ from .budgets import Budget, rewind_epochs
 from .cost import EnergyMeter
 from .data import CifarData, normalise
 from .options import RUNS, add_run_options, add_ticket_options, parser_for, prepare
-from .reporting import by_setting, mean_std, provenance, signed
+from .reporting import by_setting, by_ticket, mean_std, provenance, signed
 from .store import ResultsStore, provenance_fields
 from .tickets import run_id, train_measured
 
@@ -99,10 +99,7 @@ def report(records: list[dict[str, Any]]) -> str:
             "| criterion | p | params | FLOPs | accuracy, % | difference, pp | seeds |",
             "|---|---|---|---|---|---|---|",
         ]
-        keyed: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        for r in rows:
-            keyed.setdefault((r["criterion"], r["p"]), []).append(r)
-        for (criterion, p), runs in sorted(keyed.items(), key=lambda kv: (kv[0][0] != "dense", kv[0])):
+        for (criterion, p), runs in by_ticket(rows):
             diffs = [r["accuracy"] - dense[r["seed"]] for r in runs if r["seed"] in dense]
             flops = runs[0]["flops"]
             lines.append(

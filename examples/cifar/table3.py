@@ -16,7 +16,6 @@ ticket is one record under ``table3``, skipped when already there.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from .cost import EnergyMeter
 from .data import CifarData
 from .filters import IMPORTANCES, conv_widths, count_filters, prune_to_filters
 from .options import RUNS, add_run_options, add_ticket_options, parser_for, prepare
-from .reporting import by_setting, mean_std, provenance, signed
+from .reporting import by_setting, by_ticket, mean_std, provenance, signed
 from .store import ResultsStore, provenance_fields
 from .table2 import calibration_batch
 from .tickets import build, run_id, train_measured
@@ -89,7 +88,7 @@ def run_table(
                     continue
                 if progress:
                     print(f"[table3] {rid}", flush=True)
-                layer = json.loads(store.path(table2.TABLE, run_id(arch, budget.name, criterion, p, seed)).read_text())
+                layer = store.get(table2.TABLE, run_id(arch, budget.name, criterion, p, seed))
                 record = run_one(layer, budget, data, runs=runs, progress=progress, meter=meter, command=command)
                 store.save(TABLE, rid, record)
                 done.append(record)
@@ -136,10 +135,7 @@ def report(records_table2: list[dict[str, Any]], records_table3: list[dict[str, 
             lines.append(
                 f"| dense | 0 | {first['dense_filters']} | {_span([r['params'] for r in d], _k)} "
                 f"| {_span([r['flops'] for r in d], _m)} | {mean_std([r['accuracy'] for r in d])} | | | | {len(d)} |")
-        keyed: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        for r in rows:
-            keyed.setdefault((r["criterion"], r["p"]), []).append(r)
-        for (criterion, p), runs in sorted(keyed.items()):
+        for (criterion, p), runs in by_ticket(rows):
             ticket = [layer[(criterion, p, r["seed"])] for r in runs if (criterion, p, r["seed"]) in layer]
             layer_acc = [t["accuracy"] for t in ticket]
             layer_diff = [t["accuracy"] - dense[t["seed"]]["accuracy"] for t in ticket if t["seed"] in dense]

@@ -15,7 +15,6 @@ adds those measurements to the stored records.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -30,7 +29,7 @@ from . import distributed, table2
 from .budgets import Budget
 from .data import CifarData
 from .options import RUNS, add_run_options, add_ticket_options, parser_for, prepare
-from .reporting import by_setting, mean_std, provenance, signed
+from .reporting import by_setting, by_ticket, mean_std, provenance, signed
 from .robustness import (
     CACHE,
     CIFAR102_URL,
@@ -111,13 +110,13 @@ def run_table(
     for seed in range(seeds):
         for criterion, p in plan:
             rid = run_id(arch, budget.name, criterion, p, seed)
-            previous = json.loads(store.path(TABLE, rid).read_text()) if store.has(TABLE, rid) else None
+            previous = store.get(TABLE, rid) if store.has(TABLE, rid) else None
             if previous is not None and not (c102 is not None and previous.get("cifar102_accuracy") is None) \
                     and not (pgd and previous.get("pgd") is None):
                 continue
             if progress:
                 print(f"[table5] {rid}", flush=True)
-            source = json.loads(store.path(table2.TABLE, rid).read_text())
+            source = store.get(table2.TABLE, rid)
             record = run_one(source, data, runs=runs, corruptions=corruptions, severities=severities, limit=limit,
                              cache_dir=cache_dir, cifar102=c102, pgd=pgd, progress=progress, command=command,
                              previous=previous)
@@ -141,10 +140,7 @@ def report(records: list[dict[str, Any]]) -> str:
     lines = ["## Table 5: robustness", ""]
     for (arch, budget), rows in by_setting(records).items():
         dense = {r["seed"]: r for r in rows if r["criterion"] == "dense"}
-        keyed: dict[tuple[str, int], list[dict[str, Any]]] = {}
-        for r in rows:
-            keyed.setdefault((r["criterion"], r["p"]), []).append(r)
-        ordered = sorted(keyed.items(), key=lambda kv: (kv[0][0] != "dense", kv[0]))
+        ordered = by_ticket(rows)
         images = sorted({r["corruption_images"] for r in rows})
         names = sorted({c for r in rows for c in r["corruptions"]}, key=CORRUPTIONS.index)
         severities = sorted({int(s) for r in rows for s in r["corruption_by_severity"]})

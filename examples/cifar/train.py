@@ -25,9 +25,9 @@ from benchmarks._common import atomic_path
 
 from . import distributed
 from .cost import EnergyMeter
-from .data import CifarData
+from .data import CifarData, normalise
 
-__all__ = ["Schedule", "TrainResult", "evaluate", "train"]
+__all__ = ["Schedule", "TrainResult", "accuracy", "evaluate", "train"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,17 +62,23 @@ class TrainResult:
                 "emissions_kg": self.emissions_kg, "history": self.history}
 
 
-def evaluate(model: nn.Module, data: CifarData, batch_size: int = 500) -> float:
-    """Top-1 accuracy on the test split, in percent, on the model's device (its mode is restored)."""
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy in percent on uint8 images ``x``, in eval mode on the model's device (its mode is restored)."""
     was_training = model.training
     dev = next(model.parameters()).device
     model.eval()
     correct = torch.zeros((), dtype=torch.long, device=dev)
     with torch.inference_mode():
-        for x, y in data.test_batches(batch_size):
-            correct += (model(x.to(dev)).argmax(1) == y.to(dev)).sum()
+        for start in range(0, len(y), batch_size):
+            logits = model(normalise(x[start:start + batch_size].to(dev)))
+            correct += (logits.argmax(1) == y[start:start + batch_size].to(dev)).sum()
     model.train(was_training)
-    return 100.0 * int(correct) / len(data.test_y)
+    return 100.0 * int(correct) / len(y)
+
+
+def evaluate(model: nn.Module, data: CifarData, batch_size: int = 500) -> float:
+    """Top-1 accuracy on the test split, in percent (see :func:`accuracy`)."""
+    return accuracy(model, data.test_x, data.test_y, batch_size)
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
