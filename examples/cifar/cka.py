@@ -71,7 +71,7 @@ def report(records: list[dict[str, Any]]) -> str:
     lines = ["## CKA: representations of tickets vs the dense network", ""]
     for (arch, budget), rows in by_setting(records).items():
         lines += [
-            f"### {arch}, budget `{budget}`", "", provenance(rows[0]), "",
+            f"### {arch}, budget `{budget}`", "", provenance(rows), "",
             f"Linear CKA (Kornblith et al. 2019) between the ticket's and the dense network's outputs of each "
             f"stage (flattened) and of the pooled features, on the first {rows[0]['images']} test images; 1 = the "
             "same representation up to rotation and scale.", "",

@@ -16,6 +16,7 @@ from typing import Any
 
 from . import cka, table1, table2, table3, table4, table5
 from .options import RESULTS, ROOT
+from .reference import REFERENCE, Reference, load_reference
 from .reporting import by_setting
 from .store import ResultsStore
 
@@ -26,16 +27,26 @@ COMMANDS = {
     "table5": "python -m examples.cifar.table5 --arch resnet32 --budget cpu --data ../shared/data/cifar10_jpeg.npz",
     "cka": "python -m examples.cifar.cka --budget cpu --data ../shared/data/cifar10_jpeg.npz",
 }
-LITERATURE = (
-    "## The paper's numbers\n\n"
-    "The paper (Jordao, de Araujo, Maia, Pedrini, \"When Layers Play the Lottery, all Tickets Win at "
-    "Initialization\") was not available on the machine that generated this page, so its tables are not "
-    "reproduced here and no figure of it is typed in from memory. Compare the differences to dense (the signed "
-    "points below) with the paper's tables. The paper trains with its full schedule on all 50,000 images "
-    "(`--budget paper`); the `cpu` budget below trains much less, so its absolute accuracies are far lower "
-    "and only the differences and costs are comparable in kind. For scale, He et al. (2016, Table 6) report "
-    "92.49% (ResNet-32) and 93.03% (ResNet-56) for the dense networks with the usual 164-epoch schedule.\n"
-)
+HE_ET_AL = ("For scale, He et al. (2016, Table 6) report 92.49% (ResNet-32) and 93.03% (ResNet-56) for the dense "
+            "networks with the usual 164-epoch schedule.")
+
+
+def literature(reference: Reference | None, path: Path) -> str:
+    """The section that says where the paper's numbers in the Table 2 and 4 columns come from, or how to add them."""
+    where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    if reference is None:
+        shown = (
+            "The paper (Jordao, de Araujo, Maia, Pedrini, \"When Layers Play the Lottery, all Tickets Win at "
+            "Initialization\") was not available on the machine that generated this page, so its numbers are not "
+            "shown and none is typed in from memory. To show them in a `paper` column of Tables 2 and 4, write them "
+            f"with their source into `{where}` (format: `examples/cifar/reference.py`) and rerun this command.")
+    else:
+        shown = (f"The `paper` columns of Tables 2 and 4 come from `{where}`, {len(reference.rows)} rows taken from: "
+                 f"{reference.source}.")
+    return (
+        "## The paper's numbers\n\n" + shown + " The paper trains with its full schedule on all 50,000 images "
+        "(`--budget paper`); the `cpu` budget below trains much less, so its absolute accuracies are far lower and "
+        "only the differences and costs are comparable in kind. " + HE_ET_AL + "\n")
 
 
 def _missing(table: str) -> str:
@@ -86,6 +97,31 @@ def plot_differences(records: list[dict[str, Any]], out: Path) -> list[Path]:
     return paths
 
 
+def plot_rewinds(records: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Table 1, per arch, budget and p: ticket - dense accuracy (mean, std over seeds) at each rewind point and for
+    re-init, one bar per criterion."""
+    plt = _pyplot()
+    paths = []
+    for (arch, budget), rows in by_setting(records).items():
+        by_ticket = table1.differences(rows)
+        for p in sorted({p for _, p in by_ticket}):
+            cells = {criterion: d for (criterion, q), d in by_ticket.items() if q == p}
+            variants = table1.variants(r for r in rows if r["p"] == p)
+            width = 0.8 / len(cells)
+            fig, ax = plt.subplots(figsize=(6, 3.4))
+            ax.axhline(0, color="grey", lw=0.8, ls="--")
+            for i, (criterion, by_variant) in enumerate(cells.items()):
+                xs = [j + (i - (len(cells) - 1) / 2) * width for j, v in enumerate(variants) if v in by_variant]
+                diffs = [by_variant[v] for v in variants if v in by_variant]
+                ax.bar(xs, [statistics.mean(d) for d in diffs], width,
+                       yerr=[statistics.stdev(d) if len(d) > 1 else 0.0 for d in diffs], capsize=2, label=criterion)
+            ax.set_xticks(range(len(variants)), [table1.variant_name(v) for v in variants])
+            ax.set(ylabel="accuracy - dense (pp)", title=f"Table 1: {arch}, p = {p}, budget {budget}")
+            ax.legend(fontsize=7, ncol=3)
+            paths.append(_save(fig, out / f"table1_{arch}_p{p}_{budget}.png"))
+    return paths
+
+
 def plot_block_scores(records: list[dict[str, Any]], out: Path, name: str) -> list[Path]:
     """Per arch and budget: every criterion's block scores (seed 0, scaled to [0, 1]) along the depth, stages
     marked (the paper's Figure 3)."""
@@ -112,9 +148,11 @@ def plot_block_scores(records: list[dict[str, Any]], out: Path, name: str) -> li
     return paths
 
 
-def generate(results: Path = RESULTS, doc: Path = DOC) -> str:
-    """Write ``doc`` (and its plots next to it, under ``img/``) from the store; return the text."""
+def generate(results: Path = RESULTS, doc: Path = DOC, reference: Path = REFERENCE) -> str:
+    """Write ``doc`` (and its plots next to it, under ``img/``) from the store, with the paper's numbers from
+    ``reference`` where that file exists; return the text."""
     store = ResultsStore(results)
+    paper = load_reference(reference)
     t1, t2, t3, t4, t5, tc = (store.records(t) for t in ("table1", "table2", "table3", "table4", "table5", "cka"))
     img = doc.parent / "img"
     img.mkdir(parents=True, exist_ok=True)
@@ -125,16 +163,17 @@ def generate(results: Path = RESULTS, doc: Path = DOC) -> str:
         f"`{results.relative_to(ROOT) if results.is_relative_to(ROOT) else results}`; do not edit by hand. Each "
         "table was made by the command it names, on the machine and with the budget and data copy it names.",
         "",
-        LITERATURE,
+        literature(paper, reference),
     ]
     parts.append(table1.report(t1) if t1 else _missing("table1"))
-    parts += [f"![{path.stem}](img/{path.name})\n" for path in plot_block_scores(t1, img, "table1")]
-    parts.append(table2.report(t2) if t2 else _missing("table2"))
+    plots = plot_rewinds(t1, img) + plot_block_scores(t1, img, "table1")
+    parts += [f"![{path.stem}](img/{path.name})\n" for path in plots]
+    parts.append(table2.report(t2, paper) if t2 else _missing("table2"))
     plots = plot_differences(t2, img) + plot_block_scores(t2, img, "table2")
     parts += [f"![{path.stem}](img/{path.name})\n" for path in plots]
     parts.append(cka.report(tc) if tc else _missing("cka"))
     parts.append(table3.report(t2, t3) if t3 else _missing("table3"))
-    parts.append(table4.report(t2, t4) if t4 else _missing("table4"))
+    parts.append(table4.report(t2, t4, paper) if t4 else _missing("table4"))
     parts.append(table5.report(t5) if t5 else _missing("table5"))
     text = "\n".join(parts).rstrip() + "\n"
     doc.write_text(text)
@@ -145,8 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.cifar.paper_tables", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=RESULTS, help="results store")
     parser.add_argument("--out", type=Path, default=DOC, help="the Markdown page to write (plots go to img/ beside it)")
+    parser.add_argument("--reference", type=Path, default=REFERENCE,
+                        help="the paper's numbers (JSON, format in examples/cifar/reference.py); used if it exists")
     args = parser.parse_args(argv)
-    generate(args.results, args.out)
+    generate(args.results, args.out, args.reference)
     print(f"wrote {args.out}")
     return 0
 

@@ -40,8 +40,27 @@ def by_ticket(records: Iterable[dict[str, Any]]) -> list[tuple[tuple[str, int], 
     return sorted(groups.items(), key=lambda kv: (kv[0][0] != "dense", kv[0]))
 
 
-def provenance(record: dict[str, Any]) -> str:
-    """Which budget, data copy, command and machine produced a record."""
-    m = record["machine"]
-    return (f"Budget: {record['budget_description']}. Data: {record['data']}. Command: `{record['command']}` "
-            f"({m.get('cpu')}, {m.get('cores')} cores{', ' + m['gpu'] if m.get('gpu') else ''}; {record['date']}).")
+def provenance(records: Iterable[dict[str, Any]]) -> str:
+    """Which budget, data copy, commands and machines produced the records of a table section.
+
+    Every distinct command is named with the number of records it wrote, its machine and dates, so that a table
+    filled by several invocations (say, another seed added later) still says where each number came from.
+    """
+    records = list(records)
+    budgets = sorted({r["budget_description"] for r in records})
+    data = sorted({r["data"] for r in records})
+    runs: dict[tuple[str, str], list[str]] = {}
+    for r in records:
+        m = r["machine"]
+        machine = f"{m.get('cpu')}, {m.get('cores')} cores{', ' + m['gpu'] if m.get('gpu') else ''}"
+        runs.setdefault((r["command"], machine), []).append(r["date"])
+    commands = "; ".join(
+        f"`{command}` ({len(dates)} record{'s' * (len(dates) > 1)}; {machine}; {_span(dates)})"
+        for (command, machine), dates in sorted(runs.items(), key=lambda kv: (min(kv[1]), kv[0])))
+    return (f"Budget: {' / '.join(budgets)}. Data: {' / '.join(data)}. "
+            f"Command{'s' * (len(runs) > 1)}: {commands}.")
+
+
+def _span(dates: list[str]) -> str:
+    first, last = min(dates), max(dates)
+    return first if first == last else f"{first} to {last}"

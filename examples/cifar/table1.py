@@ -18,6 +18,7 @@ train the ticket in two ways:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -111,31 +112,41 @@ def run_table(
     return done
 
 
-def _variant(start: int | str) -> str:
+def variants(records: Iterable[dict[str, Any]]) -> list[int | str]:
+    """The rewind points among ``records`` in the paper's order, re-init last."""
+    return sorted({r["rewind"] for r in records}, key=lambda s: (s == REINIT, s if s != REINIT else 0))
+
+
+def variant_name(start: int | str) -> str:
     return "re-init" if start == REINIT else f"θ_{start}"
+
+
+def differences(records: Iterable[dict[str, Any]]) -> dict[tuple[str, int], dict[int | str, list[float]]]:
+    """Ticket - dense accuracy in points, per (criterion, p) and rewind point, one value per seed."""
+    keyed: dict[tuple[str, int], dict[int | str, list[float]]] = {}
+    for r in records:
+        keyed.setdefault((r["criterion"], r["p"]), {}).setdefault(r["rewind"], []).append(
+            r["accuracy"] - r["dense_accuracy"])
+    return dict(sorted(keyed.items()))
 
 
 def report(records: list[dict[str, Any]]) -> str:
     """The Table 1 section: per criterion and p, the difference to dense (pp) of each rewind point and of re-init."""
     lines = ["## Table 1: lottery tickets of the trained network (Algorithm 1)", ""]
     for (arch, budget), rows in by_setting(records).items():
-        variants = sorted({r["rewind"] for r in rows}, key=lambda s: (s == REINIT, s if s != REINIT else 0))
+        points = variants(rows)
         starts = {r["rewind"]: r["start_epoch"] for r in rows}
         lines += [
-            f"### {arch}, budget `{budget}`", "", provenance(rows[0]), "",
+            f"### {arch}, budget `{budget}`", "", provenance(rows), "",
             "Difference to the dense network in percentage points (mean ± std over seeds); θ_i: kept weights "
             "rewound to the paper's epoch i and the schedule resumed there (here epoch "
-            + ", ".join(f"{starts[s]} for θ_{s}" for s in variants if s != REINIT)
+            + ", ".join(f"{starts[s]} for θ_{s}" for s in points if s != REINIT)
             + "); re-init: the same architecture with new random weights, trained from scratch.", "",
-            "| criterion | p | " + " | ".join(_variant(s) for s in variants) + " |",
-            "|---|---|" + "---|" * len(variants),
+            "| criterion | p | " + " | ".join(variant_name(s) for s in points) + " |",
+            "|---|---|" + "---|" * len(points),
         ]
-        keyed: dict[tuple[str, int], dict[Any, list[float]]] = {}
-        for r in rows:
-            keyed.setdefault((r["criterion"], r["p"]), {}).setdefault(r["rewind"], []).append(
-                r["accuracy"] - r["dense_accuracy"])
-        for (criterion, p), cells in sorted(keyed.items()):
-            lines.append(f"| {criterion} | {p} | " + " | ".join(signed(cells.get(s, [])) for s in variants) + " |")
+        for (criterion, p), cells in differences(rows).items():
+            lines.append(f"| {criterion} | {p} | " + " | ".join(signed(cells.get(s, [])) for s in points) + " |")
         lines.append("")
     return "\n".join(lines)
 

@@ -119,8 +119,9 @@ def report(records_table2: list[dict[str, Any]], records_table3: list[dict[str, 
                  if r["arch"] == arch and r["budget"] == budget}
         dense = {seed: r for (c, _, seed), r in layer.items() if c == "dense"}
         first = rows[0]
+        trained = [layer[k] for k in dict.fromkeys((r["criterion"], r["p"], r["seed"]) for r in rows) if k in layer]
         lines += [
-            f"### {arch}, budget `{budget}`", "", provenance(first), "",
+            f"### {arch}, budget `{budget}`", "", provenance([*rows, *trained, *dense.values()]), "",
             "Layer: Table 2's ticket (p blocks removed at initialization). Filter: the dense network filter-pruned "
             "at initialization by torch-pruning (the same criterion per filter group, the same calibration batch, "
             "the same fraction of every layer's channels) to the reachable number of filters closest to the layer "

@@ -28,6 +28,7 @@ from . import table2
 from .budgets import Budget
 from .data import CifarData
 from .options import ARCHS, RUNS, add_run_options, parser_for, prepare
+from .reference import Reference
 from .reporting import by_setting, mean_std, provenance, signed
 from .store import ResultsStore, provenance_fields
 from .tickets import build
@@ -78,8 +79,9 @@ def _mb(n: float) -> str:
     return f"{n / 2**20:.0f}"
 
 
-def report(trained: list[dict[str, Any]], timings: list[dict[str, Any]]) -> str:
-    """The Table 4 section: per ticket, its savings against the dense network of the same arch and budget."""
+def report(trained: list[dict[str, Any]], timings: list[dict[str, Any]], reference: Reference | None = None) -> str:
+    """The Table 4 section: per ticket, its savings against the dense network of the same arch and budget; with a
+    ``reference``, the paper's numbers in a last column."""
     lines = ["## Table 4: training cost of tickets vs the dense network", ""]
     for timing in sorted(timings, key=lambda t: (t["arch"], t["budget"])):
         arch, budget, criterion = timing["arch"], timing["budget"], timing["criterion"]
@@ -89,22 +91,25 @@ def report(trained: list[dict[str, Any]], timings: list[dict[str, Any]]) -> str:
             continue
         step = {int(p): s for p, s in timing["step_seconds"].items()}
         d = dense[0]
+        paper = reference if reference is not None and reference.has(TABLE, arch) else None
+        by_p: dict[int, list[dict[str, Any]]] = {0: dense}
+        for r in rows:
+            if r["criterion"] == criterion and r["p"] in step:
+                by_p.setdefault(r["p"], []).append(r)
         lines += [
-            f"### {arch}, budget `{budget}`, {criterion} tickets", "", provenance(d), "",
+            f"### {arch}, budget `{budget}`, {criterion} tickets", "",
+            provenance(r for runs in by_p.values() for r in runs), "",
             f"Energy and CO2: codecarbon {_codecarbon()} in offline mode for region {d.get('region')}, over the "
             f"training epochs of each run; CPU power {_power(d)}. Training memory: one SGD step on "
             f"{timing['batch_size']} images, counted (weights, gradients, momentum, saved activations). Side-by-side "
             f"speed-up: median of {timing['repeats']} interleaved SGD steps per network, {timing['threads']} threads "
             f"(`{timing['command']}`, {timing['date']}). Recorded speed-up: total training wall-clock of the runs, "
-            "measured one after the other.", "",
+            "measured one after the other." + (f" Paper: {paper.source}." if paper else ""), "",
             "| p | params | FLOPs | FLOPs saved | training memory, MiB | memory saved | energy, Wh | CO2, g | "
-            "speed-up (side by side) | speed-up (recorded) | accuracy, % | difference, pp |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "speed-up (side by side) | speed-up (recorded) | accuracy, % | difference, pp |"
+            + (" paper |" if paper else ""),
+            "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if paper else ""),
         ]
-        by_p: dict[int, list[dict[str, Any]]] = {0: dense}
-        for r in rows:
-            if r["criterion"] == criterion and r["p"] in step:
-                by_p.setdefault(r["p"], []).append(r)
         dense_acc = {r["seed"]: r["accuracy"] for r in dense}
         for p, runs in sorted(by_p.items()):
             r = runs[0]
@@ -119,6 +124,7 @@ def report(trained: list[dict[str, Any]], timings: list[dict[str, Any]]) -> str:
                 f"{'n/a' if energy is None else f'{energy * 1e3:.2f}'} | {'n/a' if co2 is None else f'{co2 * 1e3:.2f}'} | "
                 f"{step[0] / step[p]:.2f}x | {recorded:.2f}x | {mean_std([x['accuracy'] for x in runs])} | "
                 f"{'' if p == 0 else signed([x['accuracy'] - dense_acc[x['seed']] for x in runs if x['seed'] in dense_acc])} |"
+                + (f" {paper.cell(TABLE, arch, criterion, p)} |" if paper else "")
             )
         lines.append("")
     return "\n".join(lines)

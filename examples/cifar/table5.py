@@ -147,7 +147,7 @@ def report(records: list[dict[str, Any]]) -> str:
         c102 = sorted({r["cifar102_source"] for r in rows if r.get("cifar102_source")})
         has_pgd = any(r.get("pgd") for r in rows)
         lines += [
-            f"### {arch}, budget `{budget}`", "", provenance(rows[0]), "",
+            f"### {arch}, budget `{budget}`", "", provenance(rows), "",
             f"Corruptions: {rows[0]['corruption_generator']}; {', '.join(map(str, images))} test images per "
             f"corruption and severity; {len(names)} corruptions ({', '.join(names)}) at severities "
             f"{', '.join(map(str, severities))}; CIFAR-10-C accuracy = mean over all of them. Not the published "

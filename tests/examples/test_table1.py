@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from examples.cifar import table1, table2
+from examples.cifar import paper_tables, table1, table2
 from examples.cifar.budgets import BUDGETS, rewind_epochs
 from examples.cifar.store import ResultsStore
 from examples.cifar.train import Schedule
@@ -53,3 +53,8 @@ def test_table1_smoke_rewinds_kept_weights_and_reinitialises(tmp_path: Path) -> 
                             runs=runs, progress=False) == []
     text = table1.report(store.records(table1.TABLE))
     assert "| θ_0 | θ_75 | re-init |" in text and text.count("| l1 | 1 |") == 1 and "epoch 0 for θ_0, 1 for θ_75" in text
+    diffs = table1.differences(records)
+    assert list(diffs) == [("l1", 1), ("random", 1)]
+    assert diffs["l1", 1] == {r["rewind"]: [r["accuracy"] - dense["accuracy"]] for r in records if r["criterion"] == "l1"}
+    [plot] = paper_tables.plot_rewinds(store.records(table1.TABLE), tmp_path)
+    assert plot.name == "table1_resnet20_p1_smoke.png" and plot.stat().st_size > 1000
