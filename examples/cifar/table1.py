@@ -142,11 +142,12 @@ def report(records: list[dict[str, Any]]) -> str:
             "rewound to the paper's epoch i and the schedule resumed there (here epoch "
             + ", ".join(f"{starts[s]} for θ_{s}" for s in points if s != REINIT)
             + "); re-init: the same architecture with new random weights, trained from scratch.", "",
-            "| criterion | p | " + " | ".join(variant_name(s) for s in points) + " |",
-            "|---|---|" + "---|" * len(points),
+            "| criterion | p | " + " | ".join(variant_name(s) for s in points) + " | seeds |",
+            "|---|---|" + "---|" * (len(points) + 1),
         ]
         for (criterion, p), cells in differences(rows).items():
-            lines.append(f"| {criterion} | {p} | " + " | ".join(signed(cells.get(s, [])) for s in points) + " |")
+            lines.append(f"| {criterion} | {p} | " + " | ".join(signed(cells.get(s, [])) for s in points)
+                         + f" | {max(map(len, cells.values()))} |")
         lines.append("")
     return "\n".join(lines)
 

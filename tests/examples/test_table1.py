@@ -52,7 +52,7 @@ def test_table1_smoke_rewinds_kept_weights_and_reinitialises(tmp_path: Path) -> 
     assert table1.run_table("resnet20", ["l1", "random"], [1], [0, 75, "reinit"], 1, BUDGET, data, store,
                             runs=runs, progress=False) == []
     text = table1.report(store.records(table1.TABLE))
-    assert "| θ_0 | θ_75 | re-init |" in text and text.count("| l1 | 1 |") == 1 and "epoch 0 for θ_0, 1 for θ_75" in text
+    assert "| θ_0 | θ_75 | re-init | seeds |" in text and text.count("| l1 | 1 |") == 1 and "epoch 0 for θ_0, 1 for θ_75" in text
     diffs = table1.differences(records)
     assert list(diffs) == [("l1", 1), ("random", 1)]
     assert diffs["l1", 1] == {r["rewind"]: [r["accuracy"] - dense["accuracy"]] for r in records if r["criterion"] == "l1"}
