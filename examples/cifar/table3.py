@@ -117,7 +117,8 @@ def report(records_table2: list[dict[str, Any]], records_table3: list[dict[str, 
     for (arch, budget), rows in by_setting(records_table3).items():
         layer = {(r["criterion"], r["p"], r["seed"]): r for r in records_table2
                  if r["arch"] == arch and r["budget"] == budget}
-        dense = {seed: r for (c, _, seed), r in layer.items() if c == "dense"}
+        seeds = {r["seed"] for r in rows}
+        dense = {seed: r for (c, _, seed), r in layer.items() if c == "dense" and seed in seeds}
         first = rows[0]
         trained = [layer[k] for k in dict.fromkeys((r["criterion"], r["p"], r["seed"]) for r in rows) if k in layer]
         lines += [

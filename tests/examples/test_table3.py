@@ -159,4 +159,8 @@ def test_table3_smoke(tmp_path: Path) -> None:
     assert text.startswith("## Table 3: layer vs filter pruning at matched filter sparsity")
     assert "### resnet20, budget `smoke`" in text and "| dense | 0 | 784 |" in text and "random test images" in text
     assert f"| snip | 1 | {record['target_filters']} / {record['filters']} |" in text
+    # a dense run of a seed that has no filter ticket (another table trained it) stays out of the dense row
+    other_seed = {**dense, "seed": 1, "run_id": "resnet20-smoke-dense-p0-seed1", "accuracy": dense["accuracy"] + 50}
+    text = table3.report([*store.records(table2.TABLE), other_seed], store.records(table3.TABLE))
+    assert f"| {dense['accuracy']:.2f} | | | | 1 |" in text
     assert table3.main(["--report", "--results", str(tmp_path / "results")]) == 0
