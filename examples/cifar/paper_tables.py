@@ -71,6 +71,11 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _over_seeds(groups: list[list[float]]) -> tuple[list[float], list[float]]:
+    """Mean and standard deviation of each group of per-seed values (std 0 for one seed): bar heights and errors."""
+    return ([statistics.mean(g) for g in groups], [statistics.stdev(g) if len(g) > 1 else 0.0 for g in groups])
+
+
 def plot_differences(records: list[dict[str, Any]], out: Path) -> list[Path]:
     """Per arch and budget: ticket - dense accuracy (mean, std over seeds) against p, one line per criterion."""
     plt = _pyplot()
@@ -87,8 +92,7 @@ def plot_differences(records: list[dict[str, Any]], out: Path) -> list[Path]:
         ax.axhline(0, color="grey", lw=0.8, ls="--", label="dense")
         for criterion, points in sorted(curves.items()):
             ps = sorted(points)
-            means = [statistics.mean(points[p]) for p in ps]
-            stds = [statistics.stdev(points[p]) if len(points[p]) > 1 else 0.0 for p in ps]
+            means, stds = _over_seeds([points[p] for p in ps])
             ax.errorbar(ps, means, yerr=stds, marker="o", capsize=3, label=criterion)
         ax.set(xlabel="blocks removed (p)", ylabel="accuracy - dense (pp)", title=f"{arch}, budget {budget}")
         ax.set_xticks(sorted({p for c in curves.values() for p in c}))
@@ -113,8 +117,8 @@ def plot_rewinds(records: list[dict[str, Any]], out: Path) -> list[Path]:
             for i, (criterion, by_variant) in enumerate(cells.items()):
                 xs = [j + (i - (len(cells) - 1) / 2) * width for j, v in enumerate(variants) if v in by_variant]
                 diffs = [by_variant[v] for v in variants if v in by_variant]
-                ax.bar(xs, [statistics.mean(d) for d in diffs], width,
-                       yerr=[statistics.stdev(d) if len(d) > 1 else 0.0 for d in diffs], capsize=2, label=criterion)
+                means, stds = _over_seeds(diffs)
+                ax.bar(xs, means, width, yerr=stds, capsize=2, label=criterion)
             ax.set_xticks(range(len(variants)), [table1.variant_name(v) for v in variants])
             ax.set(ylabel="accuracy - dense (pp)", title=f"Table 1: {arch}, p = {p}, budget {budget}")
             ax.legend(fontsize=7, ncol=3)

@@ -25,7 +25,7 @@ from typing import Any
 
 from .options import ROOT
 
-__all__ = ["FIELDS", "REFERENCE", "Reference", "load_reference"]
+__all__ = ["FIELDS", "REFERENCE", "PaperColumn", "Reference", "load_reference"]
 
 REFERENCE = ROOT / "benchmarks" / "reference" / "paper.json"
 FIELDS = {
@@ -49,6 +49,36 @@ class Reference:
         """The published values of one row of our table, formatted as ours are; empty when the paper has none."""
         values = self.rows.get((table, arch, criterion, p), {})
         return ", ".join(_format(name, values[name]) for name in FIELDS[table] if name in values)
+
+
+@dataclass(frozen=True)
+class PaperColumn:
+    """The ``paper`` column that a Table 2 or Table 4 section appends: every piece is empty text when there is no
+    reference or it has no rows for this table and arch, so the section looks as it does without one."""
+
+    reference: Reference | None
+    table: str
+    arch: str
+
+    @classmethod
+    def of(cls, reference: Reference | None, table: str, arch: str) -> PaperColumn:
+        shown = reference is not None and reference.has(table, arch)
+        return cls(reference if shown else None, table, arch)
+
+    @property
+    def source(self) -> str:
+        return f" Paper: {self.reference.source}." if self.reference else ""
+
+    @property
+    def header(self) -> str:
+        return " paper |" if self.reference else ""
+
+    @property
+    def rule(self) -> str:
+        return "---|" if self.reference else ""
+
+    def cell(self, criterion: str, p: int) -> str:
+        return f" {self.reference.cell(self.table, self.arch, criterion, p)} |" if self.reference else ""
 
 
 def _format(name: str, value: float) -> str:

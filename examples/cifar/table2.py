@@ -27,7 +27,7 @@ from .budgets import Budget, rewind_epochs
 from .cost import EnergyMeter
 from .data import CifarData, normalise
 from .options import RUNS, add_run_options, add_ticket_options, parser_for, prepare
-from .reference import Reference
+from .reference import PaperColumn, Reference
 from .reporting import by_setting, by_ticket, mean_std, provenance, signed
 from .store import ResultsStore, provenance_fields
 from .tickets import run_id, train_measured
@@ -94,14 +94,14 @@ def report(records: list[dict[str, Any]], reference: Reference | None = None) ->
     lines = ["## Table 2: pruning at initialization (ResNet, Algorithm 2)", ""]
     for (arch, budget), rows in by_setting(records).items():
         dense = {r["seed"]: r["accuracy"] for r in rows if r["criterion"] == "dense"}
-        paper = reference if reference is not None and reference.has(TABLE, arch) else None
+        paper = PaperColumn.of(reference, TABLE, arch)
         lines += [
             f"### {arch}, budget `{budget}`", "", provenance(rows), "",
             "Difference = ticket - dense in percentage points, per seed, then mean ± std over seeds; a winning "
             "ticket has difference ≥ 0. Training costs and speed-ups: Table 4."
-            + (f" Paper: {paper.source}." if paper else ""), "",
-            "| criterion | p | params | FLOPs | accuracy, % | difference, pp | seeds |" + (" paper |" if paper else ""),
-            "|---|---|---|---|---|---|---|" + ("---|" if paper else ""),
+            + paper.source, "",
+            "| criterion | p | params | FLOPs | accuracy, % | difference, pp | seeds |" + paper.header,
+            "|---|---|---|---|---|---|---|" + paper.rule,
         ]
         for (criterion, p), runs in by_ticket(rows):
             diffs = [r["accuracy"] - dense[r["seed"]] for r in runs if r["seed"] in dense]
@@ -110,7 +110,7 @@ def report(records: list[dict[str, Any]], reference: Reference | None = None) ->
                 f"| {criterion} | {p} | {runs[0]['params'] / 1e3:.0f}K | "
                 f"{f'{flops / 1e6:.1f}M' if flops else 'n/a'} | {mean_std([r['accuracy'] for r in runs])} | "
                 f"{'' if criterion == 'dense' else signed(diffs)} | {len(runs)} |"
-                + (f" {paper.cell(TABLE, arch, criterion, p)} |" if paper else "")
+                + paper.cell(criterion, p)
             )
         lines.append("")
     return "\n".join(lines)

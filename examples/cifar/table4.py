@@ -28,7 +28,7 @@ from . import table2
 from .budgets import Budget
 from .data import CifarData
 from .options import ARCHS, RUNS, add_run_options, parser_for, prepare
-from .reference import Reference
+from .reference import PaperColumn, Reference
 from .reporting import by_setting, mean_std, provenance, signed
 from .store import ResultsStore, provenance_fields
 from .tickets import build
@@ -91,7 +91,7 @@ def report(trained: list[dict[str, Any]], timings: list[dict[str, Any]], referen
             continue
         step = {int(p): s for p, s in timing["step_seconds"].items()}
         d = dense[0]
-        paper = reference if reference is not None and reference.has(TABLE, arch) else None
+        paper = PaperColumn.of(reference, TABLE, arch)
         by_p: dict[int, list[dict[str, Any]]] = {0: dense}
         for r in rows:
             if r["criterion"] == criterion and r["p"] in step:
@@ -104,11 +104,11 @@ def report(trained: list[dict[str, Any]], timings: list[dict[str, Any]], referen
             f"{timing['batch_size']} images, counted (weights, gradients, momentum, saved activations). Side-by-side "
             f"speed-up: median of {timing['repeats']} interleaved SGD steps per network, {timing['threads']} threads "
             f"(`{timing['command']}`, {timing['date']}). Recorded speed-up: total training wall-clock of the runs, "
-            "measured one after the other." + (f" Paper: {paper.source}." if paper else ""), "",
+            "measured one after the other." + paper.source, "",
             "| p | params | FLOPs | FLOPs saved | training memory, MiB | memory saved | energy, Wh | CO2, g | "
             "speed-up (side by side) | speed-up (recorded) | accuracy, % | difference, pp |"
-            + (" paper |" if paper else ""),
-            "|---|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if paper else ""),
+            + paper.header,
+            "|---|---|---|---|---|---|---|---|---|---|---|---|" + paper.rule,
         ]
         dense_acc = {r["seed"]: r["accuracy"] for r in dense}
         for p, runs in sorted(by_p.items()):
@@ -124,7 +124,7 @@ def report(trained: list[dict[str, Any]], timings: list[dict[str, Any]], referen
                 f"{'n/a' if energy is None else f'{energy * 1e3:.2f}'} | {'n/a' if co2 is None else f'{co2 * 1e3:.2f}'} | "
                 f"{step[0] / step[p]:.2f}x | {recorded:.2f}x | {mean_std([x['accuracy'] for x in runs])} | "
                 f"{'' if p == 0 else signed([x['accuracy'] - dense_acc[x['seed']] for x in runs if x['seed'] in dense_acc])} |"
-                + (f" {paper.cell(TABLE, arch, criterion, p)} |" if paper else "")
+                + paper.cell(criterion, p)
             )
         lines.append("")
     return "\n".join(lines)
