@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
 import shlex
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from residual_prune.files import atomic_path
 
 __all__ = ["atomic_path", "machine", "shell_command", "write_json_atomic"]
 
@@ -35,21 +34,6 @@ def machine() -> dict[str, Any]:
     if torch.cuda.is_available():
         info["gpu"] = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
     return info
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` to write to; it replaces ``path`` only if the block finishes,
-    so a kill never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from .blocks import ResidualBlock, find_blocks
-from .criteria import get_criterion_info, warn_if_collapsed
+from .criteria import CriterionInfo, accepted_options, get_criterion_info, warn_if_collapsed
 from .criteria._registry import call_criterion
 from .errors import (
     CriterionError,
@@ -90,6 +91,8 @@ def _validated(scores: Any, blocks: Sequence[ResidualBlock], criterion: str) -> 
     for b in blocks:
         try:
             value = float(scores[b.name])
+        except OverflowError:
+            value = math.inf
         except (TypeError, ValueError):
             raise CriterionError(
                 f"criterion {criterion!r} gave block {b.name} the non-numeric score {scores[b.name]!r}"
@@ -103,16 +106,70 @@ def _validated(scores: Any, blocks: Sequence[ResidualBlock], criterion: str) -> 
     return out
 
 
+def _related(a: ResidualBlock, b: ResidualBlock) -> bool:
+    return a.name in b.contains or b.name in a.contains
+
+
+def _capacity(blocks: Sequence[ResidualBlock]) -> int:
+    """The most of ``blocks`` that can be removed together: units nest like a tree, so this is the
+    number of those with none of the others inside them."""
+    names = {b.name for b in blocks}
+    return sum(1 for b in blocks if not names.intersection(b.contains))
+
+
+def _check_capacity(blocks: Sequence[ResidualBlock], k: int) -> None:
+    capacity = _capacity(blocks)
+    if k > capacity:
+        outer = next(b for b in blocks if any(c in {o.name for o in blocks} for c in b.contains))
+        raise InvalidArgumentError(
+            f"{k} blocks were asked for, but only {capacity} of the {len(blocks)} removable blocks can be removed "
+            f"together: some lie inside others (e.g. {outer.name} contains {outer.contains[0]}, and removing it "
+            f"removes both). Pass n <= {capacity}."
+        )
+
+
 def _select(blocks: Sequence[ResidualBlock], scores: Mapping[str, float], k: int) -> list[str]:
-    """The ``k`` least important blocks (ties broken by execution order), skipping nested ones."""
+    """The ``k`` least important blocks (ties broken by execution order), never one inside another.
+
+    Greedy by score, except that a block is passed over when taking it would leave too few
+    blocks to reach ``k`` (``k`` is at most :func:`_capacity`, checked before scoring).
+    """
     chosen: list[ResidualBlock] = []
-    for block in sorted(blocks, key=lambda b: (scores[b.name], b.order)):
+    free = sorted(blocks, key=lambda b: (scores[b.name], b.order))
+    for block in list(free):
         if len(chosen) == k:
             break
-        if any(block.name.startswith(c.name + ".") or c.name.startswith(block.name + ".") for c in chosen):
-            continue
-        chosen.append(block)
+        if block not in free:
+            continue  # related to a block already chosen
+        free.remove(block)
+        rest = [b for b in free if not _related(b, block)]
+        if len(chosen) + 1 + _capacity(rest) >= k:
+            chosen.append(block)
+            free = rest
     return [b.name for b in sorted(chosen, key=lambda b: b.order)]
+
+
+def _score(
+    info: CriterionInfo, model: nn.Module, blocks: list[ResidualBlock], data: Any, example_inputs: Any,
+    criterion_kwargs: dict[str, Any],
+) -> Any:
+    """Call the criterion; a wrong option is the caller's error, anything raised inside it the criterion's."""
+    optional = {"example_inputs": example_inputs}
+    try:
+        inspect.signature(info.fn).bind(model, blocks, data, **accepted_options(info, optional), **criterion_kwargs)
+    except TypeError as exc:
+        raise InvalidArgumentError(
+            f"criterion {info.name!r} does not accept the options {sorted(criterion_kwargs)} ({exc}); check their "
+            "names against the criterion's documentation"
+        ) from None
+    except ValueError:  # no signature to check (a builtin): let the call decide
+        pass
+    try:
+        return call_criterion(info, model, blocks, data, optional, criterion_kwargs)
+    except ResidualPruneError:
+        raise
+    except Exception as exc:
+        raise CriterionError(f"criterion {info.name!r} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def plan_pruning(
@@ -176,17 +233,8 @@ def plan_pruning(
             "network; try policy='default' if you used 'paper', or a filter-pruning library for plain networks."
         )
     k = _count(n, ratio, len(removable))
-    try:
-        raw = call_criterion(info, model, removable, data, {"example_inputs": example_inputs}, criterion_kwargs)
-    except ResidualPruneError:
-        raise
-    except TypeError as exc:
-        raise InvalidArgumentError(
-            f"criterion {criterion!r} rejected its arguments ({exc}); check the criterion options you passed: "
-            f"{sorted(criterion_kwargs)}"
-        ) from exc
-    except Exception as exc:
-        raise CriterionError(f"criterion {criterion!r} failed: {type(exc).__name__}: {exc}") from exc
+    _check_capacity(removable, k)
+    raw = _score(info, model, removable, data, example_inputs, dict(criterion_kwargs))
     scores = _validated(raw, removable, criterion)
     if info.gradient_based:
         warn_if_collapsed(model, removable, scores, criterion)
@@ -202,6 +250,7 @@ def plan_pruning(
         granularity=granularity,
         input_shapes=[list(t.shape) for t in as_input_tuple(example_inputs)],
         leaf_modules=leaf_module_names(leaf_modules),
+        input_dtypes=[str(t.dtype).removeprefix("torch.") for t in as_input_tuple(example_inputs)],
     )
 
 

@@ -40,7 +40,7 @@ from torch import nn
 from .errors import InvalidArgumentError
 from .tracing import TracedModel, as_input_tuple, trace
 
-__all__ = ["ResidualBlock", "find_blocks", "POLICIES", "GRANULARITIES", "analyse", "sublayers"]
+__all__ = ["ResidualBlock", "find_blocks", "POLICIES", "GRANULARITIES", "analyse", "report", "sublayers"]
 
 POLICIES = ("default", "paper")
 GRANULARITIES = ("block", "sublayer")
@@ -96,6 +96,8 @@ class ResidualBlock:
             for a block; the layers of the branch for a sub-layer. Criteria score these.
         direct_parameters: parameters a sub-layer's branch reads outside ``modules`` (e.g. a
             layer scale held by the block itself).
+        contains: names of the other reported units nested inside this one (removing this
+            unit removes them too, so a plan never removes both).
     """
 
     name: str
@@ -112,6 +114,7 @@ class ResidualBlock:
     joins: int
     modules: tuple[str, ...] = ()
     direct_parameters: tuple[str, ...] = ()
+    contains: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -312,14 +315,15 @@ def _check_unit(
     inside_set = set(inside)
     inputs = {a for i in inside for a in graph.data_inputs(graph.nodes[i]) if a not in inside_set}
     outputs = [i for i in inside if any(graph.index[u] not in inside_set for u in graph.nodes[i].users)]
-    if len(inputs) != 1 or len(outputs) != 1:
+    single = len(inputs) == 1 and len(outputs) == 1
+    calls = graph.traced.call_counts.get(name, 1)
+    if calls > 1:  # the nodes of every call count as inside: the input/output count would blame the sharing
+        return (f"the module is called {calls} times (shared weights); removing it would change every "
+                "call", *((next(iter(inputs)), outputs[0]) if single else (None, None)))
+    if not single:
         return (f"it takes {len(inputs)} inputs and gives {len(outputs)} outputs; only single-input, "
                 "single-output units can be replaced by the identity", None, None)
     (inp,), (out,) = tuple(inputs), outputs
-    calls = graph.traced.call_counts.get(name, 1)
-    if calls > 1:
-        return (f"the module is called {calls} times (shared weights); removing it would change every "
-                "call", inp, out)
     call = graph.traced.calls.get(name)
     if call is None or call.first_argument is not graph.nodes[inp] or not call.returns_one_value:
         return ("it is not called as `out = block(x, ...)` with the tensor first and a single tensor returned "
@@ -470,11 +474,24 @@ def find_blocks(
         )
     inputs = as_input_tuple(example_inputs)
     analysis = analyse(model, inputs, policy=policy, leaf_modules=leaf_modules, count_flops=count_flops)
+    return report(model, analysis, granularity)
+
+
+def report(model: nn.Module, analysis: Analysis, granularity: str) -> list[ResidualBlock]:
+    """The :class:`ResidualBlock` of every unit (or residual branch) of an analysis, in execution order."""
     if not analysis.units:
         return []
     flops = analysis.graph.traced.flops
     if granularity == "sublayer":
-        return [_sublayer_block(model, analysis, sub, order, flops) for order, sub in enumerate(sublayers(analysis))]
+        subs = sublayers(analysis)
+        graph = analysis.graph
+        return [
+            dataclasses.replace(
+                _sublayer_block(model, analysis, sub, order, flops),
+                contains=tuple(o.name for o in subs if o is not sub and graph.index[o.join.node] in sub.join.branch),
+            )
+            for order, sub in enumerate(subs)
+        ]
     graph, blocks = analysis.graph, []
     for order, unit in enumerate(analysis.units):
         name = unit.name
@@ -495,6 +512,7 @@ def find_blocks(
                 output_shape=graph.shape(unit.out),
                 joins=len(unit.joins),
                 modules=(name,),
+                contains=tuple(u.name for u in analysis.units if u.name.startswith(f"{name}.")),
             )
         )
     return blocks
@@ -524,11 +542,13 @@ def analyse(
     policy: str = "default",
     leaf_modules: Iterable[type[nn.Module]] = (),
     count_flops: bool = False,
+    training: bool = False,
 ) -> Analysis:
-    """Trace ``model`` and find its residual units (the work behind :func:`find_blocks`)."""
+    """Trace ``model`` and find its residual units (the work behind :func:`find_blocks`);
+    ``training=True`` analyses its train-mode graph (see :func:`~residual_prune.tracing.trace`)."""
     if policy not in POLICIES:
         raise InvalidArgumentError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    traced = trace(model, inputs, leaf_modules, count_flops=count_flops)
+    traced = trace(model, inputs, leaf_modules, count_flops=count_flops, training=training)
     graph = _Graph(traced, len(inputs))
     joins = _find_joins(graph)
     all_joins = {graph.index[j.node]: j for j in joins}

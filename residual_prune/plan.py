@@ -7,13 +7,14 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
-from .errors import CorruptPlanError, PlanMismatchError
+from .errors import CorruptPlanError, PlanError, PlanMismatchError
+from .files import atomic_path
 
 __all__ = ["PruningPlan", "architecture_fingerprint", "PLAN_FORMAT", "PLAN_VERSION"]
 
@@ -50,6 +51,73 @@ def _json_safe(value: Any) -> Any:
     return repr(value)
 
 
+def _corrupt(source: str, why: str) -> CorruptPlanError:
+    return CorruptPlanError(
+        f"{source} is not a valid residual_prune plan: {why}. Re-create it with "
+        "plan_pruning(...).save(path) or `residual-prune prune ... --out DIR`."
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer beyond float range
+        return False
+
+
+def _field_problem(plan: PruningPlan) -> str | None:
+    """What is wrong with a plan's fields, in words, or None."""
+    from .blocks import GRANULARITIES, POLICIES
+
+    removed = plan.removed
+    if not (isinstance(removed, list) and all(isinstance(r, str) and r for r in removed)):
+        return "'removed' must be a list of block names (non-empty strings)"
+    duplicates = sorted({r for r in removed if removed.count(r) > 1})
+    if duplicates:
+        return f"'removed' names {', '.join(map(repr, duplicates))} more than once"
+    if not (isinstance(plan.scores, dict) and all(isinstance(k, str) for k in plan.scores)):
+        return "'scores' must map block names to numbers"
+    bad_scores = [k for k, v in plan.scores.items() if not _is_finite_number(v)]
+    if bad_scores:
+        name = bad_scores[0]
+        return f"'scores' must map block names to numbers, and finite ones: {name!r} has {plan.scores[name]!r}"
+    for key in ("criterion", "policy", "fingerprint", "model"):
+        if not isinstance(getattr(plan, key), str):
+            return f"'{key}' must be a string"
+    if plan.policy not in POLICIES:
+        return f"'policy' must be one of {', '.join(map(repr, POLICIES))}, not {plan.policy!r}"
+    if plan.granularity not in GRANULARITIES:
+        return f"'granularity' must be one of {', '.join(map(repr, GRANULARITIES))}, not {plan.granularity!r}"
+    if not _is_int(plan.num_params) or plan.num_params < 0:
+        return "'num_params' must be a non-negative integer"
+    if not isinstance(plan.criterion_kwargs, dict):
+        return "'criterion_kwargs' must be an object"
+    shapes = plan.input_shapes
+    if not (isinstance(shapes, list) and all(
+        isinstance(sh, list) and all(_is_int(d) and d >= 0 for d in sh) for sh in shapes
+    )):
+        return "'input_shapes' must be a list of shapes (lists of non-negative integers)"
+    leaves = plan.leaf_modules
+    if not (isinstance(leaves, list) and all(isinstance(m, str) for m in leaves)):
+        return "'leaf_modules' must be a list of 'module:Class' names"
+    dtypes = plan.input_dtypes
+    if not (isinstance(dtypes, list) and all(
+        isinstance(d, str) and isinstance(vars(torch).get(d), torch.dtype) for d in dtypes
+    )) or (
+        dtypes and len(dtypes) != len(shapes)
+    ):
+        return "'input_dtypes' must name one torch dtype (e.g. 'float32', 'int64') per input shape, or be empty"
+    if not _is_int(plan.version) or plan.version != PLAN_VERSION:
+        return f"version {plan.version!r} is not supported (this library reads version {PLAN_VERSION})"
+    return None
+
+
 @dataclasses.dataclass
 class PruningPlan:
     """Which residual blocks to remove from a model of one architecture.
@@ -64,6 +132,8 @@ class PruningPlan:
         granularity: ``"block"`` (``removed`` are module names) or ``"sublayer"`` (``removed``
             are residual branches ``"<unit>#<k>"``, replayed by tracing the model on inputs of
             ``input_shapes`` with the ``leaf_modules`` classes kept opaque).
+        input_dtypes: dtype names of those inputs (``"int64"`` for token ids); empty in older
+            plans, whose inputs are replayed as floats.
     """
 
     removed: list[str]
@@ -77,6 +147,7 @@ class PruningPlan:
     granularity: str = "block"
     input_shapes: list[list[int]] = dataclasses.field(default_factory=list)
     leaf_modules: list[str] = dataclasses.field(default_factory=list)
+    input_dtypes: list[str] = dataclasses.field(default_factory=list)
     version: int = PLAN_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -88,67 +159,64 @@ class PruningPlan:
         return json.dumps(self.to_dict(), indent=2)
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write the plan as JSON (atomically: a crash never leaves half a file)."""
+        """Write the plan as JSON (atomically: a crash never leaves half a file).
+
+        Raises:
+            PlanError: ``path`` is a directory, a device or not writable (nothing is written).
+        """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(self.to_json() + "\n")
-        os.replace(tmp, path)
+        try:
+            with atomic_path(path) as tmp:
+                tmp.write_text(self.to_json() + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise PlanError(
+                f"cannot save the plan to {str(path)!r}: {exc.strerror or exc}. Pass the path of a file (e.g. "
+                "'runs/plan.json') in a folder you can write to."
+            ) from exc
         return path
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "plan") -> PruningPlan:
-        def bad(why: str) -> CorruptPlanError:
-            return CorruptPlanError(
-                f"{source} is not a valid residual_prune plan: {why}. Re-create it with "
-                "plan_pruning(...).save(path) or `residual-prune prune ... --out DIR`."
-            )
-
+        """Build a plan from its JSON object, checking every field (:class:`CorruptPlanError` if one is wrong)."""
         if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT:
-            raise bad(f"its 'format' field is not {PLAN_FORMAT!r}")
-        if data.get("version") != PLAN_VERSION:
-            raise bad(f"version {data.get('version')!r} is not supported (this library reads version {PLAN_VERSION})")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
+            raise _corrupt(source, f"its 'format' field is not {PLAN_FORMAT!r}")
+        version = data.get("version")
+        if type(version) is not int or version != PLAN_VERSION:
+            raise _corrupt(
+                source, f"version {version!r} is not supported (this library reads version {PLAN_VERSION})"
+            )
         missing = [k for k in ("removed", "scores", "criterion", "policy", "fingerprint") if k not in data]
         if missing:
-            raise bad(f"it lacks the field(s) {', '.join(missing)}")
-        removed, scores = data["removed"], data["scores"]
-        if not (isinstance(removed, list) and all(isinstance(r, str) for r in removed)):
-            raise bad("'removed' must be a list of block names")
-        if not (isinstance(scores, dict) and all(isinstance(v, (int, float)) for v in scores.values())):
-            raise bad("'scores' must map block names to numbers")
-        for key in ("criterion", "policy", "fingerprint", "model"):
-            if key in data and not isinstance(data[key], str):
-                raise bad(f"'{key}' must be a string")
-        if not isinstance(data.get("num_params", 0), int) or not isinstance(data.get("criterion_kwargs", {}), dict):
-            raise bad("'num_params' must be an integer and 'criterion_kwargs' an object")
-        if data.get("granularity", "block") not in ("block", "sublayer"):
-            raise bad(f"'granularity' must be 'block' or 'sublayer', not {data.get('granularity')!r}")
-        shapes = data.get("input_shapes", [])
-        if not (isinstance(shapes, list) and all(
-            isinstance(sh, list) and all(isinstance(d, int) and d >= 0 for d in sh) for sh in shapes
-        )):
-            raise bad("'input_shapes' must be a list of shapes (lists of non-negative integers)")
-        leaves = data.get("leaf_modules", [])
-        if not (isinstance(leaves, list) and all(isinstance(m, str) for m in leaves)):
-            raise bad("'leaf_modules' must be a list of 'module:Class' names")
-        return cls(**{k: v for k, v in data.items() if k in fields})
+            raise _corrupt(source, f"it lacks the field(s) {', '.join(missing)}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        plan = cls(**{k: v for k, v in data.items() if k in fields})
+        plan.check_fields(source)
+        return plan
+
+    def check_fields(self, source: str = "plan") -> None:
+        """Raise :class:`CorruptPlanError` unless every field has a valid type and value."""
+        problem = _field_problem(self)
+        if problem:
+            raise _corrupt(source, problem)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PruningPlan:
-        """Read a plan written by :meth:`save` (plain JSON; nothing is unpickled)."""
+        """Read a plan written by :meth:`save` (plain JSON; nothing is unpickled or imported)."""
         try:
-            text = Path(path).read_text()
+            text = Path(path).read_bytes().decode("utf-8")
         except OSError as exc:
-            raise CorruptPlanError(f"cannot read plan file {path}: {exc}") from exc
+            raise CorruptPlanError(
+                f"cannot read plan file {str(path)!r}: {exc.strerror or exc}; pass the path of a plan.json written "
+                "by plan.save(path) or `residual-prune prune ... --out DIR`"
+            ) from exc
+        except UnicodeDecodeError as exc:
+            raise _corrupt(str(path), f"it is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise CorruptPlanError(
-                f"{path} is not a valid residual_prune plan: it is not JSON ({exc}). Re-create it with "
-                "plan_pruning(...).save(path)."
-            ) from exc
+            raise _corrupt(str(path), f"it is not JSON ({exc})") from exc
+        except RecursionError:
+            raise _corrupt(str(path), "its JSON is nested too deeply") from None
         return cls.from_dict(data, source=str(path))
 
     def check_model(self, model: nn.Module) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from .plan import PruningPlan
+from .plan_check import CheckedPlan, check_plan
 from .rewrite import check_inplace, remove_sublayers
 
 __all__ = ["Bypass", "apply_plan", "replace_with_identity"]
@@ -25,40 +26,76 @@ class Bypass(nn.Identity):
         return input
 
 
+def _holders(model: nn.Module, module: nn.Module) -> list[tuple[nn.Module, str]]:
+    """Every ``(parent, key)`` under which ``module`` is registered (a module may be held twice)."""
+    return [
+        (parent, key) for parent in model.modules() for key, child in parent._modules.items() if child is module
+    ]
+
+
 def replace_with_identity(model: nn.Module, names: Iterable[str]) -> nn.Module:
-    """Replace each named submodule by a :class:`Bypass` in place (the reference ``verify`` compares to)."""
-    for name in names:
-        parent, _, key = name.rpartition(".")
-        setattr(model.get_submodule(parent), key, Bypass())
+    """Replace each named submodule by a :class:`Bypass` in place, wherever it is held (the reference
+    ``verify`` compares to)."""
+    for module in [model.get_submodule(name) for name in names]:
+        for parent, key in _holders(model, module):
+            parent._modules[key] = Bypass()
     return model
 
 
 def _copy_without(model: nn.Module, names: Iterable[str]) -> nn.Module:
     """A deep copy of ``model`` in which the named submodules, which are about to be deleted or
-    replaced, are not copied (a placeholder stands in). A module held in more than one place is
-    copied as usual, so every other reference keeps its copy."""
-    references: dict[int, int] = {}
-    for parent in model.modules():
-        for child in parent._modules.values():
-            if child is not None:
-                references[id(child)] = references.get(id(child), 0) + 1
-    memo: dict[int, Any] = {}
-    for name in names:
-        module = model.get_submodule(name)
-        if references.get(id(module)) == 1:
-            memo[id(module)] = Bypass()
+    replaced, are not copied (a placeholder stands in)."""
+    memo: dict[int, Any] = {id(model.get_submodule(name)): Bypass() for name in names}
     return copy.deepcopy(model, memo)
 
 
-def apply_plan(model: nn.Module, plan: PruningPlan, *, inplace: bool = False) -> nn.Module:
+def _run_by_container(checked: CheckedPlan, parent_name: str, parent: nn.Module) -> bool:
+    """Whether ``parent``'s children run only through ``parent``'s own ``forward`` in the traced graph.
+
+    An owner that indexes the container (``blocks[0](x)``, ``for b in blocks[1:]``) calls the
+    children directly; deleting one would shift the indices that code relies on.
+    """
+    if parent_name == "":
+        return True  # the model itself: its forward is what runs
+    children = {f"{parent_name}.{key}" for key in parent._modules}
+    return all(parent_name in stack for stack in checked.analysis.graph.stacks if children.intersection(stack))
+
+
+def _deletable(model: nn.Module, checked: CheckedPlan, name: str) -> bool:
+    """A unit is deleted (not bypassed) only from a plain ``nn.Sequential`` that holds it alone and
+    whose children run only through its own ``forward``."""
+    parent_name = name.rpartition(".")[0]
+    parent = model.get_submodule(parent_name)
+    return (
+        type(parent).forward is nn.Sequential.forward
+        and isinstance(parent, nn.Sequential)
+        and len(_holders(model, model.get_submodule(name))) == 1
+        and _run_by_container(checked, parent_name, parent)
+    )
+
+
+def apply_plan(
+    model: nn.Module,
+    plan: PruningPlan,
+    *,
+    inplace: bool = False,
+    example_inputs: Any = None,
+    leaf_modules: Iterable[type[nn.Module]] = (),
+) -> nn.Module:
     """Return a physically shallower copy of ``model`` without the blocks in ``plan.removed``.
 
-    Blocks are deleted from their ``nn.Sequential`` (the other children keep their names).
-    A block in an ``nn.ModuleList`` (whose owner may index it, e.g. ``if i == 0``) or held as
-    a plain attribute is replaced by a parameter-free :class:`Bypass` (an ``nn.Identity``
-    that ignores extra arguments), so indices, the parent's class and its forward stay as
-    they were. Either way every kept weight keeps its value and its ``state_dict`` key. The
-    result is an ordinary ``nn.Module``: it trains, saves and traces again.
+    The plan is checked against the model first (:func:`~residual_prune.plan_check.check_plan`):
+    its architecture, and that every name is a unit :func:`~residual_prune.find_blocks` reports as
+    removable with the plan's policy, granularity and leaf modules. Nothing changes unless all
+    of it is valid.
+
+    A block in a plain ``nn.Sequential`` that runs its children through its own ``forward`` is
+    deleted (the other children keep their names). A block anywhere else (an ``nn.ModuleList``,
+    a Sequential the owner indexes, a plain attribute), or held under several names, is
+    replaced by a parameter-free :class:`Bypass` (an ``nn.Identity`` that ignores extra
+    arguments) in every place that holds it, so indices, the parent's class and its forward
+    stay as they were. Either way every kept weight keeps its value and its ``state_dict`` key.
+    The result is an ordinary ``nn.Module``: it trains, saves and traces again.
 
     A ``granularity="sublayer"`` plan removes single residual branches instead: the result
     is a ``torch.fx.GraphModule`` whose removed additions are replaced by their shortcuts
@@ -68,20 +105,25 @@ def apply_plan(model: nn.Module, plan: PruningPlan, *, inplace: bool = False) ->
         model: a model of the architecture the plan was made for (checked by fingerprint).
         plan: from :func:`plan_pruning` or :meth:`PruningPlan.load`.
         inplace: modify ``model`` itself instead of a deep copy.
+        example_inputs: inputs to analyse the model on; by default zeros of the plan's input shapes.
+        leaf_modules: module classes to keep opaque, in addition to those the plan names
+            (which are looked up among the model's own classes, never imported).
 
     Raises:
-        PlanMismatchError: the model's architecture is not the plan's.
+        PlanMismatchError: the model's architecture is not the plan's, or the plan removes
+            something that is not a removable unit of this model.
+        CorruptPlanError: a field of the plan has an invalid value.
     """
-    plan.check_model(model)
+    check_inplace(plan, inplace)
+    checked = check_plan(model, plan, example_inputs=example_inputs, leaf_modules=tuple(leaf_modules))
     if plan.granularity == "sublayer":
-        check_inplace(plan, inplace)
         return remove_sublayers(copy.deepcopy(model), plan)
+    deletable = {name: _deletable(model, checked, name) for name in plan.removed}
     pruned = model if inplace else _copy_without(model, plan.removed)
     for name in plan.removed:
-        parent_name, _, key = name.rpartition(".")
-        parent = pruned.get_submodule(parent_name)
-        if isinstance(parent, nn.Sequential) and type(parent).forward is nn.Sequential.forward:
-            del parent._modules[key]  # the other children keep their names, so kept weights keep their keys
-        else:  # a ModuleList (whose owner may index it) or an attribute called by name
+        if deletable[name]:
+            parent_name, _, key = name.rpartition(".")
+            del pruned.get_submodule(parent_name)._modules[key]  # the other children keep their names
+        else:
             replace_with_identity(pruned, [name])
     return pruned

@@ -11,6 +11,7 @@ from torch.utils._pytree import tree_flatten
 from .errors import VerificationError
 from .modes import eval_mode
 from .plan import PruningPlan
+from .plan_check import check_plan
 from .rewrite import zero_sublayers
 from .surgery import replace_with_identity
 from .tracing import as_input_tuple
@@ -31,19 +32,26 @@ def verify(
     (:class:`~residual_prune.surgery.Bypass`), or, for a sub-layer plan, whose removed
     branches are multiplied by zero (``x + 0 * branch``) in the traced graph.
 
-    Both run in eval mode under ``no_grad`` (modes are restored; neither model is
-    modified). Returns the largest absolute difference over all outputs and raises
+    The plan is checked against ``original`` first (as :func:`apply_plan` does), on
+    ``example_inputs``, which must fit ``original`` (else :class:`DataError`). Both models run in
+    eval mode under ``no_grad`` (modes are restored; neither model is modified). Returns the largest absolute difference over all outputs and raises
     :class:`VerificationError` when it exceeds ``atol + rtol * max|reference|``.
     """
-    plan.check_model(original)
     inputs = as_input_tuple(example_inputs)
+    check_plan(original, plan, example_inputs=inputs)
     if plan.granularity == "sublayer":
         reference = zero_sublayers(copy.deepcopy(original), plan)
     else:
         reference = replace_with_identity(copy.deepcopy(original), plan.removed)
     with torch.no_grad(), eval_mode(reference), eval_mode(pruned):
         expected, _ = tree_flatten(reference(*inputs))
-        actual, _ = tree_flatten(pruned(*inputs))
+        try:
+            actual, _ = tree_flatten(pruned(*inputs))
+        except Exception as exc:
+            raise VerificationError(
+                f"the pruned model fails on inputs the original accepts: {type(exc).__name__}: {exc}. Was it "
+                "pruned with this plan (apply_plan(original, plan))?"
+            ) from exc
     expected = [t for t in expected if isinstance(t, torch.Tensor)]
     actual = [t for t in actual if isinstance(t, torch.Tensor)]
     if len(expected) != len(actual) or any(e.shape != a.shape for e, a in zip(expected, actual)):

@@ -7,24 +7,10 @@ import torch
 from torch import nn
 
 import residual_prune as rp
-from residual_prune.criteria._registry import _registry
 from residual_prune.models import resnet20
 from tests.helpers import assert_same_state, state_snapshot
 
 X = torch.randn(1, 3, 32, 32)
-
-
-@pytest.fixture
-def temporary_criteria():
-    added: list[str] = []
-
-    def register(name: str, fn):
-        rp.register_criterion(name)(fn)
-        added.append(name)
-
-    yield register
-    for name in added:
-        _registry.pop(name, None)
 
 
 def test_prune_layers_removes_lowest_scored_blocks(cifar_model: nn.Module) -> None:

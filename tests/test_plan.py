@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -45,6 +47,12 @@ def test_plan_for_another_architecture_fails_clearly(other) -> None:
         rp.verify(model, model, plan, X)
 
 
+def _plan_json(**fields) -> str:
+    data = {"format": "residual_prune.plan", "version": 1, "removed": [], "scores": {}, "criterion": "x",
+            "policy": "default", "fingerprint": "f", **fields}
+    return json.dumps(data)
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -60,12 +68,33 @@ def test_plan_for_another_architecture_fails_clearly(other) -> None:
          '"policy": "default", "fingerprint": "f", "granularity": "layer"}', "'granularity' must be"),
         ('{"format": "residual_prune.plan", "version": 1, "removed": [], "scores": {}, "criterion": "x", '
          '"policy": "default", "fingerprint": "f", "input_shapes": [[1, -3]]}', "'input_shapes' must be"),
+        *[(_plan_json(**fields), message) for fields, message in [
+            ({"version": True}, "version True is not supported"),
+            ({"version": 1.0}, "version 1.0 is not supported"),
+            ({"policy": "aggressive"}, "'policy' must be one of 'default', 'paper', not 'aggressive'"),
+            ({"scores": {"a": float("nan")}}, "finite ones: 'a' has nan"),
+            ({"scores": {"a": float("inf")}}, "finite ones: 'a' has inf"),
+            ({"scores": {"a": 10**400}}, "finite ones: 'a' has 1000"),
+            ({"scores": {"a": True}}, "finite ones: 'a' has True"),
+            ({"removed": ["a", "a"]}, "'removed' names 'a' more than once"),
+            ({"removed": [""]}, "non-empty strings"),
+            ({"num_params": -1}, "'num_params' must be a non-negative integer"),
+            ({"input_shapes": [[1, True]]}, "'input_shapes' must be"),
+        ]],
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ],
 )
 def test_corrupt_plan_files(tmp_path, content: str, message: str) -> None:
     path = tmp_path / "plan.json"
     path.write_text(content)
     with pytest.raises(rp.CorruptPlanError, match=message):
+        rp.PruningPlan.load(path)
+
+
+def test_a_plan_file_that_is_not_utf8_is_corrupt(tmp_path) -> None:
+    path = tmp_path / "plan.json"
+    path.write_bytes(b'{"format": "residual_prune.plan", "model": "\xff\xfe"}')
+    with pytest.raises(rp.CorruptPlanError, match="not UTF-8 text"):
         rp.PruningPlan.load(path)
 
 
@@ -103,3 +132,32 @@ def test_fingerprint_ignores_non_persistent_caches() -> None:
     assert used.cache.shape == (32,)
     fresh = rp.apply_plan(ResizingCache(), plan)
     fresh.load_state_dict(rp.apply_plan(used, plan).state_dict())
+
+
+def test_saving_onto_a_directory_or_a_device_is_refused_and_leaves_nothing(tmp_path) -> None:
+    plan = rp.plan_pruning(resnet20(), criterion="random", n=1, example_inputs=X)
+    (tmp_path / "dir").mkdir()
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for target in (tmp_path / "dir", fifo):
+        with pytest.raises(rp.PlanError, match="not a regular file.*Pass the path of a file"):
+            plan.save(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir", "fifo"] and not list((tmp_path / "dir").iterdir())
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_saving_where_nothing_can_be_written_is_a_plan_error(tmp_path) -> None:
+    plan = rp.plan_pruning(resnet20(), criterion="random", n=1, example_inputs=X)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(rp.PlanError, match="cannot save the plan to"):
+        plan.save(tmp_path / "file" / "plan.json")  # a folder that is a file
+
+
+def test_a_saved_plan_has_ordinary_permissions(tmp_path) -> None:
+    plan = rp.plan_pruning(resnet20(), criterion="random", n=1, example_inputs=X)
+    old = os.umask(0o022)
+    try:
+        path = plan.save(tmp_path / "plan.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644

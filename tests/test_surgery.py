@@ -157,19 +157,55 @@ def test_removed_blocks_are_not_copied() -> None:
 class Aliased(nn.Module):
     """Holds its second block twice: in the Sequential and as an attribute."""
 
-    def __init__(self):
+    def __init__(self, alias_first: bool = False):
         super().__init__()
-        self.body = nn.Sequential(Res(), Res(), Res())
-        self.alias = self.body[1]
+        if alias_first:  # registered first, the alias is the name tracing reports
+            self.last = Res()
+            self.body = nn.Sequential(Res(), self.last, Res())
+        else:
+            self.body = nn.Sequential(Res(), Res(), Res())
+            self.last = self.body[1]
 
     def forward(self, x):
         return self.body(x)
 
 
-def test_a_block_held_twice_is_still_copied_for_its_other_holder() -> None:
-    model = Aliased()
-    pruned = rp.apply_plan(model, _plan(model, ["body.1"]))
-    assert list(pruned.body._modules) == ["0", "2"]
-    assert isinstance(pruned.alias, Res) and pruned.alias is not model.alias
-    assert torch.equal(pruned.alias.conv.weight, model.alias.conv.weight)
-    assert model.body[1] is model.alias and len(model.body) == 3
+@pytest.mark.parametrize("alias_first", [False, True])
+def test_a_block_held_twice_is_removed_from_every_holder(alias_first: bool) -> None:
+    model = Aliased(alias_first)
+    name = "last" if alias_first else "body.1"
+    plan = _plan(model, [name])
+    pruned = rp.apply_plan(model, plan)
+    assert isinstance(pruned.last, Bypass) and isinstance(pruned.body[1], Bypass)
+    assert not any(k.startswith(("last.", "body.1.")) for k in pruned.state_dict())
+    assert rp.verify(model, pruned, plan, X) == 0
+    x = torch.randn(2, 4, 8, 8)
+    reference = nn.Sequential(model.body[0], model.body[2])
+    assert torch.equal(pruned(x), reference(x))
+    assert model.body[1] is model.last and isinstance(model.last, Res)
+
+
+class Indexed(nn.Module):
+    """Indexes its Sequential instead of calling it: deleting an entry would shift the indices."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.Sequential(Res(), Res(), Res())
+
+    def forward(self, x):
+        x = self.blocks[0](x)
+        for block in self.blocks[1:]:
+            x = block(x)
+        return x
+
+
+@pytest.mark.parametrize("removed", [["blocks.0"], ["blocks.1", "blocks.2"], ["blocks.0", "blocks.1", "blocks.2"]])
+def test_an_indexed_sequential_keeps_its_indices(removed: list[str]) -> None:
+    model = Indexed()
+    plan = _plan(model, removed)
+    pruned = rp.apply_plan(model, plan)
+    assert len(pruned.blocks) == 3 and all(isinstance(pruned.blocks[int(n[-1])], Bypass) for n in removed)
+    assert rp.verify(model, pruned, plan, X) == 0
+    x = torch.randn(2, 4, 8, 8)
+    kept = [model.blocks[i] for i in range(3) if f"blocks.{i}" not in removed]
+    assert torch.equal(pruned(x), nn.Sequential(*kept)(x))
