@@ -25,7 +25,7 @@ from .errors import (
 from .plan import PruningPlan, architecture_fingerprint
 from .rewrite import leaf_module_names
 from .surgery import apply_plan
-from .tracing import as_input_tuple
+from .tracing import as_input_tuple, check_leaf_modules
 
 __all__ = ["plan_pruning", "prune_layers"]
 
@@ -217,7 +217,7 @@ def plan_pruning(
                 "pass example_inputs (e.g. torch.randn(1, 3, 224, 224)) so the model can be traced, or data"
             )
         example_inputs, data = _first_inputs(data)
-    leaf_modules = tuple(leaf_modules)
+    leaf_modules = check_leaf_modules(leaf_modules)
     blocks = find_blocks(
         model, example_inputs, policy=policy, leaf_modules=leaf_modules, granularity=granularity, count_flops=False
     )

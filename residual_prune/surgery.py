@@ -11,6 +11,7 @@ from torch import nn
 from .plan import PruningPlan
 from .plan_check import CheckedPlan, check_plan
 from .rewrite import check_inplace, remove_sublayers
+from .tracing import check_leaf_modules
 
 __all__ = ["Bypass", "apply_plan", "replace_with_identity"]
 
@@ -115,7 +116,7 @@ def apply_plan(
         CorruptPlanError: a field of the plan has an invalid value.
     """
     check_inplace(plan, inplace)
-    checked = check_plan(model, plan, example_inputs=example_inputs, leaf_modules=tuple(leaf_modules))
+    checked = check_plan(model, plan, example_inputs=example_inputs, leaf_modules=check_leaf_modules(leaf_modules))
     if plan.granularity == "sublayer":
         return remove_sublayers(copy.deepcopy(model), plan)
     deletable = {name: _deletable(model, checked, name) for name in plan.removed}

@@ -9,13 +9,13 @@ does) and the caller's ``leaf_modules``.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import inspect
 import math
+import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -23,9 +23,9 @@ import torch.fx as fx
 from torch import nn
 from torch.fx.passes.shape_prop import TensorMetadata
 
-from .errors import DataError, FlopCountWarning, TraceError
+from .errors import DataError, FlopCountWarning, InvalidArgumentError, TraceError
 from .flops import NodeFlopCounter
-from .modes import eval_mode
+from .modes import eval_mode, model_state_kept
 
 __all__ = [
     "register_notrace_module",
@@ -35,6 +35,7 @@ __all__ = [
     "trace",
     "TracedModel",
     "as_input_tuple",
+    "check_leaf_modules",
 ]
 
 _notrace_modules: set[type[nn.Module]] = set()
@@ -260,22 +261,68 @@ def _defaulted_arguments(model: nn.Module, num_inputs: int) -> dict[str, Any] | 
     return {p.name: p.default for p in later} or None
 
 
-@contextlib.contextmanager
-def _attributes_kept(model: nn.Module) -> Iterator[None]:
-    """Undo what symbolic tracing writes into the modules: a forward that assigns an attribute or a
-    buffer (``self.cache = torch.zeros(n)``, as ConViT does) would leave an ``fx.Proxy`` there."""
-    saved = [(m, dict(m.__dict__), dict(m._buffers)) for m in model.modules()]
-    try:
-        yield
-    finally:
-        for module, attributes, buffers in saved:
-            module._buffers.clear()
-            module._buffers.update(buffers)
-            for key in [k for k, v in module.__dict__.items() if isinstance(v, fx.Proxy)]:
-                if key in attributes:
-                    module.__dict__[key] = attributes[key]
-                else:
-                    del module.__dict__[key]
+def check_leaf_modules(leaf_modules: Any) -> tuple[type[nn.Module], ...]:
+    """``leaf_modules`` as a tuple of ``nn.Module`` subclasses, or :class:`InvalidArgumentError`."""
+    example = "e.g. leaf_modules=(MyBlock,) with the class itself, not its name or an instance"
+    if isinstance(leaf_modules, (str, bytes, type, nn.Module)) or not isinstance(leaf_modules, Iterable):
+        raise InvalidArgumentError(
+            f"leaf_modules must be an iterable of nn.Module subclasses, {example}; got {leaf_modules!r}"
+        )
+    classes = tuple(leaf_modules)
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise InvalidArgumentError(
+                f"leaf_modules must hold nn.Module subclasses, {example}; got {cls!r} ({type(cls).__name__})"
+            )
+    return classes
+
+
+def _unanalysable_wrapper(model: nn.Module) -> str | None:
+    """What to pass instead when ``model`` is a wrapper that torch.fx cannot see through, else None."""
+    eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # not imported: nothing can be compiled
+    if eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
+        return ("it is a torch.compile'd module (OptimizedModule); pass the original module, model._orig_mod, "
+                "and compile the pruned model afterwards")
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        return (f"it is wrapped in {type(model).__name__}; pass the wrapped module, model.module, and wrap "
+                "the pruned model again afterwards")
+    if isinstance(model, torch.jit.ScriptModule):
+        return ("it is a TorchScript module (torch.jit.script / torch.jit.trace), whose Python forward is gone, "
+                "so it cannot be analysed; pass the eager nn.Module it was made from")
+    return None
+
+
+def _largest_children(model: nn.Module, k: int = 3) -> list[tuple[str, int]]:
+    """The ``k`` direct children with the most parameters, as ``(name, count)``, largest first."""
+    sizes = [(name, sum(p.numel() for p in child.parameters())) for name, child in model.named_children()]
+    return sorted((s for s in sizes if s[1]), key=lambda s: -s[1])[:k]
+
+
+def _trace_failure(model: nn.Module, failed_in: tuple[str, str] | None, exc: Exception) -> TraceError:
+    """The :class:`TraceError` for a failed ``tracer.trace``, with what to do next."""
+    cause = f"{type(exc).__name__}: {exc}"
+    if failed_in is not None:
+        path, cls = failed_in
+        return TraceError(
+            f"torch.fx could not trace {type(model).__name__} inside `{path}` ({cls}): {cause}. "
+            f"Treat the failing module as opaque with leaf_modules=({cls},) or decorate its class "
+            "with residual_prune.register_notrace_module."
+        )
+    children = _largest_children(model)
+    if children:
+        names = ", ".join(f"model.{name} ({count:,} parameters)" for name, count in children)
+        advice = (
+            "Analyse and prune a submodule that holds the residual blocks instead, e.g. "
+            f"plan_pruning(model.{children[0][0]}, ...) and put the pruned copy back with "
+            f"model.{children[0][0]} = apply_plan(model.{children[0][0]}, plan); the largest submodules are {names}."
+        )
+    else:
+        advice = "Rewrite the forward without control flow on tensor values."
+    return TraceError(
+        f"torch.fx could not trace the top-level forward of {type(model).__name__} itself (outside any "
+        f"submodule): {cause}. Its own forward cannot be traced with torch.fx (e.g. input checks or control "
+        f"flow on tensor values). {advice}"
+    )
 
 
 def trace(
@@ -284,30 +331,37 @@ def trace(
     leaf_modules: Iterable[type[nn.Module]] = (),
     *,
     count_flops: bool = True,
+    training: bool = False,
 ) -> TracedModel:
     """Trace ``model`` in eval mode and propagate the shapes of ``example_inputs`` through it.
 
-    The model runs once, under ``torch.no_grad`` and in eval mode (its modes are restored);
-    the same pass counts the FLOPs of every module unless ``count_flops=False``.
+    ``training=True`` traces the train-mode forward instead (Python ``if self.training:`` code
+    takes its train branch); shapes are still propagated with the modules in eval mode.
+
+    The model runs once, under ``torch.no_grad`` and in eval mode; the same pass counts the
+    FLOPs of every module unless ``count_flops=False``. Afterwards the model is bit-identical to
+    what it was (:func:`~residual_prune.modes.model_state_kept`), even if its forward updates
+    buffers or appends to lists. ``leaf_modules`` must hold ``nn.Module`` classes.
+
+    Raises:
+        TraceError: the model is a TorchScript, ``torch.compile`` or ``DataParallel`` wrapper,
+            or torch.fx cannot trace it; the message says what to pass instead.
+        InvalidArgumentError: ``leaf_modules`` is not an iterable of module classes.
+        DataError: ``example_inputs`` do not fit the model.
     """
+    wrapper = _unanalysable_wrapper(model)
+    if wrapper:
+        raise TraceError(f"cannot trace {type(model).__name__}: {wrapper}.")
     inputs = as_input_tuple(example_inputs)
-    leaf_classes = tuple(set(leaf_modules) | set(get_notrace_modules()))
+    leaf_classes = tuple(set(check_leaf_modules(leaf_modules)) | set(get_notrace_modules()))
     tracer = _Tracer(leaf_classes, get_notrace_functions())
-    with eval_mode(model), _attributes_kept(model):
+    with model_state_kept(model), eval_mode(model):
+        model.train(training)
         try:
             graph = tracer.trace(model, concrete_args=_defaulted_arguments(model, len(inputs)))
         except Exception as exc:
-            where = (
-                f" inside `{tracer.failed_in[0]}` ({tracer.failed_in[1]})"
-                if tracer.failed_in
-                else ""
-            )
-            cls = tracer.failed_in[1] if tracer.failed_in else "TheModuleClass"
-            raise TraceError(
-                f"torch.fx could not trace {type(model).__name__}{where}: {type(exc).__name__}: {exc}. "
-                f"Treat the failing module as opaque with leaf_modules=({cls},) or decorate its class "
-                "with residual_prune.register_notrace_module."
-            ) from exc
+            raise _trace_failure(model, tracer.failed_in, exc) from exc
+        model.eval()
         try:
             flops = _propagate(model, graph, inputs, count_flops)
         except Exception as exc:

@@ -246,3 +246,21 @@ def test_defaulted_forward_arguments_keep_their_defaults() -> None:
     model = OptionalMask()
     plan = rp.plan_pruning(model, criterion="random", n=1, example_inputs=X)
     assert rp.verify(model, rp.apply_plan(model, plan), plan, X) == 0
+
+
+class SharedOnTwoInputs(nn.Module):
+    """One block applied to two different tensors: its nodes have two inputs and two outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.pre = conv()
+        self.shared = Plain()
+
+    def forward(self, x):
+        return self.shared(x) + self.shared(self.pre(x))
+
+
+def test_shared_block_is_reported_as_shared_not_by_its_inputs() -> None:
+    blocks = _by_name(nn.Sequential(SharedOnTwoInputs()))
+    reason = blocks["0.shared"].reason
+    assert "called 2 times (shared weights)" in reason and "inputs" not in reason

@@ -35,8 +35,9 @@ def _switched_off(module: nn.Module, module_name: str) -> str | None:
     """Describe a zero-initialised norm or a tiny layer scale inside ``module``, if there is one."""
     for name, sub in module.named_modules():
         prefix = f"{module_name}.{name}" if name else module_name
-        weight = getattr(sub, "weight", None)
-        if isinstance(sub, _NORMS) and weight is not None and weight.numel() and not weight.detach().any():
+        # only norms' weights are read: reading a parametrized conv's weight would run its parametrization
+        weight = getattr(sub, "weight", None) if isinstance(sub, _NORMS) else None
+        if weight is not None and weight.numel() and not weight.detach().any():
             return f"`{prefix}.weight` is all zeros (a zero-initialised norm layer)"
         if isinstance(sub, (_NORMS, nn.modules.conv._ConvNd, nn.Linear, nn.MultiheadAttention)):
             continue

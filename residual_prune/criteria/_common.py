@@ -3,25 +3,48 @@
 from __future__ import annotations
 
 import itertools
+import numbers
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
 from ..blocks import ResidualBlock
-from ..errors import DataError, InvalidArgumentError, MissingDataError
+from ..errors import CriterionError, DataError, InvalidArgumentError, MissingDataError
 
 __all__ = [
-    "accumulate", "block_modules", "block_sums", "block_weights", "classification_loss", "labelled_batches",
-    "scored_weights",
+    "accumulate", "batch_count", "block_modules", "block_sums", "block_weights", "classification_loss",
+    "labelled_batches", "progress_bar", "scored_weights", "weight_parameters",
 ]
 
 
+def weight_parameters(module: nn.Module, name: str = "weight") -> list[torch.nn.Parameter]:
+    """The parameters that ``module.<name>`` is made of, read without computing it.
+
+    The parameter itself; under a ``torch.nn.utils.parametrize`` parametrization
+    (``parametrizations.weight_norm``/``spectral_norm``) the parameters of
+    ``module.parametrizations.<name>`` (``original``, or ``original0``, ``original1``, ...);
+    for the hook-based ``torch.nn.utils.weight_norm``/``spectral_norm``, which keep the weight
+    as a plain tensor, the module's ``<name>_*`` parameters (``weight_g``, ``weight_v`` /
+    ``weight_orig``). Reading them runs no parametrization, so spectral norm's power
+    iteration never updates ``_u``/``_v``.
+    """
+    if parametrize.is_parametrized(module, name):
+        return list(module.parametrizations[name].parameters())
+    own = module._parameters.get(name)
+    if own is not None or name not in module.__dict__:
+        return [own] if own is not None else []
+    return [p for pname, p in module.named_parameters(recurse=False) if pname.startswith(f"{name}_")]
+
+
 def scored_weights(*modules: nn.Module) -> list[torch.nn.Parameter]:
-    """The ``weight`` tensors of the Conv and Linear layers in ``modules`` (no biases, no norms).
+    """The weights of the Conv and Linear layers in ``modules`` (no biases, no norms), as the leaf
+    parameters the criteria differentiate and read (see :func:`weight_parameters`).
 
     ``nn.MultiheadAttention`` keeps its input projection as ``in_proj_weight`` (or
     ``q/k/v_proj_weight``) instead of a Linear layer; those count as Linear weights.
@@ -30,13 +53,13 @@ def scored_weights(*modules: nn.Module) -> list[torch.nn.Parameter]:
     seen: set[int] = set()
     for m in (sub for module in modules for sub in module.modules()):
         if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
-            candidates = [m.weight]
+            names = ["weight"]
         elif isinstance(m, nn.MultiheadAttention):
-            candidates = [m.in_proj_weight, m.q_proj_weight, m.k_proj_weight, m.v_proj_weight]
+            names = ["in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"]
         else:
             continue
-        for w in candidates:
-            if isinstance(w, torch.nn.Parameter) and id(w) not in seen:
+        for w in (w for name in names for w in weight_parameters(m, name)):
+            if id(w) not in seen:
                 seen.add(id(w))
                 weights.append(w)
     return weights
@@ -50,9 +73,19 @@ def block_modules(model: nn.Module, block: ResidualBlock) -> list[nn.Module]:
 def block_weights(
     model: nn.Module, blocks: Sequence[ResidualBlock]
 ) -> tuple[dict[str, list[torch.nn.Parameter]], list[torch.nn.Parameter]]:
-    """The scored weights of each block, and all of them in one flat list (block order)."""
+    """The scored weights of each block, and all of them in one flat list (block order).
+
+    Raises :class:`CriterionError` when no block holds any (their scores would all be zero).
+    """
     weights = {b.name: scored_weights(*block_modules(model, b)) for b in blocks}
-    return weights, [w for ws in weights.values() for w in ws]
+    flat = [w for ws in weights.values() for w in ws]
+    if blocks and not flat:
+        raise CriterionError(
+            f"none of the {len(blocks)} blocks holds a Conv, Linear or attention weight parameter, which weight- and "
+            "gradient-based criteria score; use a criterion that scores the blocks' outputs ('kl', 'expectabs', "
+            "'hrank', 'pls') or 'random'"
+        )
+    return weights, flat
 
 
 def accumulate(totals: Sequence[torch.Tensor], grads: Iterable[torch.Tensor | None]) -> None:
@@ -76,20 +109,70 @@ def block_sums(
     return out
 
 
+def _single_pair_as_list(data: Any) -> Any:
+    """A single ``(x, y)`` batch as a list of one batch; anything else unchanged."""
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        return [data]
+    return data
+
+
+def _checked_num_batches(num_batches: Any) -> int | None:
+    if num_batches is None:
+        return None
+    if isinstance(num_batches, bool) or not isinstance(num_batches, numbers.Integral) or num_batches < 1:
+        raise InvalidArgumentError(
+            f"num_batches must be a positive integer (or None for all of data), got {num_batches!r}"
+        )
+    return int(num_batches)
+
+
+def batch_count(data: Any, num_batches: int | None) -> int | None:
+    """How many batches :func:`labelled_batches` will yield, as far as it is known before reading them."""
+    if num_batches is not None:
+        return num_batches
+    try:
+        return len(_single_pair_as_list(data))
+    except TypeError:
+        return None
+
+
+def progress_bar(desc: str, total: int | None, progress: bool) -> tqdm:
+    """A transient progress bar on stderr (``progress=False``: none); update it after each unit of work."""
+    return tqdm(total=total, desc=desc, unit="batch", disable=not progress, leave=False, file=sys.stderr)
+
+
+def _check_batch(batch: Any, i: int, criterion: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if not (isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[0], torch.Tensor)
+            and isinstance(batch[1], torch.Tensor)):
+        raise DataError(
+            f"batch {i} is a {type(batch).__name__}, not an (inputs, targets) pair of tensors; criterion "
+            f"{criterion!r} needs labelled batches such as those of a torchvision classification dataset"
+        )
+    x, y = batch[0], batch[1]
+    if x.dim() == 0 or x.shape[0] == 0 or y.numel() == 0:
+        raise DataError(
+            f"batch {i} has no samples (inputs {tuple(x.shape)}, targets {tuple(y.shape)}); every batch needs at "
+            f"least one sample for criterion {criterion!r}: leave empty batches out of data"
+        )
+    return x, y
+
+
 def labelled_batches(
     data: Any, num_batches: int | None, criterion: str, *, progress: bool = True
 ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Yield ``(i, x, y)`` from a DataLoader or an iterable of ``(inputs, targets)``, with a progress bar."""
+    """Yield ``(i, x, y)`` from a DataLoader or an iterable of ``(inputs, targets)``, with a progress bar.
+
+    Raises :class:`InvalidArgumentError` unless ``num_batches`` is a positive integer or None (all
+    of ``data``), and :class:`DataError` for a batch that is not a pair of tensors or has no samples.
+    """
     if data is None:
         raise MissingDataError(
             f"criterion {criterion!r} needs labelled data: pass data=<a DataLoader or an iterable of "
             "(inputs, targets) batches> (and num_batches=...), or choose a data-free criterion such as "
             "'synflow', 'l1' or 'random'"
         )
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        data = [data]  # a single (x, y) batch
-    if num_batches is not None and num_batches < 1:
-        raise InvalidArgumentError(f"num_batches must be at least 1, got {num_batches}")
+    data = _single_pair_as_list(data)
+    num_batches = _checked_num_batches(num_batches)
     try:
         iterator = iter(data)
     except TypeError:
@@ -97,23 +180,13 @@ def labelled_batches(
             f"data must be a DataLoader or an iterable of (inputs, targets) batches, got {type(data).__name__}"
         ) from None
     batches = itertools.islice(iterator, num_batches) if num_batches else iterator
-    total = num_batches
-    if total is None:
-        try:
-            total = len(data)
-        except TypeError:
-            total = None
     count = 0
-    for i, batch in enumerate(tqdm(batches, total=total, desc=f"{criterion} scoring", unit="batch",
-                                   disable=not progress, leave=False)):
-        if not (isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[0], torch.Tensor)
-                and isinstance(batch[1], torch.Tensor)):
-            raise DataError(
-                f"batch {i} is a {type(batch).__name__}, not an (inputs, targets) pair of tensors; criterion "
-                f"{criterion!r} needs labelled batches such as those of a torchvision classification dataset"
-            )
-        count += 1
-        yield i, batch[0], batch[1]
+    with progress_bar(f"{criterion} scoring", batch_count(data, num_batches), progress) as bar:
+        for i, batch in enumerate(batches):
+            x, y = _check_batch(batch, i, criterion)
+            count += 1
+            yield i, x, y
+            bar.update()
     if count == 0:
         raise DataError(f"data gave no batches; criterion {criterion!r} needs at least one (inputs, targets) batch")
 

@@ -13,10 +13,12 @@ from ..blocks import ResidualBlock
 from ..modes import preserved_state
 from ._common import (
     accumulate,
+    batch_count,
     block_sums,
     block_weights,
     classification_loss,
     labelled_batches,
+    progress_bar,
 )
 from ._registry import register_criterion
 
@@ -45,24 +47,41 @@ def grasp_importance(
     (with one batch, the default, about three training steps in all). Attention runs on
     PyTorch's composite kernel, as the fused ones have no double backward.
     BN uses batch statistics unless ``bn_mode="eval"``; the model is left exactly as it was.
+
+    Memory: one batch at a time is held as an autograd graph built with ``create_graph=True``
+    (the activations plus what the double backward needs), so the peak grows with the batch
+    size, not with ``num_batches``. For torchvision's ResNet-50 at 224x224 on CPU that is about
+    0.17 GiB per image over the model's own footprint (+2.0 GiB at batch 8, +3.3 GiB at batch 16,
+    about 12 GiB at batch 64). To bound it, pass smaller batches and more of them
+    (``num_batches``). With ``progress=True`` two bars on stderr show the gradient pass and
+    the Hessian pass, batch by batch.
     """
     weights, flat = block_weights(model, blocks)
     g = [torch.zeros_like(w) for w in flat]
     hg = [torch.zeros_like(w) for w in flat]
     # the fused CPU/GPU attention kernels have no double backward: use the composite one
-    with preserved_state(model, bn_mode, needs_grad=flat), sdpa_kernel(SDPBackend.MATH):
+    with preserved_state(model, bn_mode, needs_grad=flat), torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
         seen = []  # the second pass must see the same batches, even from a shuffling loader
-        for batch in labelled_batches(data, num_batches, "grasp", progress=progress):
-            if seen:  # not the last batch: its gradient only
-                accumulate(g, torch.autograd.grad(_loss(model, seen[-1], temperature), flat, allow_unused=True))
-            seen.append(batch)
-        # the last batch keeps its graph, so that its forward pass serves both passes
-        last = torch.autograd.grad(_loss(model, seen[-1], temperature), flat, create_graph=True, allow_unused=True)
-        accumulate(g, (grad.detach() if grad is not None else None for grad in last))
-        _add_hessian_gradient(hg, g, last, flat)
-        for batch in seen[:-1]:
-            grads = torch.autograd.grad(_loss(model, batch, temperature), flat, create_graph=True, allow_unused=True)
-            _add_hessian_gradient(hg, g, grads, flat)
+        with progress_bar("grasp gradient pass", batch_count(data, num_batches), progress) as bar:
+            for batch in labelled_batches(data, num_batches, "grasp", progress=False):
+                if seen:  # not the last batch: its gradient only
+                    accumulate(g, torch.autograd.grad(_loss(model, seen[-1], temperature), flat, allow_unused=True))
+                    bar.update()
+                seen.append(batch)
+            # the last batch keeps its graph, so that its forward pass serves both passes
+            last = torch.autograd.grad(_loss(model, seen[-1], temperature), flat, create_graph=True,
+                                       allow_unused=True)
+            accumulate(g, (grad.detach() if grad is not None else None for grad in last))
+            bar.update()
+        with progress_bar("grasp Hessian pass", len(seen), progress) as bar:
+            _add_hessian_gradient(hg, g, last, flat)
+            del last
+            bar.update()
+            for batch in seen[:-1]:
+                grads = torch.autograd.grad(_loss(model, batch, temperature), flat, create_graph=True,
+                                            allow_unused=True)
+                _add_hessian_gradient(hg, g, grads, flat)
+                bar.update()
     return block_sums(blocks, weights, (w.detach() * h for w, h in zip(flat, hg)))
 
 

@@ -42,7 +42,7 @@ def snip_importance(
     """
     weights, flat = block_weights(model, blocks)
     grads = [torch.zeros_like(w) for w in flat]
-    with preserved_state(model, bn_mode, needs_grad=flat):
+    with preserved_state(model, bn_mode, needs_grad=flat), torch.enable_grad():  # also under torch.no_grad()
         for i, x, y in labelled_batches(data, num_batches, "snip", progress=progress):
             loss = classification_loss(model, x, y, i)
             accumulate(grads, torch.autograd.grad(loss, flat, allow_unused=True))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import warnings
 
 import pytest
@@ -248,3 +249,127 @@ def test_tiny_layer_scale_is_detected() -> None:
         rp.plan_pruning(model, criterion="synflow", n=1, example_inputs=torch.randn(1, 3, 32, 32))
     assert not collapse_causes(timm.create_model("convnext_atto", ls_init_value=1.0),
                                [b for b in rp.find_blocks(model, torch.randn(1, 3, 32, 32)) if b.removable])
+
+
+class NormedBlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return x + self.bn(self.conv(x))
+
+
+class NormedNet(nn.Module):
+    """A small residual net whose blocks' convolutions carry a weight parametrization."""
+
+    def __init__(self, parametrization):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.blocks = nn.Sequential(NormedBlock(), NormedBlock())
+        self.head = nn.Linear(4, 3)
+        for block in self.blocks:
+            parametrization(block.conv)
+
+    def forward(self, x):
+        return self.head(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+_PARAMETRIZATIONS = {
+    "weight_norm": torch.nn.utils.parametrizations.weight_norm,
+    "spectral_norm": torch.nn.utils.parametrizations.spectral_norm,
+    "hook_weight_norm": torch.nn.utils.weight_norm,
+    "hook_spectral_norm": torch.nn.utils.spectral_norm,
+}
+
+
+@pytest.mark.filterwarnings("ignore:.*torch.nn.utils.weight_norm.*deprecated:FutureWarning")
+@pytest.mark.parametrize("parametrization", list(_PARAMETRIZATIONS))
+@pytest.mark.parametrize("criterion", ["l1", "snip", "grasp", "synflow"])
+def test_parametrized_weights_are_scored_without_side_effects(criterion: str, parametrization: str) -> None:
+    """The leaf parameters behind weight/spectral norm are scored, and spectral norm's ``_u``/``_v``
+    never move, although the model is in training mode, where reading ``.weight`` would update them."""
+    from tests.helpers import assert_unchanged, observable_state
+
+    torch.manual_seed(0)
+    model = NormedNet(_PARAMETRIZATIONS[parametrization]).train()
+    x, y = torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0])
+    before = observable_state(model)
+    options = {"progress": False} if criterion in ("snip", "grasp") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", rp.ScoreCollapseWarning)
+        plan = rp.plan_pruning(model, criterion=criterion, n=1, data=[(x, y)], **options)
+    scores = list(plan.scores.values())
+    assert len(scores) == 2 and all(math.isfinite(s) and s != 0 for s in scores) and scores[0] != scores[1]
+    assert_unchanged(model, before)
+
+
+def test_scored_weights_of_a_parametrized_layer_are_its_leaf_parameters() -> None:
+    conv = torch.nn.utils.parametrizations.weight_norm(nn.Conv2d(2, 2, 3))
+    original = conv.parametrizations.weight
+    assert [id(w) for w in scored_weights(conv)] == [id(original.original0), id(original.original1)]
+    spectral = torch.nn.utils.spectral_norm(nn.Linear(2, 2))
+    assert [id(w) for w in scored_weights(spectral)] == [id(spectral.weight_orig)]
+
+
+def _tiny() -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    torch.manual_seed(0)
+    return NormedNet(lambda conv: conv), (torch.randn(4, 3, 8, 8), torch.tensor([0, 1, 2, 0]))
+
+
+@pytest.mark.parametrize("criterion", ["snip", "grasp", "synflow"])
+def test_gradient_criteria_work_under_no_grad(criterion: str) -> None:
+    model, batch = _tiny()
+    blocks = _blocks(model, batch[0][:1])
+    options = {"example_inputs": batch[0][:1]} if criterion == "synflow" else {"progress": False}
+    expected = rp.get_criterion(criterion)(model, blocks, [batch], **options)
+    with torch.no_grad():
+        scores = rp.get_criterion(criterion)(model, blocks, [batch], **options)
+        assert not torch.is_grad_enabled()
+    assert scores == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("criterion", ["snip", "grasp", "kl", "pls", "expectabs", "hrank"])
+def test_empty_batch_is_a_data_error_naming_it(criterion: str) -> None:
+    model, batch = _tiny()
+    empty = (torch.randn(0, 3, 8, 8), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(rp.DataError, match="batch 1 has no samples.*at least one sample"):
+        rp.plan_pruning(model, criterion=criterion, n=1, data=[batch, empty], num_batches=2, progress=False)
+
+
+@pytest.mark.parametrize("num_batches", [1.5, True, "2", 0])
+@pytest.mark.parametrize("criterion", ["snip", "kl"])
+def test_num_batches_must_be_a_positive_integer(criterion: str, num_batches) -> None:
+    model, batch = _tiny()
+    with pytest.raises(rp.InvalidArgumentError, match="num_batches must be a positive integer"):
+        rp.plan_pruning(model, criterion=criterion, n=1, data=[batch], num_batches=num_batches, progress=False)
+
+
+def test_grasp_shows_progress_through_both_passes(capsys) -> None:
+    model, batch = _tiny()
+    blocks = _blocks(model, batch[0][:1])
+    rp.get_criterion("grasp")(model, blocks, [batch, batch], num_batches=2)
+    err = capsys.readouterr().err
+    assert re.search(r"grasp gradient pass.*/2", err) and re.search(r"grasp Hessian pass.*/2", err)
+    rp.get_criterion("grasp")(model, blocks, [batch], progress=False)
+    assert capsys.readouterr().err == ""
+
+
+class ScaledSkip(nn.Module):
+    """A residual block with a parameter but no Conv/Linear weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, x):
+        return x + self.scale * torch.tanh(x)
+
+
+@pytest.mark.parametrize("criterion", ["l1", "snip"])
+def test_blocks_without_weights_are_refused_by_weight_criteria(criterion: str) -> None:
+    model = nn.Sequential(ScaledSkip(), ScaledSkip(), nn.Flatten())
+    x = torch.randn(2, 3)
+    with pytest.raises(rp.CriterionError, match="holds a Conv, Linear or attention weight.*'kl'"):
+        rp.get_criterion(criterion)(model, _blocks(model, x[:1]), [(x, torch.tensor([0, 1]))])
