@@ -1,7 +1,8 @@
 """The ``residual-prune`` command line: analyze a model, prune it, list the criteria, run the demo.
 
-Results go to stdout, progress and warnings to stderr. Library errors are printed as
-``error: <message>`` with exit code 2.
+Results go to stdout, progress and warnings to stderr. User errors (bad arguments, a model
+factory that fails, an ``--out`` that cannot be written, library errors) are printed as
+``error: <message>`` with exit code 2, without a traceback; ``--out`` is checked before any work.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import inspect
 import json
 import os
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -110,17 +112,31 @@ def _timm_model(name: str, pretrained: bool) -> nn.Module:
         raise _weights_error(f"timm:{name}", exc) from exc
 
 
+_FACTORY_CONTRACT = "the factory must be callable with no arguments and return an nn.Module"
+
+
 def _python_model(module_name: str, factory: str) -> nn.Module:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise InvalidArgumentError(f"cannot import {module_name!r} ({exc}); MODEL must be {MODEL_SYNTAX}") from exc
+    except Exception as exc:  # the module itself raised while being imported
+        raise InvalidArgumentError(
+            f"importing {module_name!r} failed ({type(exc).__name__}: {exc}); fix that module"
+        ) from exc
     fn = getattr(module, factory, None)
     if not callable(fn):
         raise InvalidArgumentError(f"{module_name} has no function {factory!r}; MODEL must be {MODEL_SYNTAX}")
-    model = fn()
+    try:
+        model = fn()
+    except Exception as exc:  # needs arguments, or fails while building
+        raise InvalidArgumentError(
+            f"{module_name}:{factory}() failed ({type(exc).__name__}: {exc}); {_FACTORY_CONTRACT}"
+        ) from exc
     if not isinstance(model, nn.Module):
-        raise InvalidArgumentError(f"{module_name}:{factory}() returned a {type(model).__name__}, not an nn.Module")
+        raise InvalidArgumentError(
+            f"{module_name}:{factory}() returned a {type(model).__name__}, not an nn.Module; {_FACTORY_CONTRACT}"
+        )
     return model
 
 
@@ -286,7 +302,46 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _output_dir(text: str) -> Path:
+    """The ``--out`` directory, checked before any work: it must be a directory we can create and write to.
+
+    Nothing is created here: the nearest existing folder on the path must be a writable directory.
+    """
+    if not text.strip():
+        raise InvalidArgumentError("--out is empty; pass the directory for plan.json and pruned_state_dict.pt, "
+                                   "e.g. --out runs/r20")
+    out = Path(text).expanduser()
+    existing = out
+    try:
+        existing = next(p for p in (out, *out.parents) if p.exists())
+        if not existing.is_dir():
+            where = "is" if existing == out else f"is under {existing}, which is"
+            raise InvalidArgumentError(f"--out {text} {where} a file, not a directory; pass a directory path")
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"cannot write to --out {text}: no file can be created in {existing} ({exc.strerror or exc}); "
+            "pass a directory you can write to"
+        ) from exc
+    return out
+
+
+def _save_results(out: Path, plan: PruningPlan, pruned: nn.Module) -> tuple[Path, Path]:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        plan_path = plan.save(out / "plan.json")
+        state_path = out / "pruned_state_dict.pt"
+        torch.save(pruned.state_dict(), state_path)
+    except OSError as exc:  # checked up front; a full disk or a concurrent change can still fail
+        raise ResidualPruneError(
+            f"could not write the results to {out} ({exc}); free some space or pick another --out"
+        ) from exc
+    return plan_path, state_path
+
+
 def _prune(args: argparse.Namespace) -> int:
+    out = _output_dir(args.out)
     info = get_criterion_info(args.criterion)
     torch.manual_seed(args.seed)
     built = build_model(args.model, pretrained=args.pretrained, input_size=args.input_size)
@@ -302,10 +357,7 @@ def _prune(args: argparse.Namespace) -> int:
                         example_inputs=probe[:1], policy=args.policy, granularity=args.granularity,
                         **options)
     pruned = _prune_and_report(built.module, plan, probe)
-    out = Path(args.out)
-    plan_path = plan.save(out / "plan.json")
-    state_path = out / "pruned_state_dict.pt"
-    torch.save(pruned.state_dict(), state_path)
+    plan_path, state_path = _save_results(out, plan, pruned)
     print(f"\nwrote {plan_path} and {state_path}; to load the pruned model:")
     print(f"    import torch, residual_prune\n    {built.imports}\n    model = {built.code}\n"
           f"    plan = residual_prune.PruningPlan.load({str(plan_path)!r})\n"
@@ -412,7 +464,8 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument("--seed", type=int, default=0, help="seed of the weights, data subset and random criterion")
     prune.add_argument("--pretrained", action="store_true", help="load pretrained weights (downloads them)")
     prune.add_argument("--checkpoint", help="a state_dict to load into the model before scoring")
-    prune.add_argument("--out", required=True, help="directory for plan.json and pruned_state_dict.pt")
+    prune.add_argument("--out", required=True, help="directory for plan.json and pruned_state_dict.pt "
+                                                    "(created if missing; checked before any work)")
     prune.set_defaults(func=_prune)
 
     criteria = sub.add_parser("criteria", help="list the built-in and plugin criteria")

@@ -96,7 +96,7 @@ def test_prune_reports_before_and_after(tmp_path: Path, capsys: pytest.CaptureFi
     table = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("params", "FLOPs"))}
     assert table["params"][1] == "272.47K" and table["FLOPs"][1] == "41.22M"
     assert float(table["FLOPs"][3].rstrip("%")) < 100
-    assert len(PruningPlan.load(tmp_path / "plan.json").removed) == 4  # round(0.5 * 7)
+    assert len(PruningPlan.load(tmp_path / "plan.json").removed) == 4  # 0.5 * 7 rounded half up
     assert "max abs difference 0" in out
 
 
@@ -156,6 +156,69 @@ def test_errors_exit_2_with_a_message(
     assert code == 2
     assert err.splitlines()[-1].startswith("error: ") and message in err
     assert "Traceback" not in err
+
+
+def _needs_arguments(depth: int) -> torch.nn.Module:
+    return resnet20()
+
+
+def _broken_factory() -> torch.nn.Module:
+    raise RuntimeError("weights file not configured")
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("tests.test_cli:_needs_arguments", "_needs_arguments() failed (TypeError: "),
+        ("tests.test_cli:_broken_factory", "_broken_factory() failed (RuntimeError: weights file not configured)"),
+        ("os:getcwd", "os:getcwd() returned a str, not an nn.Module"),
+    ],
+)
+def test_a_factory_that_fails_is_a_user_error(spec: str, message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "analyze", spec)
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("error: ") and message in err
+    assert "the factory must be callable with no arguments and return an nn.Module" in err
+
+
+def _assert_refused_before_scoring(code: int, out: str, err: str, message: str) -> None:
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("error: ") and message in err
+    assert "scoring" not in err and "calibration data" not in out  # checked before any work
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        ("afile", "--out afile is a file, not a directory"),
+        ("afile/sub", "--out afile/sub is under afile, which is a file, not a directory"),
+        ("", "--out is empty"),
+        ("  ", "--out is empty"),
+    ],
+)
+def test_a_bad_out_is_refused_before_scoring(
+    out: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("not a directory")
+    code, stdout, err = _run(capsys, "prune", "cifar:resnet20", "--criterion", "l1", "--n", "1", "--out", out)
+    _assert_refused_before_scoring(code, stdout, err, message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing written, not even into the cwd
+
+
+def test_an_unwritable_out_is_refused_before_scoring(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from residual_prune import cli
+
+    def no_files_here(*args: object, **kwargs: object) -> None:  # as a read-only folder answers, even for root
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cli.tempfile, "TemporaryFile", no_files_here)
+    code, stdout, err = _run(capsys, "prune", "cifar:resnet20", "--criterion", "l1", "--n", "1",
+                             "--out", str(tmp_path / "runs" / "r20"))
+    _assert_refused_before_scoring(code, stdout, err, f"no file can be created in {tmp_path} (Permission denied)")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_n_and_ratio_are_exclusive(capsys: pytest.CaptureFixture[str]) -> None:
