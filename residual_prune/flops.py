@@ -2,10 +2,11 @@
 
 Two counters give the same numbers: :func:`count_flops_by_module` runs fvcore on a whole
 model (a ``torch.jit.trace``, i.e. one extra forward pass), and :class:`NodeFlopCounter`
-counts inside the shape propagation that block discovery runs anyway, with
-``torch.utils.flop_counter`` plus fvcore's formulas for the operations torch does not count
-(norms, upsampling, grid sampling, adaptive average pooling, ``nn.MultiheadAttention``'s
-fast path). Tests check that both agree module by module.
+counts inside the shape propagation that block discovery runs anyway: matmuls and convolutions
+with ``torch.utils.flop_counter``, and what fvcore counts beyond them (norms, upsampling, grid
+sampling, adaptive average pooling, attention) with fvcore's formulas on the torch functions
+called, so that the count does not depend on how a torch release dispatches or decomposes them.
+Tests check that both agree module by module.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
@@ -28,26 +30,36 @@ from .modes import eval_mode
 __all__ = ["NodeFlopCounter", "count_flops_by_module"]
 
 
+def _sdpa_macs(query: Any, key: Any, value: Any) -> int:
+    """Scaled dot-product attention (shapes): the Q K^T and A V matmuls."""
+    batch = math.prod(query[:-2])
+    return batch * query[-2] * key[-2] * (query[-1] + value[-1])
+
+
+def _attention_macs(batch: int, length: int, source: int, embed: int, key_dim: int, value_dim: int) -> int:
+    """``nn.MultiheadAttention``: Q, K, V and output projections plus the two attention matmuls."""
+    projections = batch * (2 * length * embed + source * (key_dim + value_dim)) * embed
+    return projections + 2 * batch * length * source * embed
+
+
+def _native_mha_macs(query: Any, key: Any) -> int:
+    """``aten::_native_multi_head_attention`` (batch-first shapes; its keys and values have the query's width)."""
+    embed = query[-1]
+    return _attention_macs(math.prod(query[:-2]), query[-2], key[-2], embed, embed, embed)
+
+
 def _sdpa_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
-    """fvcore handle for ``aten::scaled_dot_product_attention``: Q K^T and A V matmuls."""
+    """fvcore handle for ``aten::scaled_dot_product_attention``."""
     from fvcore.nn.jit_handles import get_shape
 
-    q, k, v = (get_shape(inputs[i]) for i in range(3))
-    batch = math.prod(q[:-2])
-    return batch * q[-2] * k[-2] * q[-1] + batch * q[-2] * k[-2] * v[-1]
-
-
-def _attention_macs(batch: int, length: int, source: int, embed: int) -> int:
-    """``nn.MultiheadAttention``: Q, K, V and output projections plus the two attention matmuls."""
-    return batch * (2 * length + 2 * source) * embed * embed + 2 * batch * length * source * embed
+    return _sdpa_macs(*(get_shape(inputs[i]) for i in range(3)))
 
 
 def _native_mha_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
     """fvcore handle for ``aten::_native_multi_head_attention`` (nn.MultiheadAttention's fast path)."""
     from fvcore.nn.jit_handles import get_shape
 
-    q, k = get_shape(inputs[0]), get_shape(inputs[1])
-    return _attention_macs(math.prod(q[:-2]), q[-2], k[-2], q[-1])
+    return _native_mha_macs(get_shape(inputs[0]), get_shape(inputs[1]))
 
 
 def count_flops_by_module(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, int] | None:
@@ -82,68 +94,109 @@ def count_flops_by_module(model: nn.Module, inputs: tuple[torch.Tensor, ...]) ->
         fvcore_logger.setLevel(level)
 
 
-# torch.utils.flop_counter counts a multiply-add as 2 FLOPs; these formulas are in its unit (2 x fvcore's)
-# and take shapes, as torch's own formulas do.
-def _numel(shape: Any) -> int:
-    return math.prod(shape)
-
-
 def _norm_per_element(normalises: bool, affine: bool) -> int:
     """fvcore's FLOPs per element of a norm: 5 (4 without affine) when it computes statistics,
     2 (1) for an eval-mode batch norm, which only scales and shifts."""
     return (5 if affine else 4) if normalises else (2 if affine else 1)
 
 
-def _batch_norm_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
-    training = args[3] if len(args) > 3 else kwargs.get("training", False)
-    return 2 * _norm_per_element(training, weight_shape is not None) * _numel(input_shape)
+# fvcore's formulas for the operations it counts besides matmuls and convolutions, applied to torch-function
+# calls, the level that torch.jit.trace (hence fvcore) records. The aten ops below that level change between
+# torch releases, and so does whether FlopCounterMode decomposes them before looking up a formula (torch 2.6 to
+# 2.14 at least turn batch norm and nearest upsampling into uncounted elementwise ops, and have no formula for
+# the CPU attention kernel; adaptive pooling to 1x1 runs as an uncounted mean); the functions do not. Each formula takes the call's arguments by name and its result.
+_Call = dict[str, Any]
 
 
-def _layer_norm_flop(input_shape, normalized_shape, weight_shape=None, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
-    return 2 * _norm_per_element(True, weight_shape is not None) * _numel(input_shape)
+def _norm_call(call: _Call, out: Any) -> int:
+    return call["input"].numel() * _norm_per_element(True, call.get("weight") is not None)
 
 
-def _group_norm_flop(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
-    return 2 * _norm_per_element(True, weight_shape is not None) * _numel(input_shape)
+def _batch_norm_call(call: _Call, out: Any) -> int:
+    return call["input"].numel() * _norm_per_element(bool(call.get("training")), call.get("weight") is not None)
 
 
-def _per_output_element(flops: int) -> Any:
-    def formula(*args: Any, out_shape: Any = None, **kwargs: Any) -> int:
-        return 2 * flops * _numel(out_shape)
-
-    return formula
+_UPSAMPLE_2D_PER_OUTPUT = {"nearest": 1, "bilinear": 4}  # aten::upsample_nearest2d, aten::upsample_bilinear2d
 
 
-def _native_mha_flop(query_shape, key_shape, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
-    return 2 * _attention_macs(math.prod(query_shape[:-2]), query_shape[-2], key_shape[-2], query_shape[-1])
+def _interpolate_call(call: _Call, out: Any) -> int:
+    """``F.interpolate`` by the op it runs: 2-d nearest/bilinear upsampling per output element, "area" as
+    ``adaptive_avg_pool2d`` per input element; fvcore counts no other mode, size or antialiased variant."""
+    x = call["input"]
+    if x.dim() != 4 or call.get("antialias"):
+        return 0
+    mode = call.get("mode", "nearest")
+    return x.numel() if mode == "area" else _UPSAMPLE_2D_PER_OUTPUT.get(mode, 0) * out.numel()
 
 
-_aten = torch.ops.aten
-FVCORE_CONVENTION = {
-    _aten.native_batch_norm: _batch_norm_flop,
-    _aten.native_layer_norm: _layer_norm_flop,
-    _aten.native_group_norm: _group_norm_flop,
-    _aten.upsample_nearest2d: _per_output_element(1),
-    _aten.upsample_bilinear2d: _per_output_element(4),
-    _aten.grid_sampler_2d: _per_output_element(4),
-    _aten._native_multi_head_attention: _native_mha_flop,
+def _per_output_element(macs: int) -> Any:
+    return lambda call, out: macs * out.numel()
+
+
+def _per_input_element(call: _Call, out: Any) -> int:
+    return call["input"].numel()
+
+
+def _sdpa_call(call: _Call, out: Any) -> int:
+    return _sdpa_macs(call["query"].shape, call["key"].shape, call["value"].shape)
+
+
+def _mha_forward_call(call: _Call, out: Any) -> int:
+    """``F.multi_head_attention_forward`` (sequence-first, batch optional), as fvcore counts its traced
+    projections and attention."""
+    q, k, v = call["query"].shape, call["key"].shape, call["value"].shape
+    return _attention_macs(q[1] if len(q) == 3 else 1, q[0], k[0], q[-1], k[-1], v[-1])
+
+
+def _native_mha_call(call: _Call, out: Any) -> int:
+    return _native_mha_macs(call["query"].shape, call["key"].shape)
+
+
+# function -> (names of its leading parameters, formula). F.* and the torch.* op it wraps are both listed:
+# user code may call either, and the mode sees only the outermost call.
+_FUNCTION_FLOPS: dict[Any, tuple[tuple[str, ...], Any]] = {
+    F.batch_norm: (("input", "running_mean", "running_var", "weight", "bias", "training"), _batch_norm_call),
+    torch.batch_norm: (("input", "weight", "bias", "running_mean", "running_var", "training"), _batch_norm_call),
+    F.instance_norm: (("input", "running_mean", "running_var", "weight"), _norm_call),
+    torch.instance_norm: (("input", "weight"), _norm_call),
+    **dict.fromkeys((F.layer_norm, torch.layer_norm), (("input", "normalized_shape", "weight"), _norm_call)),
+    **dict.fromkeys((F.group_norm, torch.group_norm), (("input", "num_groups", "weight"), _norm_call)),
+    F.interpolate: (("input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor",
+                     "antialias"), _interpolate_call),
+    torch._C._nn.upsample_nearest2d: ((), _per_output_element(1)),
+    torch._C._nn.upsample_bilinear2d: ((), _per_output_element(4)),
+    **dict.fromkeys((F.grid_sample, torch.grid_sampler), ((), _per_output_element(4))),
+    **dict.fromkeys((F.adaptive_avg_pool2d, torch._C._nn.adaptive_avg_pool2d), (("input",), _per_input_element)),
+    F.scaled_dot_product_attention: (("query", "key", "value"), _sdpa_call),
+    F.multi_head_attention_forward: (("query", "key", "value"), _mha_forward_call),
+    torch._native_multi_head_attention: (("query", "key", "value"), _native_mha_call),
 }
-_ADAPTIVE_AVG_POOL_2D = {torch.nn.functional.adaptive_avg_pool2d, torch._C._nn.adaptive_avg_pool2d}
 
 
-class _AdaptiveAvgPoolFlops(TorchFunctionMode):
-    """fvcore counts ``adaptive_avg_pool2d`` as one FLOP per input element. It dispatches to
-    ``aten.mean`` for a 1x1 output, which fvcore does not count elsewhere, so it is caught here,
-    at the function level (also inside opaque leaf modules)."""
+class _FunctionFlops(TorchFunctionMode):
+    """Counts the calls of ``_FUNCTION_FLOPS`` by fvcore's formulas (also inside opaque leaf modules).
 
-    def __init__(self) -> None:
+    What ``dispatch`` (the aten-level counter) counted inside such a call is set aside in ``replaced``
+    (in its unit), so the formula alone counts the call, e.g. attention on any device or release.
+    """
+
+    def __init__(self, dispatch: FlopCounterMode) -> None:
         super().__init__()
+        self._dispatch = dispatch
         self.flops = 0
+        self.replaced = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch's protocol
-        if func in _ADAPTIVE_AVG_POOL_2D and args and isinstance(args[0], torch.Tensor):
-            self.flops += args[0].numel()
-        return func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        counted = _FUNCTION_FLOPS.get(func)
+        if counted is None:
+            return func(*args, **kwargs)
+        before = self._dispatch.get_total_flops()
+        result = func(*args, **kwargs)
+        self.replaced += self._dispatch.get_total_flops() - before
+        parameters, formula = counted
+        self.flops += formula({**dict(zip(parameters, args)), **kwargs}, result)
+        return result
 
 
 # Nodes whose FLOPs follow from their shapes alone, without running them under the counting modes
@@ -197,19 +250,20 @@ class NodeFlopCounter:
     Call :meth:`count` around each node; FLOPs go to every module whose forward made the node
     (``nn_module_stack``) and to ``""``, the whole model. Plain layers (Conv, Linear, norms, ...)
     are counted from their shapes; every other node runs under ``torch.utils.flop_counter`` and
-    the adaptive-pooling mode. An opaque leaf module is counted as a whole, not per child.
+    the function-level formulas. An opaque leaf module is counted as a whole, not per child.
     """
 
     def __init__(self) -> None:
-        self._dispatch = FlopCounterMode(display=False, custom_mapping=FVCORE_CONVENTION)
-        self._pooling = _AdaptiveAvgPoolFlops()
+        self._dispatch = FlopCounterMode(display=False)
+        self._functions = _FunctionFlops(self._dispatch)
         self.by_module: dict[str, int] = {"": 0}
 
     def _measured(self, run: Any) -> tuple[Any, int]:
-        self._pooling.flops = 0
-        with self._dispatch, self._pooling:  # FlopCounterMode starts from zero on entry
+        self._functions.flops = self._functions.replaced = 0
+        with self._dispatch, self._functions:  # FlopCounterMode starts from zero on entry
             result = run()
-        return result, self._dispatch.get_total_flops() // 2 + self._pooling.flops
+        dispatched = self._dispatch.get_total_flops() - self._functions.replaced  # 2 per multiply-add
+        return result, dispatched // 2 + self._functions.flops
 
     def count(self, node: fx.Node, module: nn.Module | None, run: Any) -> Any:
         """Run ``run()`` (the node's computation; ``module`` for a call_module) and add its FLOPs."""

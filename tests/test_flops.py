@@ -37,6 +37,28 @@ class NormsAndResampling(nn.Module):
         return x + (tokens.transpose(1, 2) @ tokens).mean() + F.adaptive_avg_pool2d(x, 1)
 
 
+class FunctionalCalls(nn.Module):
+    """The same operations through the torch.* ops, other F.interpolate modes, an affine instance norm, a
+    training-mode batch norm and cross-attention with other key and value widths."""
+
+    def __init__(self):
+        super().__init__()
+        self.inorm = nn.InstanceNorm2d(8, affine=True)
+        self.weight = nn.Parameter(torch.rand(8))
+        self.cross = nn.MultiheadAttention(8, 2, kdim=4, vdim=6)
+
+    def forward(self, x):
+        x = x + self.inorm(x)
+        x = x + torch.batch_norm(x, self.weight, None, None, None, True, 0.1, 1e-5, False)
+        x = x + torch.layer_norm(x, (16,)) + torch.group_norm(x, 4, self.weight)
+        x = x + F.interpolate(F.interpolate(x, scale_factor=2, mode="bilinear", antialias=True), size=16, mode="area")
+        x = x + F.interpolate(x, size=16, mode="nearest-exact") + F.interpolate(x.flatten(2), size=256).view(x.shape)
+        x = x + torch.grid_sampler(x, x[:, :2].permute(0, 2, 3, 1).tanh(), 0, 0, False)
+        tokens = x.flatten(2).permute(2, 0, 1)  # (256, 1, 8), sequence first
+        attended = self.cross(tokens, tokens[..., :4], tokens[..., :6], need_weights=False)[0]
+        return x + attended.permute(1, 2, 0).reshape(x.shape)
+
+
 def _zoo() -> list[tuple[str, nn.Module, tuple[int, ...]]]:
     import timm
     import torchvision
@@ -48,6 +70,7 @@ def _zoo() -> list[tuple[str, nn.Module, tuple[int, ...]]]:
         ("timm vit_tiny", timm.create_model("vit_tiny_patch16_224", img_size=64), (1, 3, 64, 64)),
         ("timm convnext_atto", timm.create_model("convnext_atto"), (1, 3, 64, 64)),
         ("norms and resampling", NormsAndResampling().eval(), (1, 8, 16, 16)),
+        ("functional calls", FunctionalCalls().eval(), (1, 8, 16, 16)),
     ]
 
 
