@@ -201,8 +201,14 @@ def plan_pruning(
         **criterion_kwargs: options of the criterion, e.g. ``num_batches=4``, ``bn_mode="eval"``, ``seed=1``.
 
     Raises:
-        UnknownCriterionError, MissingDataError, InvalidArgumentError, NoRemovableBlocksError,
-        TraceError, DataError, CriterionError: each with what to do next.
+        UnknownCriterionError: no criterion has that name (the message lists the known ones).
+        MissingDataError: a data-driven criterion was given no ``data``.
+        InvalidArgumentError: ``n``/``ratio``, ``policy``, ``granularity`` or a criterion option is invalid.
+        NoRemovableBlocksError: the model has no removable residual unit.
+        TraceError: torch.fx cannot trace the model (the message names the failing module and
+            suggests ``leaf_modules``).
+        DataError: the inputs or batches do not fit the model.
+        CriterionError: the criterion failed, returned NaN/inf, or missed a block.
     """
     info = get_criterion_info(criterion)
     _check_one_of(n, ratio)
@@ -268,7 +274,7 @@ def prune_layers(
 ) -> nn.Module:
     """Plan and apply in one call: return ``model`` without its ``n`` (or ``ratio``) least important blocks.
 
-    Example:
+    Examples:
         >>> pruned = prune_layers(resnet56(), criterion="grasp", n=4, data=loader, num_batches=2)
 
     The model is copied unless ``inplace=True``. See :func:`plan_pruning` for the arguments;

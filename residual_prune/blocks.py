@@ -43,6 +43,8 @@ from .tracing import TracedModel, as_input_tuple, trace
 __all__ = ["ResidualBlock", "find_blocks", "POLICIES", "GRANULARITIES", "analyse", "report", "sublayers"]
 
 POLICIES = ("default", "paper")
+"""The removability policies: ``"default"`` removes every unit that meets the rules, ``"paper"`` also
+protects the units next to every downsampling (see the module docstring)."""
 GRANULARITIES = ("block", "sublayer")
 
 _ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add, torch.Tensor.add, torch.Tensor.add_}
@@ -90,7 +92,8 @@ class ResidualBlock:
         params: number of parameters of the unit.
         flops: FLOPs of the unit for the example input in fvcore's convention (a multiply-add
             is one FLOP); None if not counted.
-        input_shape, output_shape: shapes for the example input.
+        input_shape: shape of the unit's input for the example input.
+        output_shape: shape of its output.
         joins: number of residual joins inside the unit.
         modules: qualified names of the modules that hold the unit's parameters: ``(name,)``
             for a block; the layers of the branch for a sub-layer. Criteria score these.
@@ -466,7 +469,7 @@ def find_blocks(
 
     Returns:
         The units in execution order, removable or not; ``reason`` says why not.
-        A model without residual joins (VGG, AlexNet) gives an empty list.
+            A model without residual joins (VGG, AlexNet) gives an empty list.
     """
     if granularity not in GRANULARITIES:
         raise InvalidArgumentError(

@@ -29,7 +29,7 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     arbitrary invertible ones. Inputs of shape ``(n, ...)`` are flattened to ``(n, -1)``;
     computed in float64, in feature space or on ``n x n`` Gram matrices, whichever is smaller.
 
-    Example:
+    Examples:
         >>> linear_cka(torch.randn(100, 8), torch.randn(100, 8) @ torch.randn(8, 4))
     """
     if x.dim() < 2 or y.dim() < 2 or x.shape[0] != y.shape[0]:
@@ -69,7 +69,7 @@ def representations(
     token). The model runs in eval mode under ``no_grad`` and is left exactly as it was;
     the features are returned on the CPU in the model's dtype, rows in the order of the data.
 
-    Example:
+    Examples:
         >>> feats = representations(model, loader, ["layer1.0", "layer3.2"], pool=True, num_batches=4)
         >>> linear_cka(feats["layer1.0"], feats["layer3.2"])
     """

@@ -28,7 +28,7 @@ from residual_prune.models import resnet32
 from .test_data import write_cifar_npz
 
 REPO = Path(__file__).resolve().parents[1]
-DOCS = ("README.md", "docs/getting-started.md", "docs/api.md")
+DOCS = ("README.md", "docs/getting-started.md", "docs/guide.md")
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
@@ -156,11 +156,11 @@ def test_readme_describes_the_npz_the_reader_reads(tmp_path: Path) -> None:
             load_cifar10_npz(tmp_path / "partial.npz", key.split("_")[0])
 
 
-def test_api_reference_states_the_ratio_rounding_the_code_uses() -> None:
-    """docs/api.md's formula for ``ratio``, evaluated, gives the number of blocks ``plan_pruning`` removes."""
-    api = (REPO / "docs/api.md").read_text()
-    formulas = re.findall(r"`((?:round|floor|ceil|int)\([^`]*ratio \* removable[^`]*)`", api)
-    assert formulas, "docs/api.md no longer says how ratio becomes a number of blocks"
+def test_guide_states_the_ratio_rounding_the_code_uses() -> None:
+    """docs/guide.md's formula for ``ratio``, evaluated, gives the number of blocks ``plan_pruning`` removes."""
+    guide = (REPO / "docs/guide.md").read_text()
+    formulas = re.findall(r"`((?:round|floor|ceil|int)\([^`]*ratio \* removable[^`]*)`", guide)
+    assert formulas, "docs/guide.md no longer says how ratio becomes a number of blocks"
     torch.manual_seed(0)
     model, x = resnet32(), torch.randn(1, 3, 32, 32)
     removable = sum(b.removable for b in rp.find_blocks(model, x, count_flops=False))
@@ -169,7 +169,7 @@ def test_api_reference_states_the_ratio_rounding_the_code_uses() -> None:
     for formula in formulas:
         documented = eval(formula, {"round": round, "floor": math.floor, "ceil": math.ceil, "int": int},
                           {"ratio": 0.5, "removable": removable})
-        assert documented == len(plan.removed), f"docs/api.md: `{formula}` = {documented}, not {len(plan.removed)}"
+        assert documented == len(plan.removed), f"docs/guide.md: `{formula}` = {documented}, not {len(plan.removed)}"
 
 
 def test_the_readme_slow_test_command_selects_tests() -> None:

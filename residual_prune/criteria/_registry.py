@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "residual_prune.criteria"
+"""The entry-point group through which installed packages add criteria (``name = package.module:callable``)."""
 
 Criterion = Callable[..., Mapping[str, float]]
 
@@ -69,7 +70,7 @@ def register_criterion(
     ``requires_data`` and ``gradient_based`` default to the callable's attributes of the
     same name (so plugins can declare them on the function), else ``False``.
 
-    Example:
+    Examples:
         >>> @register_criterion("param_count")
         ... def param_count(model, blocks, data, **kwargs):
         ...     return {b.name: float(b.params) for b in blocks}

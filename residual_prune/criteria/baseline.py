@@ -23,7 +23,7 @@ def random_importance(
 
     Needs: nothing (no data, no gradients). The same seed and block list give the same scores.
 
-    Example:
+    Examples:
         >>> plan = plan_pruning(model, criterion="random", n=2, example_inputs=x, seed=1)
     """
     generator = torch.Generator().manual_seed(int(seed))
