@@ -645,6 +645,8 @@ def _sublayer_block(
     params = {id(p): p for m in modules for p in model.get_submodule(m).parameters()}
     direct = []
     for target in tensors:
+        if target in graph.traced.constants:
+            continue  # a constant torch.fx lifted out of the forward, not a parameter of the model
         owner, _, attr = target.rpartition(".")
         value = getattr(model.get_submodule(owner), attr)
         if isinstance(value, nn.Parameter):

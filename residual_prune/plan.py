@@ -110,7 +110,7 @@ def _field_problem(plan: PruningPlan) -> str | None:
     if not (isinstance(dtypes, list) and all(
         isinstance(d, str) and isinstance(vars(torch).get(d), torch.dtype) for d in dtypes
     )) or (
-        dtypes and len(dtypes) != len(shapes)
+        dtypes and shapes and len(dtypes) != len(shapes)
     ):
         return "'input_dtypes' must name one torch dtype (e.g. 'float32', 'int64') per input shape, or be empty"
     if not _is_int(plan.version) or plan.version != PLAN_VERSION:

@@ -116,9 +116,10 @@ def apply_plan(
         CorruptPlanError: a field of the plan has an invalid value.
     """
     check_inplace(plan, inplace)
-    checked = check_plan(model, plan, example_inputs=example_inputs, leaf_modules=check_leaf_modules(leaf_modules))
+    leaf_modules = check_leaf_modules(leaf_modules)
+    checked = check_plan(model, plan, example_inputs=example_inputs, leaf_modules=leaf_modules)
     if plan.granularity == "sublayer":
-        return remove_sublayers(copy.deepcopy(model), plan)
+        return remove_sublayers(copy.deepcopy(model), plan, example_inputs=example_inputs, leaf_modules=leaf_modules)
     deletable = {name: _deletable(model, checked, name) for name in plan.removed}
     pruned = model if inplace else _copy_without(model, plan.removed)
     for name in plan.removed:

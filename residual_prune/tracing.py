@@ -231,11 +231,22 @@ class TracedModel:
     call_counts: dict[str, int]
     calls: dict[str, ModuleCall]
     flops: dict[str, int] | None = None  # FLOPs by module name ("" = the whole model), fvcore's convention
+    # tensors torch.fx lifted out of the forward as attributes of the root (``_tensor_constant0``), which
+    # tracing does not leave on the model; a GraphModule over the graph needs them (see attach_constants)
+    constants: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def attach_constants(self, module: nn.Module) -> nn.Module:
+        """Set the graph's lifted constants on ``module`` (a copy of the model: this changes it)."""
+        for name, value in self.constants.items():
+            setattr(module, name, value)
+        return module
 
     @functools.cached_property
     def graph_module(self) -> fx.GraphModule:
-        """The graph as a runnable module over ``root``'s submodules (built on first use)."""
-        return fx.GraphModule(self.root, self.graph, class_name=type(self.root).__name__)
+        """The graph as a runnable module over ``root``'s submodules (built on first use; the lifted
+        constants are set on ``root``, so trace a copy before asking for this)."""
+        root = self.attach_constants(self.root)
+        return fx.GraphModule(root, self.graph, class_name=type(root).__name__)
 
     @staticmethod
     def module_stack(node: fx.Node) -> list[str]:
@@ -357,6 +368,7 @@ def trace(
     tracer = _Tracer(leaf_classes, get_notrace_functions())
     with model_state_kept(model), eval_mode(model):
         model.train(training)
+        attributes = set(vars(model))
         try:
             graph = tracer.trace(model, concrete_args=_defaulted_arguments(model, len(inputs)))
         except Exception as exc:
@@ -371,9 +383,22 @@ def trace(
                 f"{type(exc).__name__}: {exc}. Pass inputs shaped as the model expects "
                 "(e.g. torch.randn(1, 3, 224, 224) for ImageNet models)."
             ) from exc
+        constants = _lifted_constants(model, graph, attributes, prefix="_train" if training else "")
     nodes = list(graph.nodes)
     shapes = {}
     for node in nodes:
         meta = node.meta.get("tensor_meta")
         shapes[node] = tuple(meta.shape) if hasattr(meta, "shape") else None
-    return TracedModel(model, graph, nodes, shapes, dict(tracer.num_calls), tracer.calls, flops)
+    return TracedModel(model, graph, nodes, shapes, dict(tracer.num_calls), tracer.calls, flops, constants)
+
+
+def _lifted_constants(model: nn.Module, graph: fx.Graph, attributes: set[str], prefix: str) -> dict[str, Any]:
+    """The attributes tracing added to ``model`` for the graph to read (lifted tensor constants), renamed
+    with ``prefix`` (a train-mode graph's must not collide with an eval-mode graph's over the same copy)."""
+    constants = {}
+    for node in graph.nodes:
+        if node.op == "get_attr" and "." not in node.target and node.target not in attributes:
+            name = prefix + node.target
+            constants[name] = getattr(model, node.target)
+            node.target = name
+    return constants

@@ -40,7 +40,7 @@ def verify(
     inputs = as_input_tuple(example_inputs)
     check_plan(original, plan, example_inputs=inputs)
     if plan.granularity == "sublayer":
-        reference = zero_sublayers(copy.deepcopy(original), plan)
+        reference = zero_sublayers(copy.deepcopy(original), plan, example_inputs=inputs)
     else:
         reference = replace_with_identity(copy.deepcopy(original), plan.removed)
     with torch.no_grad(), eval_mode(reference), eval_mode(pruned):

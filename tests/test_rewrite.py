@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+import sys
+
 import pytest
 import timm
 import torch
+import torch.nn.functional as F
 import torchvision
+from torch import nn
 
 import residual_prune as rp
 from residual_prune.models import resnet20
+from residual_prune.rewrite import DualGraphModule, resolve_leaf_modules
 
 X224 = torch.randn(2, 3, 224, 224)
 
@@ -72,6 +79,11 @@ def test_sublayer_model_trains_saves_reloads_and_keeps_drop_path(tmp_path) -> No
     fresh.load_state_dict(torch.load(tmp_path / "pruned.pt", weights_only=True))
     with torch.no_grad():
         assert torch.equal(fresh.eval()(X224), pruned(X224))
+    torch.save(pruned, tmp_path / "whole.pt")  # the whole GraphModule, pickled
+    whole = torch.load(tmp_path / "whole.pt", weights_only=False)
+    with torch.no_grad():
+        assert torch.equal(whole.eval()(X224), pruned(X224))
+    torch.fx.symbolic_trace(nn.Linear(2, 2))  # and torch.fx still traces afterwards
 
 
 @pytest.mark.parametrize("criterion", ["random", "l1", "snip", "grasp", "synflow"])
@@ -104,5 +116,321 @@ def test_sublayer_errors() -> None:
     with pytest.raises(rp.InvalidArgumentError, match="granularity"):
         rp.find_blocks(model, x, granularity="layer")
     plan.removed = ["layer1.0#5"]
-    with pytest.raises(rp.PlanMismatchError, match="no residual branch"):
+    with pytest.raises(rp.PlanMismatchError, match="residual branch"):
         rp.apply_plan(model, plan)
+
+
+# --- tiny models reproducing the patterns of real networks ---------------------------------------
+
+
+class _MLPBlock(nn.Module):
+    """``x + fc(norm(x))``: one residual branch."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc(self.norm(x))
+
+
+class _InPlacePositionNet(nn.Module):
+    """Adds its position encoding in place and drops the result, as torchvision's MViT does."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.embed = nn.Linear(8, dim)
+        self.pos = nn.Parameter(torch.randn(4, dim))
+        self.blocks = nn.Sequential(*[_MLPBlock(dim) for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x)
+        x.add_(self.pos)
+        return self.blocks(x)
+
+
+def test_in_place_operations_outside_the_branches_are_kept() -> None:
+    torch.manual_seed(0)
+    model, x = _InPlacePositionNet().eval(), torch.randn(2, 4, 8)
+    plan = rp.plan_pruning(model, criterion="random", n=1, example_inputs=x, granularity="sublayer")
+    plan.removed = ["blocks.1#0"]
+    pruned = rp.apply_plan(model, plan)
+    reference = copy.deepcopy(model)
+    reference.blocks[1] = nn.Identity()  # its only branch zeroed
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), reference(x))
+    assert rp.verify(model, pruned, plan, x) <= 1e-5
+
+
+class _ConstantScaledBlock(nn.Module):
+    """Scales by a tensor that is neither a parameter nor a buffer: torch.fx lifts it as ``_tensor_constant0``."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.mlp = _MLPBlock(dim)
+        self.table = [torch.tensor(0.5)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x) * self.table[0] + x
+
+
+def test_constants_lifted_by_tracing_stay_off_the_model_and_in_the_pruned_graphs() -> None:
+    torch.manual_seed(0)
+    model, x = nn.Sequential(_ConstantScaledBlock(), _ConstantScaledBlock()).eval(), torch.randn(2, 4, 16)
+    plan = rp.plan_pruning(model, criterion="random", n=1, example_inputs=x, granularity="sublayer")
+    plan.removed = ["1.mlp#0"]
+    pruned = rp.apply_plan(model, plan)
+    assert not any(name.startswith("_tensor_constant") for name in vars(model))
+    assert rp.verify(model, pruned, plan, x) == 0
+    reference = copy.deepcopy(model)
+    reference[1].mlp = nn.Identity()  # its only branch zeroed
+    with torch.no_grad():
+        torch.testing.assert_close(pruned(x), reference(x))
+    pruned.train()(x).sum().backward()
+
+
+class _ShapeCheckedAttention(nn.Module):
+    """Asserts on the shape of a tensor computed inside the branch, as timm's CoaT does."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        torch._assert(q.shape[1] == x.shape[1], "one query per token")
+        return self.proj(q * k.sigmoid() + v)
+
+
+class _ShapeCheckedBlock(nn.Module):
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = _ShapeCheckedAttention(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.attn(self.norm(x))
+
+
+def test_a_branch_read_by_a_shape_check_is_removed_entirely() -> None:
+    torch.manual_seed(0)
+    model, x = nn.Sequential(*[_ShapeCheckedBlock() for _ in range(3)]).eval(), torch.randn(2, 4, 16)
+    branches = {b.name: b for b in rp.find_blocks(model, x, granularity="sublayer")}
+    plan = rp.plan_pruning(model, criterion="random", n=1, example_inputs=x, granularity="sublayer")
+    plan.removed = ["1#0"]
+    pruned = rp.apply_plan(model, plan)
+    assert not [name for name, _ in pruned.named_modules() if name.startswith("1.")]
+    assert not [n for n in pruned.graph.nodes if n.op == "call_module" and n.target.startswith("1.")]
+    assert _params(model) - _params(pruned) == branches["1#0"].params
+    assert rp.verify(model, pruned, plan, x) <= 1e-5
+
+
+class _SizeReadingBlock(nn.Module):
+    """The kept network reads a size of a branch tensor: its token count (as timm's MViTv2 passes a
+    feature size on) or its batch size."""
+
+    def __init__(self, dim: int = 16, reads_batch: bool = False):
+        super().__init__()
+        self.fc = nn.Linear(dim, dim)
+        self.reads_batch = reads_batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        return (x + h) / h.shape[0 if self.reads_batch else 1]
+
+
+def test_sizes_the_network_reads_from_a_removed_branch_keep_their_values() -> None:
+    torch.manual_seed(0)
+    model, x = nn.Sequential(_SizeReadingBlock(), _SizeReadingBlock()), torch.randn(2, 4, 16)
+    plan = rp.plan_pruning(model, criterion="random", n=1, example_inputs=x, granularity="sublayer")
+    plan.removed = ["0#0"]
+    pruned = rp.apply_plan(model, plan)
+    assert _params(model) - _params(pruned) == _params(model[0].fc)
+    assert rp.verify(model, pruned, plan, torch.randn(5, 4, 16)) <= 1e-5  # any batch size
+    with pytest.raises(AssertionError, match=r"pruned .*0#0.* for inputs of shape \(batch, 4, 16\)"):
+        pruned(torch.randn(2, 6, 16))  # the fixed token count would be wrong
+
+
+def test_a_branch_whose_value_the_network_uses_is_refused() -> None:
+    model, x = nn.Sequential(*[_SizeReadingBlock(reads_batch=True) for _ in range(2)]), torch.randn(2, 4, 16)
+    plan = rp.plan_pruning(model, criterion="random", n=1, example_inputs=x, granularity="sublayer")
+    with pytest.raises(rp.PlanError, match=r"cannot be removed: .* may depend on the batch size"):
+        rp.apply_plan(model, plan)
+
+
+class _Opaque(nn.Module):
+    """Untraceable (control flow on a tensor value): only usable as a leaf module."""
+
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.fc = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) if x.sum() > 0 else -self.fc(x)
+
+
+class _OpaqueBlock(nn.Module):
+    def __init__(self, dim: int = 16):
+        super().__init__()
+        self.inner = _Opaque(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.inner(x)
+
+
+def test_leaf_modules_of_a_plan_are_found_in_the_model_and_never_imported(tmp_path, monkeypatch) -> None:
+    model, x = nn.Sequential(*[_OpaqueBlock() for _ in range(3)]), torch.randn(2, 16)
+    plan = rp.plan_pruning(model, criterion="random", n=1, example_inputs=x, granularity="sublayer",
+                           leaf_modules=(_Opaque,))
+    assert plan.leaf_modules == [f"{__name__}:_Opaque"]
+    assert rp.verify(model, rp.apply_plan(model, plan), plan, x) <= 1e-5
+
+    marker = tmp_path / "imported"
+    (tmp_path / "residual_prune_planted.py").write_text(
+        f"open({str(marker)!r}, 'w').close()\nimport torch\nclass Thing(torch.nn.Module):\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plan.leaf_modules = ["residual_prune_planted:Thing"]
+    with pytest.raises(rp.PlanMismatchError, match=r"residual_prune_planted:Thing.*never imported.*leaf_modules="):
+        rp.apply_plan(model, plan)
+    assert not marker.exists() and "residual_prune_planted" not in sys.modules
+    # the caller may name the class: by its full name or, from another module, by its class name
+    assert resolve_leaf_modules(["elsewhere:_Opaque"], model, (_Opaque,)) == (_Opaque,)
+
+
+class _TokenNet(nn.Module):
+    def __init__(self, vocabulary: int = 10, dim: int = 16):
+        super().__init__()
+        self.embed = nn.Embedding(vocabulary, dim)
+        self.blocks = nn.Sequential(*[_MLPBlock(dim) for _ in range(3)])
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.embed(tokens))
+
+
+def test_a_plan_replays_token_ids_as_integers(tmp_path) -> None:
+    torch.manual_seed(0)
+    model, tokens = _TokenNet(), torch.randint(0, 10, (2, 5))
+    plan = rp.plan_pruning(model, criterion="random", n=1, example_inputs=tokens, granularity="sublayer")
+    assert plan.input_dtypes == ["int64"]
+    plan = rp.PruningPlan.load(plan.save(tmp_path / "plan.json"))
+    pruned = rp.apply_plan(model, plan)
+    assert rp.verify(model, pruned, plan, tokens) <= 1e-5
+    data = plan.to_dict()
+    with pytest.raises(rp.CorruptPlanError, match="input_dtypes"):
+        rp.PruningPlan.from_dict({**data, "input_dtypes": ["torch.nn"]})
+    old = {k: v for k, v in data.items() if k != "input_dtypes"}  # plans made before dtypes were recorded
+    assert rp.PruningPlan.from_dict(old).input_dtypes == []
+
+
+class _DropPathLike(nn.Module):
+    """Stochastic depth written in Python (traced through, not a leaf module)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        keep = x.new_empty(x.shape[0], 1).bernoulli_(1 - self.p)  # as timm's drop_path
+        return x * keep / (1 - self.p)
+
+
+class _TrainBranch(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(dim)
+        self.fc = nn.Linear(dim, dim)
+        self.drop = nn.Dropout(0.3)
+        self.drop_path = _DropPathLike(0.3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(self.norm(x))
+        if self.training:
+            h = h + 0.1 * torch.randn_like(h)
+        h = F.dropout(h, 0.2, training=self.training)
+        return self.drop_path(self.drop(h))
+
+
+class _TwoBranchBlock(nn.Module):
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.mix = _TrainBranch(dim)
+        self.mlp = _TrainBranch(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.mix(x)
+        return x + self.mlp(x)
+
+
+class _TrainModeNet(nn.Module):
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.stem = nn.Linear(4, dim)
+        self.blocks = nn.Sequential(*[_TwoBranchBlock(dim) for _ in range(3)])
+        self.head = nn.Linear(dim, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        if self.training:
+            x = x * 1.5
+        return self.head(self.blocks(x))
+
+
+class _Zero(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+def _train_step(model: nn.Module, x: torch.Tensor, seed: int = 3) -> torch.Tensor:
+    torch.manual_seed(seed)
+    return model.train()(x)
+
+
+def test_a_pruned_model_trains_like_the_original_without_its_branches() -> None:
+    torch.manual_seed(0)
+    model, x = _TrainModeNet(), torch.randn(16, 4)
+    plan = rp.plan_pruning(model, criterion="random", n=1, example_inputs=x, granularity="sublayer")
+    plan.removed = ["blocks.0#1", "blocks.1#0"]
+    pruned = rp.apply_plan(model, plan)
+    reference = copy.deepcopy(model)
+    reference.blocks[0].mlp = _Zero()  # the branches zeroed, without tracing and without drawing random numbers
+    reference.blocks[1].mix = _Zero()
+    assert isinstance(pruned, DualGraphModule) and pruned.train_refusal is None
+    expected = _train_step(reference, x)
+    torch.testing.assert_close(_train_step(pruned, x), expected)  # noise, dropout and drop path in train mode
+    assert pruned.state_dict().keys() == reference.state_dict().keys()
+    for key, value in reference.state_dict().items():  # batch-norm statistics updated alike
+        torch.testing.assert_close(pruned.state_dict()[key], value, msg=key)
+    with torch.no_grad():
+        torch.testing.assert_close(pruned.eval()(x), reference.eval()(x))
+    # copies keep the train-mode graph
+    for copied in (copy.deepcopy(pruned), pickle.loads(pickle.dumps(pruned))):
+        assert isinstance(copied, DualGraphModule)
+        copied.load_state_dict(reference.state_dict())
+        torch.testing.assert_close(_train_step(copied, x), _train_step(reference, x))
+        with torch.no_grad():
+            torch.testing.assert_close(copied.eval()(x), reference.eval()(x))
+
+
+class _TrainOnlyDataDependent(nn.Module):
+    def __init__(self, dim: int = 8):
+        super().__init__()
+        self.blocks = nn.Sequential(*[_MLPBlock(dim) for _ in range(2)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and x.sum() > 0:  # torch.fx cannot trace this in train mode
+            x = -x
+        return self.blocks(x)
+
+
+def test_a_model_whose_train_mode_cannot_be_traced_refuses_to_train() -> None:
+    model, x = _TrainOnlyDataDependent().eval(), torch.randn(2, 8)
+    plan = rp.plan_pruning(model, criterion="random", n=1, example_inputs=x, granularity="sublayer")
+    pruned = rp.apply_plan(model, plan)
+    assert rp.verify(model, pruned, plan, x) <= 1e-5
+    with pytest.raises(rp.TraceError, match="cannot run in train mode: its train-mode forward cannot be analysed"):
+        pruned.train()(x)
