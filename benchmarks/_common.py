@@ -29,8 +29,14 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "timm": timm.__version__}
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "timm": timm.__version__,
+    }
     if torch.cuda.is_available():
         info["gpu"] = f"{torch.cuda.device_count()}x {torch.cuda.get_device_name(0)}"
     return info

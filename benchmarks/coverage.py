@@ -41,6 +41,7 @@ COMMAND = "python -m benchmarks.coverage"
 SMALL = 64  # first try at this input size; the model's own size if it refuses it
 DEFAULT_TIMEOUT = 300.0  # seconds per model
 
+
 def _meta_params(name: str) -> float:
     """Parameter count of a timm model built on the meta device (no memory, no init); inf if it cannot."""
     import timm
@@ -134,7 +135,10 @@ def check_model(spec: str) -> dict[str, Any]:
                 if i == len(sizes) - 1:
                     raise
         record.update(
-            input_size=list(size), traced=True, joins=sum(b.joins for b in blocks), units=len(blocks),
+            input_size=list(size),
+            traced=True,
+            joins=sum(b.joins for b in blocks),
+            units=len(blocks),
             removable=sum(b.removable for b in blocks),
             excluded=dict(Counter(_short(b.reason) for b in blocks if not b.removable)),
         )
@@ -152,8 +156,9 @@ def check_model(spec: str) -> dict[str, Any]:
                 return record
         record["granularity"] = granularity
         stage = "plan"
-        plan = rp.plan_pruning(model, criterion="random", n=min(2, removable), example_inputs=x, seed=0,
-                               granularity=granularity)
+        plan = rp.plan_pruning(
+            model, criterion="random", n=min(2, removable), example_inputs=x, seed=0, granularity=granularity
+        )
         pruned = rp.apply_plan(model, plan)
         record["removed"] = plan.removed
         stage = "verify"
@@ -204,8 +209,11 @@ def stored_machine() -> dict[str, Any] | None:
 
 
 def _save(records: dict[str, dict[str, Any]]) -> None:
-    data = {"machine": {**machine(), "threads_per_model": 1}, "command": COMMAND,
-            "models": sorted(records.values(), key=lambda r: r["model"])}
+    data = {
+        "machine": {**machine(), "threads_per_model": 1},
+        "command": COMMAND,
+        "models": sorted(records.values(), key=lambda r: r["model"]),
+    }
     write_json_atomic(RESULTS, data)
 
 
@@ -217,12 +225,23 @@ def _run_isolated(spec: str, timeout: float) -> dict[str, Any]:
         try:
             proc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=timeout, capture_output=True, text=True)
         except subprocess.TimeoutExpired:
-            return {"model": spec, "zoo": spec.split(":")[0], "status": "error", "traced": None,
-                    "error": f"timeout: more than {timeout:.0f} s", "seconds": timeout}
+            return {
+                "model": spec,
+                "zoo": spec.split(":")[0],
+                "status": "error",
+                "traced": None,
+                "error": f"timeout: more than {timeout:.0f} s",
+                "seconds": timeout,
+            }
         if out.exists():
             return json.loads(out.read_text())
-        return {"model": spec, "zoo": spec.split(":")[0], "status": "error", "traced": None,
-                "error": f"crash: exit code {proc.returncode}: {proc.stderr[-300:]}"}
+        return {
+            "model": spec,
+            "zoo": spec.split(":")[0],
+            "status": "error",
+            "traced": None,
+            "error": f"crash: exit code {proc.returncode}: {proc.stderr[-300:]}",
+        }
 
 
 def sweep(
@@ -262,9 +281,11 @@ def _timeouts(rows: list[dict[str, Any]]) -> str:
 def _machine_line(info: dict[str, Any] | None) -> str:
     if not info:
         return "Machine and library versions: not recorded with the results."
-    return (f"Machine: {info.get('cpu', '?')}, {info.get('cores', '?')} cores, one thread per model; "
-            f"Python {info.get('python', '?')}, torch {info.get('torch', '?')}, "
-            f"torchvision {info.get('torchvision', '?')}, timm {info.get('timm', '?')}.")
+    return (
+        f"Machine: {info.get('cpu', '?')}, {info.get('cores', '?')} cores, one thread per model; "
+        f"Python {info.get('python', '?')}, torch {info.get('torch', '?')}, "
+        f"torchvision {info.get('torchvision', '?')}, timm {info.get('timm', '?')}."
+    )
 
 
 def report(records: dict[str, dict[str, Any]], machine_info: dict[str, Any] | None) -> str:
@@ -289,10 +310,10 @@ def report(records: dict[str, dict[str, Any]], machine_info: dict[str, Any] | No
         f"failure{'s' if len(errors) != 1 else ''} (listed below with their cause; a model that could not be "
         "traced counts as residual).",
         "",
-        "Per model: trace, `find_blocks`, `prune_layers(criterion=\"random\", n=min(2, removable))`, `verify`, "
+        'Per model: trace, `find_blocks`, `prune_layers(criterion="random", n=min(2, removable))`, `verify`, '
         "forward + backward of the pruned model, `state_dict` + plan JSON round trip into a fresh model. "
         "*joins*: residual additions found; *units*: residual units reported; *removable*: removable units, or, "
-        "where none is, the removable single branches (`granularity=\"sublayer\"`) that were pruned instead; "
+        'where none is, the removable single branches (`granularity="sublayer"`) that were pruned instead; '
         "*verify*: max abs error against the original with the removed blocks as identities.",
         "",
         "| model | status | input | joins | units | removable | params before → after | FLOPs before → after "
@@ -316,7 +337,8 @@ def report(records: dict[str, dict[str, Any]], machine_info: dict[str, Any] | No
     lines += [f"- `{r['model']}`: {r['error']}" for r in errors] or ["None."]
     lines += ["", "## Residual models with no removable block", ""]
     lines += [f"- `{r['model']}`: " + "; ".join(f"{k} ({v}x)" for k, v in r["excluded"].items()) for r in stuck] or [
-        "None."]
+        "None."
+    ]
     reasons = Counter()
     for r in residual:
         reasons.update(r.get("excluded", {}))
@@ -329,8 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", help="MODEL specs (default: the whole zoo)")
     parser.add_argument("--force", action="store_true", help="redo models already in the results")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                        help="seconds per model (default: %(default)s)")
+    parser.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per model (default: %(default)s)"
+    )
     parser.add_argument("--report", action="store_true", help="only regenerate docs/coverage.md")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--record", help=argparse.SUPPRESS)

@@ -92,8 +92,17 @@ CIFAR_STAGES = ("layer1", "layer2", "layer3")
 CASES = {
     "resnet32": Case("CIFAR ResNet-32", _cifar("resnet32"), CIFAR_STAGES, 32, 10, 128, 128, 64),
     "resnet56": Case("CIFAR ResNet-56", _cifar("resnet56"), CIFAR_STAGES, 32, 10, 128, 128, 64),
-    "resnet50": Case("torchvision ResNet-50", _resnet50, ("layer1", "layer2", "layer3", "layer4"), 224, 1000,
-                     32, 16, 8, policy="default"),
+    "resnet50": Case(
+        "torchvision ResNet-50",
+        _resnet50,
+        ("layer1", "layer2", "layer3", "layer4"),
+        224,
+        1000,
+        32,
+        16,
+        8,
+        policy="default",
+    ),
     "vit_s": Case("timm ViT-S/16", _vit_small, ("blocks",), 224, 1000, 32, 16, 8, policy="default"),
     # --quick: the smallest CIFAR ResNet, small batches
     "resnet20": Case("CIFAR ResNet-20", _cifar("resnet20"), CIFAR_STAGES, 32, 10, 16, 16, 8),
@@ -124,8 +133,7 @@ def _flops(model: nn.Module, x: torch.Tensor) -> int:
 def _plan(model: nn.Module, case: Case, p: int):  # noqa: ANN202 - PruningPlan, imported lazily
     from residual_prune import plan_pruning
 
-    return plan_pruning(model, criterion="random", n=p, example_inputs=_inputs(case, 1), policy=case.policy,
-                        seed=SEED)
+    return plan_pruning(model, criterion="random", n=p, example_inputs=_inputs(case, 1), policy=case.policy, seed=SEED)
 
 
 def _zeroed(model: nn.Module, names: Sequence[str]) -> nn.Module:
@@ -179,11 +187,21 @@ def limit_section(items: Sequence[tuple[str, Sequence[int]]], budget: dict[str, 
         with torch.no_grad():  # masking computes the same function as removal, at the dense cost
             zeroed_error = float((variants["zeroed"].eval()(x1) - pruned.eval()(x1)).abs().max())
         times = _measure(variants, case, budget)
-        records.append({
-            "model": key, "name": case.name, "p": p, "policy": case.policy, "removed": plan.removed,
-            "block_counts": counts, "params": {k: _params(m) for k, m in variants.items()}, "flops": flops,
-            "flops_speedup": flops["dense"] / flops["pruned"], "zeroed_max_error": zeroed_error, "seconds": times,
-        })
+        records.append(
+            {
+                "model": key,
+                "name": case.name,
+                "p": p,
+                "policy": case.policy,
+                "removed": plan.removed,
+                "block_counts": counts,
+                "params": {k: _params(m) for k, m in variants.items()},
+                "flops": flops,
+                "flops_speedup": flops["dense"] / flops["pruned"],
+                "zeroed_max_error": zeroed_error,
+                "seconds": times,
+            }
+        )
     return records
 
 
@@ -194,8 +212,12 @@ def _filter_prune(model: nn.Module, case: Case, target_flops: int) -> tuple[nn.M
 
 
 def bisect_ratio(
-    prune: Callable[[float], nn.Module], measure: Callable[[nn.Module], float], target: float, *,
-    high: float = 0.95, steps: int = 12,
+    prune: Callable[[float], nn.Module],
+    measure: Callable[[nn.Module], float],
+    target: float,
+    *,
+    high: float = 0.95,
+    steps: int = 12,
 ) -> tuple[nn.Module, float]:
     """``(prune(ratio), ratio)`` with ``measure`` closest to ``target`` among ``steps`` bisection steps of
     ``ratio`` in ``[0, high]`` (``measure`` must not grow with the ratio, e.g. FLOPs or filters kept)."""
@@ -218,15 +240,20 @@ def filters_section(items: Sequence[tuple[str, Sequence[int]]], budget: dict[str
         x1, xl = _inputs(case, 1), _inputs(case, 128)
         filt, ratio = _filter_prune(dense, case, _flops(layer, x1))
         variants = {"dense": dense, "layer": layer, "filter": filt}
-        records.append({
-            "model": key, "name": case.name, "p": p, "filter_ratio": ratio,
-            "params": {k: _params(m) for k, m in variants.items()},
-            "flops": {k: _flops(m, x1) for k, m in variants.items()},
-            "seconds": {
-                "infer_b1": side_by_side({k: inference(m, x1) for k, m in variants.items()}, **timing),
-                "infer_b128": side_by_side({k: inference(m, xl) for k, m in variants.items()}, **timing),
-            },
-        })
+        records.append(
+            {
+                "model": key,
+                "name": case.name,
+                "p": p,
+                "filter_ratio": ratio,
+                "params": {k: _params(m) for k, m in variants.items()},
+                "flops": {k: _flops(m, x1) for k, m in variants.items()},
+                "seconds": {
+                    "infer_b1": side_by_side({k: inference(m, x1) for k, m in variants.items()}, **timing),
+                    "infer_b128": side_by_side({k: inference(m, xl) for k, m in variants.items()}, **timing),
+                },
+            }
+        )
     return records
 
 
@@ -248,9 +275,14 @@ def torch_prune(model: nn.Module, x: torch.Tensor, ratio: float, importance: Any
         importance = importance(pruned)
     heads = {m.qkv: m.num_heads for m in pruned.modules() if hasattr(m, "qkv") and hasattr(m, "num_heads")}
     pruner = tp.pruner.MetaPruner(
-        pruned, x, importance=importance, pruning_ratio=ratio,
+        pruned,
+        x,
+        importance=importance,
+        pruning_ratio=ratio,
         ignored_layers=[m for m in pruned.modules() if isinstance(m, nn.Linear) and m.out_features in (10, 1000)],
-        num_heads=heads, prune_head_dims=False, prune_num_heads=bool(heads),
+        num_heads=heads,
+        prune_head_dims=False,
+        prune_num_heads=bool(heads),
     )
     pruner.step()
     return pruned
@@ -291,14 +323,17 @@ def _cost(key: str, p: int, budget: dict[str, int]) -> dict[str, Any]:
         find_blocks(model, x, policy=case.policy)
         return apply_plan(model, plan_pruning(model, criterion="random", n=p, seed=SEED, **options))
 
-    steps = side_by_side({
-        "find_blocks": lambda: find_blocks(model, x, policy=case.policy),
-        "plan_pruning(random)": lambda: plan_pruning(model, criterion="random", n=p, seed=SEED, **options),
-        "apply_plan": lambda: apply_plan(model, plan),
-        "pipeline": pipeline,
-        "torch_pruning": _torch_pruning_one_shot(model, x),
-        "torch_pruning_graph": _dependency_graph(model, x),
-    }, **timing)
+    steps = side_by_side(
+        {
+            "find_blocks": lambda: find_blocks(model, x, policy=case.policy),
+            "plan_pruning(random)": lambda: plan_pruning(model, criterion="random", n=p, seed=SEED, **options),
+            "apply_plan": lambda: apply_plan(model, plan),
+            "pipeline": pipeline,
+            "torch_pruning": _torch_pruning_one_shot(model, x),
+            "torch_pruning_graph": _dependency_graph(model, x),
+        },
+        **timing,
+    )
     blocks = [b for b in find_blocks(model, x, policy=case.policy) if b.removable]
     xb = _inputs(case, case.criterion_batch)
     batches = [(xb, torch.arange(case.criterion_batch) % case.num_classes)] * budget["criterion_batches"]
@@ -319,13 +354,20 @@ def _cost(key: str, p: int, budget: dict[str, int]) -> dict[str, Any]:
     criteria["train_step"] = train_step(copy.deepcopy(model), xb, case.num_classes)
     seconds = side_by_side(criteria, warmup=1, repeats=max(3, timing["repeats"] // 2))
     return {
-        "model": key, "name": case.name, "p": p, "params": _params(model), "seconds": steps,
-        "criteria": seconds, "criterion_failures": failures, "criterion_batches": len(batches),
+        "model": key,
+        "name": case.name,
+        "p": p,
+        "params": _params(model),
+        "seconds": steps,
+        "criteria": seconds,
+        "criterion_failures": failures,
+        "criterion_batches": len(batches),
         "criterion_batch_size": case.criterion_batch,
     }
 
 
 # --- results store and report ---------------------------------------------------------------------------------
+
 
 def load(path: Path = RESULTS) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
@@ -339,17 +381,26 @@ def _library_revision() -> str:
 
     where = Path(residual_prune.__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--", "."], capture_output=True,
-                               text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(where), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(where), "status", "--porcelain", "--", "."], capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return f"not a git checkout ({where})"
     return head + ("+dirty" if dirty else "")
 
 
-def run(sections: Sequence[str], *, quick: bool, budget: dict[str, int], label: str,
-        path: Path = RESULTS, progress: Callable[[str], None] = print) -> dict[str, Any]:
+def run(
+    sections: Sequence[str],
+    *,
+    quick: bool,
+    budget: dict[str, int],
+    label: str,
+    path: Path = RESULTS,
+    progress: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """Run ``sections`` and store each under ``label`` (``"after"``, or ``"before"`` for a baseline checkout)."""
     torch.set_num_threads(budget["threads"])
     functions = {"limit": limit_section, "filters": filters_section, "cost": cost_section}
@@ -361,12 +412,17 @@ def run(sections: Sequence[str], *, quick: bool, budget: dict[str, int], label: 
             warnings.simplefilter("ignore")
             records = functions[section](plans[section], budget, progress)
         results.setdefault(label, {})[section] = {
-            "records": records, "budget": budget, "quick": quick, "machine": machine(),
+            "records": records,
+            "budget": budget,
+            "quick": quick,
+            "machine": machine(),
             "wall_seconds": time.perf_counter() - start,
             "command": f"{COMMAND} --sections {section} --threads {budget['threads']} --repeats {budget['repeats']} "
-                       f"--warmup {budget['warmup']} --criterion-batches {budget['criterion_batches']}"
-                       + (" --quick" if quick else "") + (f" --label {label}" if label != "after" else ""),
-            "date": time.strftime("%Y-%m-%d"), "library": _library_revision(),
+            f"--warmup {budget['warmup']} --criterion-batches {budget['criterion_batches']}"
+            + (" --quick" if quick else "")
+            + (f" --label {label}" if label != "after" else ""),
+            "date": time.strftime("%Y-%m-%d"),
+            "library": _library_revision(),
         }
         write_json_atomic(path, results)
     return results
@@ -404,11 +460,24 @@ def limit_rows(records: Sequence[dict[str, Any]]) -> tuple[list[list[Any]], list
         s, implied = r["seconds"], r["flops_speedup"]
         measures = list(s)
         ups = {m: s[m]["dense"] / s[m]["pruned"] for m in measures}
-        speed.append([r["name"], r["p"], f"{r['params']['dense'] / 1e6:.2f}M → {r['params']['pruned'] / 1e6:.2f}M",
-                      _x(implied), *(f"{_x(ups[m])} ({ups[m] / implied:.2f})" for m in measures)])
-        native.append([r["name"], r["p"], "/".join(map(str, r["block_counts"])),
-                       *(f"{(s[m]['pruned'] / s[m]['native'] - 1) * 100:+.1f}%" for m in measures),
-                       *(_x(s[m]["dense"] / s[m]["zeroed"]) for m in measures)])
+        speed.append(
+            [
+                r["name"],
+                r["p"],
+                f"{r['params']['dense'] / 1e6:.2f}M → {r['params']['pruned'] / 1e6:.2f}M",
+                _x(implied),
+                *(f"{_x(ups[m])} ({ups[m] / implied:.2f})" for m in measures),
+            ]
+        )
+        native.append(
+            [
+                r["name"],
+                r["p"],
+                "/".join(map(str, r["block_counts"])),
+                *(f"{(s[m]['pruned'] / s[m]['native'] - 1) * 100:+.1f}%" for m in measures),
+                *(_x(s[m]["dense"] / s[m]["zeroed"]) for m in measures),
+            ]
+        )
     return speed, native
 
 
@@ -420,36 +489,66 @@ def targets(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
         records = after["limit"]["records"]
         worst = min(
             (r["seconds"][m]["dense"] / r["seconds"][m]["pruned"] / r["flops_speedup"], r, m)
-            for r in records for m in r["seconds"] if m != "infer_b1"
+            for r in records
+            for m in r["seconds"]
+            if m != "infer_b1"
         )
         ratio, r, m = worst
         native = r["seconds"][m]["dense"] / r["seconds"][m]["native"] / r["flops_speedup"]
         misses = sum(
             r["seconds"][k]["dense"] / r["seconds"][k]["pruned"] / r["flops_speedup"] < 0.95
-            for r in records for k in r["seconds"] if k != "infer_b1"
+            for r in records
+            for k in r["seconds"]
+            if k != "infer_b1"
         )
         total = sum(1 for r in records for k in r["seconds"] if k != "infer_b1")
-        out.append(("measured speed-up ≥ 0.95 × FLOPs-implied (large-batch inference and training)", ratio >= 0.95,
-                    f"{total - misses} of {total} cases; lowest ratio {ratio:.2f} ({r['name']} p={r['p']} {m}), where "
-                    f"the natively built model reaches {native:.2f}"
-                    + (": the gap lies in FLOPs as a cost model (layers differ in time per FLOP), not in the pruned "
-                       "model" if abs(native - ratio) <= 0.03 else "")))
+        out.append(
+            (
+                "measured speed-up ≥ 0.95 × FLOPs-implied (large-batch inference and training)",
+                ratio >= 0.95,
+                f"{total - misses} of {total} cases; lowest ratio {ratio:.2f} ({r['name']} p={r['p']} {m}), where "
+                f"the natively built model reaches {native:.2f}"
+                + (
+                    ": the gap lies in FLOPs as a cost model (layers differ in time per FLOP), not in the pruned model"
+                    if abs(native - ratio) <= 0.03
+                    else ""
+                ),
+            )
+        )
         gap = max(
             (abs(r["seconds"][m]["pruned"] / r["seconds"][m]["native"] - 1), f"{r['name']} p={r['p']} {m}")
-            for r in records for m in r["seconds"] if m != "infer_b1"
+            for r in records
+            for m in r["seconds"]
+            if m != "infer_b1"
         )
-        out.append(("pruned model within 3% of the natively built one", gap[0] <= 0.03,
-                    f"largest gap {gap[0] * 100:.1f}% ({gap[1]})"))
+        out.append(
+            (
+                "pruned model within 3% of the natively built one",
+                gap[0] <= 0.03,
+                f"largest gap {gap[0] * 100:.1f}% ({gap[1]})",
+            )
+        )
     if "cost" in after:
         records = after["cost"]["records"]
         ratio = max((r["seconds"]["pipeline"] / r["seconds"]["torch_pruning"], r["name"]) for r in records)
-        out.append(("find_blocks + plan_pruning(random) + apply_plan faster than torch-pruning's one-shot pruning",
-                    ratio[0] < 1, f"slowest: {ratio[0]:.2f} of torch-pruning's time ({ratio[1]})"))
+        out.append(
+            (
+                "find_blocks + plan_pruning(random) + apply_plan faster than torch-pruning's one-shot pruning",
+                ratio[0] < 1,
+                f"slowest: {ratio[0]:.2f} of torch-pruning's time ({ratio[1]})",
+            )
+        )
         for key, label in (("grasp_1", "one batch, the default"), ("grasp", "several batches")):
             cost = max((_per_batch(r, key), r["name"]) for r in records)
-            out.append((f"GraSP costs at most 4 training steps per batch ({label})", cost[0] <= 4,
-                        f"highest: {cost[0]:.2f} training steps ({cost[1]})" if math.isfinite(cost[0])
-                        else f"GraSP fails on {cost[1]}"))
+            out.append(
+                (
+                    f"GraSP costs at most 4 training steps per batch ({label})",
+                    cost[0] <= 4,
+                    f"highest: {cost[0]:.2f} training steps ({cost[1]})"
+                    if math.isfinite(cost[0])
+                    else f"GraSP fails on {cost[1]}",
+                )
+            )
     return out
 
 
@@ -493,14 +592,22 @@ def _before_after(after: dict[str, Any], before: dict[str, Any]) -> list[str]:
         return []
     old = {r["model"]: r["seconds"] for r in before["cost"]["records"]}
     rows = [
-        [r["name"], *(f"{_ms(old[r['model']][k])} → {_ms(r['seconds'][k])} ({old[r['model']][k] / r['seconds'][k]:.1f}x)"
-                      for k in ("find_blocks", "plan_pruning(random)", "apply_plan", "pipeline"))]
-        for r in after["cost"]["records"] if r["model"] in old
+        [
+            r["name"],
+            *(
+                f"{_ms(old[r['model']][k])} → {_ms(r['seconds'][k])} ({old[r['model']][k] / r['seconds'][k]:.1f}x)"
+                for k in ("find_blocks", "plan_pruning(random)", "apply_plan", "pipeline")
+            ),
+        ]
+        for r in after["cost"]["records"]
+        if r["model"] in old
     ]
     return [
         "What profiling found and what changed (before: the same command on the checkout before these fixes, "
-        "stored with `--label before`; the tables below give both runs in full):", "",
-        *(f"- {fix}" for fix in FIXES), "",
+        "stored with `--label before`; the tables below give both runs in full):",
+        "",
+        *(f"- {fix}" for fix in FIXES),
+        "",
         *_table(["model", "find_blocks, ms", "plan_pruning(random), ms", "apply_plan, ms", "pipeline, ms"], rows),
     ]
 
@@ -522,16 +629,30 @@ def report(results: dict[str, Any]) -> str:
         speed, native = limit_rows(entry["records"])
         measures = list(entry["records"][0]["seconds"])
         lines += [
-            "## 1. Physical limit: measured speed-up against the FLOPs-implied one", "", _header(entry), "",
+            "## 1. Physical limit: measured speed-up against the FLOPs-implied one",
+            "",
+            _header(entry),
+            "",
             "Blocks chosen by `plan_pruning(criterion='random', seed=0)` (CIFAR: `policy='paper'`). In brackets: "
-            "measured / FLOPs-implied speed-up (1.00 = the physical limit).", "",
+            "measured / FLOPs-implied speed-up (1.00 = the physical limit).",
+            "",
             *_table(["model", "p", "params", "FLOPs-implied", *measures], speed),
-            "## 2. Same architecture built natively, and zeroed-out blocks", "",
+            "## 2. Same architecture built natively, and zeroed-out blocks",
+            "",
             "Native: the model constructed directly with the pruned model's block counts (time of pruned / native "
             "- 1; negative = the pruned model is faster). Zeroed: the same blocks kept but their weights set to "
-            "zero, the masking practice the paper criticises (speed-up over dense).", "",
-            *_table(["model", "p", "blocks per stage",
-                     *(f"pruned vs native, {m}" for m in measures), *(f"zeroed, {m}" for m in measures)], native),
+            "zero, the masking practice the paper criticises (speed-up over dense).",
+            "",
+            *_table(
+                [
+                    "model",
+                    "p",
+                    "blocks per stage",
+                    *(f"pruned vs native, {m}" for m in measures),
+                    *(f"zeroed, {m}" for m in measures),
+                ],
+                native,
+            ),
         ]
     if "filters" in after:
         entry = after["filters"]
@@ -541,20 +662,39 @@ def report(results: dict[str, Any]) -> str:
             b1, b128 = s["infer_b1"], s["infer_b128"]
             lat = b1["filter"] / b1["layer"]
             thr = b128["filter"] / b128["layer"]
-            rows.append([
-                r["name"], r["p"], f"{r['filter_ratio']:.3f}",
-                " / ".join(f"{r['flops'][k] / 1e6:.1f}M" for k in ("dense", "layer", "filter")),
-                " / ".join(_ms(b1[k]) for k in ("dense", "layer", "filter")),
-                " / ".join(f"{128 / b128[k]:.0f}" for k in ("dense", "layer", "filter")),
-                f"{'layer' if lat > 1 else 'filter'} by {max(lat, 1 / lat):.2f}x",
-                f"{'layer' if thr > 1 else 'filter'} by {max(thr, 1 / thr):.2f}x",
-            ])
+            rows.append(
+                [
+                    r["name"],
+                    r["p"],
+                    f"{r['filter_ratio']:.3f}",
+                    " / ".join(f"{r['flops'][k] / 1e6:.1f}M" for k in ("dense", "layer", "filter")),
+                    " / ".join(_ms(b1[k]) for k in ("dense", "layer", "filter")),
+                    " / ".join(f"{128 / b128[k]:.0f}" for k in ("dense", "layer", "filter")),
+                    f"{'layer' if lat > 1 else 'filter'} by {max(lat, 1 / lat):.2f}x",
+                    f"{'layer' if thr > 1 else 'filter'} by {max(thr, 1 / thr):.2f}x",
+                ]
+            )
         lines += [
-            "## 3. Layer pruning vs filter pruning at matched FLOPs", "", _header(entry), "",
+            "## 3. Layer pruning vs filter pruning at matched FLOPs",
+            "",
+            _header(entry),
+            "",
             "Filter pruning: torch-pruning `MetaPruner` with `MagnitudeImportance(p=2)`, the per-layer ratio bisected "
-            "to the FLOPs of the layer-pruned model (classifier kept).", "",
-            *_table(["model", "p", "filter ratio", "FLOPs dense / layer / filter", "batch-1 latency, ms",
-                     "batch-128 throughput, img/s", "faster at batch 1", "faster at batch 128"], rows),
+            "to the FLOPs of the layer-pruned model (classifier kept).",
+            "",
+            *_table(
+                [
+                    "model",
+                    "p",
+                    "filter ratio",
+                    "FLOPs dense / layer / filter",
+                    "batch-1 latency, ms",
+                    "batch-128 throughput, img/s",
+                    "faster at batch 1",
+                    "faster at batch 128",
+                ],
+                rows,
+            ),
         ]
     if "cost" in after:
         lines += ["## 4. Cost of pruning itself", "", *_before_after(after, before)]
@@ -565,22 +705,58 @@ def report(results: dict[str, Any]) -> str:
             rows = []
             for r in entry["records"]:
                 s = r["seconds"]
-                rows.append([r["name"], r["p"], *(_ms(s[k]) for k in ("find_blocks", "plan_pruning(random)",
-                                                                       "apply_plan", "pipeline", "torch_pruning",
-                                                                       "torch_pruning_graph")),
-                             f"{s['pipeline'] / s['torch_pruning']:.2f}"])
-            title = "Now" if label == "after" else "Before the fixes of the speed issue (the same command on that checkout)"
+                rows.append(
+                    [
+                        r["name"],
+                        r["p"],
+                        *(
+                            _ms(s[k])
+                            for k in (
+                                "find_blocks",
+                                "plan_pruning(random)",
+                                "apply_plan",
+                                "pipeline",
+                                "torch_pruning",
+                                "torch_pruning_graph",
+                            )
+                        ),
+                        f"{s['pipeline'] / s['torch_pruning']:.2f}",
+                    ]
+                )
+            title = (
+                "Now" if label == "after" else "Before the fixes of the speed issue (the same command on that checkout)"
+            )
             lines += [
-                f"### {title}", "", _header(entry), "",
+                f"### {title}",
+                "",
+                _header(entry),
+                "",
                 "Milliseconds. Pipeline = `find_blocks` + `plan_pruning(criterion='random')` + `apply_plan` (a copy), "
                 "one after the other. torch-pruning = `deepcopy` + `MetaPruner` (builds the dependency graph) + one "
-                "magnitude pruning step of 30% of the filters; graph = `DependencyGraph().build_dependency` alone.", "",
-                *_table(["model", "p", "find_blocks", "plan_pruning(random)", "apply_plan", "pipeline",
-                         "torch-pruning", "torch-pruning graph", "pipeline / torch-pruning"], rows),
+                "magnitude pruning step of 30% of the filters; graph = `DependencyGraph().build_dependency` alone.",
+                "",
+                *_table(
+                    [
+                        "model",
+                        "p",
+                        "find_blocks",
+                        "plan_pruning(random)",
+                        "apply_plan",
+                        "pipeline",
+                        "torch-pruning",
+                        "torch-pruning graph",
+                        "pipeline / torch-pruning",
+                    ],
+                    rows,
+                ),
             ]
             crit_rows = [
-                [r["name"], f"{r['criterion_batches']} x {r['criterion_batch_size']}", _ms(r["criteria"]["train_step"]),
-                 *(_criterion_cell(r, c) for c in ("snip", "grasp", "grasp_1", "synflow"))]
+                [
+                    r["name"],
+                    f"{r['criterion_batches']} x {r['criterion_batch_size']}",
+                    _ms(r["criteria"]["train_step"]),
+                    *(_criterion_cell(r, c) for c in ("snip", "grasp", "grasp_1", "synflow")),
+                ]
                 for r in entry["records"]
             ]
             lines += [
@@ -588,9 +764,12 @@ def report(results: dict[str, Any]) -> str:
                 "needs the gradient of all batches before any Hessian-gradient product, so every batch but the last "
                 "runs twice (a forward and backward, then a forward, a backward with graph and a double backward); "
                 "the last batch's graph serves both passes. SynFlow runs once on a batch-1 "
-                "all-ones input, in float64.", "",
-                *_table(["model", "batches x size", "training step, ms", "SNIP", "GraSP", "GraSP, one batch",
-                         "SynFlow"], crit_rows),
+                "all-ones input, in float64.",
+                "",
+                *_table(
+                    ["model", "batches x size", "training step, ms", "SNIP", "GraSP", "GraSP, one batch", "SynFlow"],
+                    crit_rows,
+                ),
             ]
     return "\n".join(lines).rstrip() + "\n"
 
@@ -603,17 +782,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--criterion-batches", type=int, default=2)
-    parser.add_argument("--label", default="after",
-                        help="store the results under this label; 'before' is shown as the baseline of the fixes")
+    parser.add_argument(
+        "--label",
+        default="after",
+        help="store the results under this label; 'before' is shown as the baseline of the fixes",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"results JSON (default {RESULTS})")
     parser.add_argument("--report", action="store_true", help="only regenerate the report from the results")
     parser.add_argument("--report-path", type=Path, default=REPORT)
     args = parser.parse_args(argv)
     if not args.report:
-        budget = {"threads": args.threads, "repeats": args.repeats, "warmup": args.warmup,
-                  "criterion_batches": args.criterion_batches}
-        run(args.sections, quick=args.quick, budget=budget, label=args.label, path=args.output,
-            progress=lambda msg: print(f"[speed] {msg}", flush=True))
+        budget = {
+            "threads": args.threads,
+            "repeats": args.repeats,
+            "warmup": args.warmup,
+            "criterion_batches": args.criterion_batches,
+        }
+        run(
+            args.sections,
+            quick=args.quick,
+            budget=budget,
+            label=args.label,
+            path=args.output,
+            progress=lambda msg: print(f"[speed] {msg}", flush=True),
+        )
     args.report_path.parent.mkdir(parents=True, exist_ok=True)
     args.report_path.write_text(report(load(args.output)))
     print(f"wrote {args.report_path}")

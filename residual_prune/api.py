@@ -150,7 +150,11 @@ def _select(blocks: Sequence[ResidualBlock], scores: Mapping[str, float], k: int
 
 
 def _score(
-    info: CriterionInfo, model: nn.Module, blocks: list[ResidualBlock], data: Any, example_inputs: Any,
+    info: CriterionInfo,
+    model: nn.Module,
+    blocks: list[ResidualBlock],
+    data: Any,
+    example_inputs: Any,
     criterion_kwargs: dict[str, Any],
 ) -> Any:
     """Call the criterion; a wrong option is the caller's error, anything raised inside it the criterion's."""

@@ -53,17 +53,41 @@ _IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dro
 _IDENTITY_METHODS = {"contiguous", "clone"}
 _IDENTITY_FUNCTIONS = {torch.clone}
 _POOLING = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.LPPool1d, nn.LPPool2d,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.LPPool1d,
+    nn.LPPool2d,
 )
 _UPSAMPLING_MODULES = (nn.Upsample, nn.PixelShuffle, nn.modules.conv._ConvTransposeNd)
 _LAYOUT_METHODS = {
-    "reshape", "view", "permute", "transpose", "flatten", "unflatten", "squeeze", "unsqueeze", "contiguous",
-    "movedim", "swapaxes", "swapdims",
+    "reshape",
+    "view",
+    "permute",
+    "transpose",
+    "flatten",
+    "unflatten",
+    "squeeze",
+    "unsqueeze",
+    "contiguous",
+    "movedim",
+    "swapaxes",
+    "swapdims",
 }
 _LAYOUT_FUNCTIONS = {
-    torch.reshape, torch.permute, torch.transpose, torch.flatten, torch.unflatten, torch.squeeze, torch.unsqueeze,
-    torch.movedim, torch.swapaxes, torch.swapdims,
+    torch.reshape,
+    torch.permute,
+    torch.transpose,
+    torch.flatten,
+    torch.unflatten,
+    torch.squeeze,
+    torch.unsqueeze,
+    torch.movedim,
+    torch.swapaxes,
+    torch.swapdims,
 }
 _LAYOUT_MODULES: tuple[type[nn.Module], ...] = (nn.Flatten, nn.Unflatten)
 try:  # torchvision's Permute module is kept opaque when tracing (a torchvision.ops leaf)
@@ -312,8 +336,11 @@ def _check_unit(
     before the attention residual).
     """
     if name == "":
-        return ("the residual addition is in the model's top-level forward; there is no submodule "
-                "to remove", None, None)
+        return (
+            "the residual addition is in the model's top-level forward; there is no submodule to remove",
+            None,
+            None,
+        )
     inside = [i for i, stack in enumerate(graph.stacks) if name in stack]
     inside_set = set(inside)
     inputs = {a for i in inside for a in graph.data_inputs(graph.nodes[i]) if a not in inside_set}
@@ -321,21 +348,34 @@ def _check_unit(
     single = len(inputs) == 1 and len(outputs) == 1
     calls = graph.traced.call_counts.get(name, 1)
     if calls > 1:  # the nodes of every call count as inside: the input/output count would blame the sharing
-        return (f"the module is called {calls} times (shared weights); removing it would change every "
-                "call", *((next(iter(inputs)), outputs[0]) if single else (None, None)))
+        return (
+            f"the module is called {calls} times (shared weights); removing it would change every call",
+            *((next(iter(inputs)), outputs[0]) if single else (None, None)),
+        )
     if not single:
-        return (f"it takes {len(inputs)} inputs and gives {len(outputs)} outputs; only single-input, "
-                "single-output units can be replaced by the identity", None, None)
+        return (
+            f"it takes {len(inputs)} inputs and gives {len(outputs)} outputs; only single-input, "
+            "single-output units can be replaced by the identity",
+            None,
+            None,
+        )
     (inp,), (out,) = tuple(inputs), outputs
     call = graph.traced.calls.get(name)
     if call is None or call.first_argument is not graph.nodes[inp] or not call.returns_one_value:
-        return ("it is not called as `out = block(x, ...)` with the tensor first and a single tensor returned "
-                "(e.g. it returns a tuple), so a stand-in cannot replace it", inp, out)
+        return (
+            "it is not called as `out = block(x, ...)` with the tensor first and a single tensor returned "
+            "(e.g. it returns a tuple), so a stand-in cannot replace it",
+            inp,
+            out,
+        )
     in_shape, out_shape = graph.shape(inp), graph.shape(out)
     if in_shape != out_shape:
         projections = [j for j in joins if not j.identity]
-        how = (f"projection shortcut {_describe(graph, projections[0].shortcut)}" if projections
-               else "no identity shortcut")
+        how = (
+            f"projection shortcut {_describe(graph, projections[0].shortcut)}"
+            if projections
+            else "no identity shortcut"
+        )
         return (f"it carries downsampling: shape {in_shape} -> {out_shape} ({how})", inp, out)
     # walk the main path from the output back to the input
     path, cur = [], out
@@ -347,8 +387,11 @@ def _check_unit(
                 return (f"its shortcut is not the identity: {_describe(graph, join.shortcut)}", inp, out)
             resampling = _unet_skip(graph, join.branch)
             if resampling:
-                return (f"its residual branch goes down and back up in resolution ({resampling}), like a "
-                        "U-Net long skip", inp, out)
+                return (
+                    f"its residual branch goes down and back up in resolution ({resampling}), like a U-Net long skip",
+                    inp,
+                    out,
+                )
             cur = join.fork
             continue
         node = graph.nodes[cur]
@@ -359,12 +402,20 @@ def _check_unit(
         )
         keeps_shape = len(tensors) == 1 and graph.shape(cur) == graph.shape(tensors[0])
         if parametric or len(tensors) != 1 or not (keeps_shape or _is_layout(graph, node)):
-            return (f"{_describe(graph, [cur])} on its main path is outside any residual branch, so "
-                    "removing the unit would remove more than a residual branch", inp, out)
+            return (
+                f"{_describe(graph, [cur])} on its main path is outside any residual branch, so "
+                "removing the unit would remove more than a residual branch",
+                inp,
+                out,
+            )
         cur = tensors[0]
     if not _main_path_is_identity(graph, inp, path[::-1], all_joins):
-        return ("its main path rearranges the tensor (e.g. a permute that is not undone), so removing the unit "
-                "would change the layout", inp, out)
+        return (
+            "its main path rearranges the tensor (e.g. a permute that is not undone), so removing the unit "
+            "would change the layout",
+            inp,
+            out,
+        )
     return None, inp, out
 
 
@@ -472,9 +523,7 @@ def find_blocks(
             A model without residual joins (VGG, AlexNet) gives an empty list.
     """
     if granularity not in GRANULARITIES:
-        raise InvalidArgumentError(
-            f"unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}"
-        )
+        raise InvalidArgumentError(f"unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}")
     inputs = as_input_tuple(example_inputs)
     analysis = analyse(model, inputs, policy=policy, leaf_modules=leaf_modules, count_flops=count_flops)
     return report(model, analysis, granularity)
@@ -561,7 +610,8 @@ def analyse(
     # not residual units: sums of parallel paths inside a bigger unit (or in the top-level forward),
     # and parameter-free modules written with an addition (e.g. a tanh-approximated GELU)
     by_unit = {
-        name: unit_joins for name, unit_joins in by_unit.items()
+        name: unit_joins
+        for name, unit_joins in by_unit.items()
         if (any(j.identity for j in unit_joins) or (name and not any(name.startswith(f"{o}.") for o in by_unit if o)))
         and any(True for _ in model.get_submodule(name).parameters())
     }
@@ -578,8 +628,7 @@ def analyse(
     return Analysis(graph, units)
 
 
-PAPER_REASON = ("policy='paper' protects the units right before and after a downsampling "
-                "(Jordao et al., Appendix A.1)")
+PAPER_REASON = "policy='paper' protects the units right before and after a downsampling (Jordao et al., Appendix A.1)"
 
 
 @dataclasses.dataclass
@@ -612,7 +661,8 @@ def _check_sublayer(graph: _Graph, unit: _Unit, join: _Join) -> str | None:
         return f"its branch goes down and back up in resolution ({resampling}), like a U-Net long skip"
     private = set(join.branch) | {graph.index[join.node]}
     shared = [  # shape reads (x.shape) of branch tensors do not count
-        i for i in join.branch
+        i
+        for i in join.branch
         if any(graph.index[u] not in private and "tensor_meta" in u.meta for u in graph.nodes[i].users)
     ]
     if shared:
@@ -626,14 +676,18 @@ def branch_modules(graph: _Graph, join: _Join) -> tuple[list[str], list[str]]:
     branch = set(join.branch)
     inside = {path for i in branch for path in graph.stacks[i]}
     whole = {  # shape reads do not count: they go with the tensors they read
-        p for p in inside
+        p
+        for p in inside
         if all(i in branch for i, stack in enumerate(graph.stacks) if p in stack and graph.carries_tensor(i))
     }
     modules = sorted(p for p in whole if not any(p.startswith(f"{q}.") for q in whole))
-    tensors = sorted({
-        graph.nodes[i].target for i in branch
-        if graph.nodes[i].op == "get_attr" and not any(graph.nodes[i].target.startswith(f"{m}.") for m in modules)
-    })
+    tensors = sorted(
+        {
+            graph.nodes[i].target
+            for i in branch
+            if graph.nodes[i].op == "get_attr" and not any(graph.nodes[i].target.startswith(f"{m}.") for m in modules)
+        }
+    )
     return modules, tensors
 
 

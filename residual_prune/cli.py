@@ -150,12 +150,24 @@ def build_model(spec: str, *, pretrained: bool = False, input_size: Sequence[int
             raise InvalidArgumentError(f"unknown CIFAR model {name!r}; choose one of {', '.join(CIFAR_ARCHS)}")
         if pretrained:
             raise InvalidArgumentError("the CIFAR ResNets have no pretrained weights; pass --checkpoint PATH instead")
-        built = BuiltModel(getattr(models, name)(), spec, "cifar", (3, 32, 32), "import residual_prune.models",
-                           f"residual_prune.models.{name}()")
+        built = BuiltModel(
+            getattr(models, name)(),
+            spec,
+            "cifar",
+            (3, 32, 32),
+            "import residual_prune.models",
+            f"residual_prune.models.{name}()",
+        )
     elif family == "torchvision":
         size = 299 if name == "inception_v3" else 224
-        built = BuiltModel(_torchvision_model(name, pretrained), spec, "torchvision", (3, size, size),
-                           "import torchvision", f"torchvision.models.get_model({name!r}, weights=None)")
+        built = BuiltModel(
+            _torchvision_model(name, pretrained),
+            spec,
+            "torchvision",
+            (3, size, size),
+            "import torchvision",
+            f"torchvision.models.get_model({name!r}, weights=None)",
+        )
     elif family == "timm":
         module = _timm_model(name, pretrained)
         size = tuple((getattr(module, "pretrained_cfg", None) or {}).get("input_size", (3, 224, 224)))
@@ -163,8 +175,9 @@ def build_model(spec: str, *, pretrained: bool = False, input_size: Sequence[int
     else:
         if pretrained:
             raise InvalidArgumentError("--pretrained works with torchvision: and timm: models only")
-        built = BuiltModel(_python_model(family, name), spec, "python", (3, 224, 224), f"import {family}",
-                           f"{family}.{name}()")
+        built = BuiltModel(
+            _python_model(family, name), spec, "python", (3, 224, 224), f"import {family}", f"{family}.{name}()"
+        )
     if input_size is not None:
         if len(input_size) != 3 or any(s < 1 for s in input_size):
             raise InvalidArgumentError(f"--input-size takes three positive integers C H W, got {list(input_size)}")
@@ -266,17 +279,23 @@ def _prune_and_report(model: nn.Module, plan: PruningPlan, probe: torch.Tensor) 
     params = [sum(p.numel() for p in m.parameters()) for m in (model, pruned)]
     removable = len(plan.scores)
     print()
-    print(summary_table([
-        ("params", *params),
-        ("FLOPs", *(f[""] if f else None for f in flops)),
-        ("removable residual blocks", removable, removable - len(plan.removed)),
-    ]))
+    print(
+        summary_table(
+            [
+                ("params", *params),
+                ("FLOPs", *(f[""] if f else None for f in flops)),
+                ("removable residual blocks", removable, removable - len(plan.removed)),
+            ]
+        )
+    )
     ranks = _ranks(plan)
     rows = [[name, _stage(name), f"{plan.scores[name]:.4g}", f"{ranks[name]}/{removable}"] for name in plan.removed]
     print(f"\nremoved blocks ({plan.criterion} score, rank 1 = least important):")
     print(format_table(["block", "stage", "score", "rank"], rows, right=(2, 3)))
-    print(f"\nverified: the pruned model equals the original with the removed blocks as identities "
-          f"(max abs difference {error:.3g} on {len(probe)} inputs)")
+    print(
+        f"\nverified: the pruned model equals the original with the removed blocks as identities "
+        f"(max abs difference {error:.3g} on {len(probe)} inputs)"
+    )
     return pruned
 
 
@@ -289,16 +308,28 @@ def _analyze(args: argparse.Namespace) -> int:
     total = flops[""] if flops else None
     params = sum(p.numel() for p in built.module.parameters())
     if args.json:
-        print(json.dumps({
-            "model": args.model, "class": type(built.module).__name__, "input_size": list(built.input_size),
-            "policy": args.policy, "params": params, "flops": total, "blocks": [b.to_dict() for b in blocks],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "class": type(built.module).__name__,
+                    "input_size": list(built.input_size),
+                    "policy": args.policy,
+                    "params": params,
+                    "flops": total,
+                    "blocks": [b.to_dict() for b in blocks],
+                },
+                indent=2,
+            )
+        )
         return 0
     print(blocks_table(blocks, total))
     removable = sum(b.removable for b in blocks)
-    print(f"\n{args.model} ({type(built.module).__name__}, input {_size(built.input_size)}, "
-          f"policy {args.policy}): {len(blocks)} residual units, {removable} removable; "
-          f"{format_count(params)} params, {format_count(total)} FLOPs")
+    print(
+        f"\n{args.model} ({type(built.module).__name__}, input {_size(built.input_size)}, "
+        f"policy {args.policy}): {len(blocks)} residual units, {removable} removable; "
+        f"{format_count(params)} params, {format_count(total)} FLOPs"
+    )
     return 0
 
 
@@ -308,8 +339,9 @@ def _output_dir(text: str) -> Path:
     Nothing is created here: the nearest existing folder on the path must be a writable directory.
     """
     if not text.strip():
-        raise InvalidArgumentError("--out is empty; pass the directory for plan.json and pruned_state_dict.pt, "
-                                   "e.g. --out runs/r20")
+        raise InvalidArgumentError(
+            "--out is empty; pass the directory for plan.json and pruned_state_dict.pt, e.g. --out runs/r20"
+        )
     out = Path(text).expanduser()
     existing = out
     try:
@@ -353,16 +385,26 @@ def _prune(args: argparse.Namespace) -> int:
     candidates = {"seed": args.seed, **({"num_batches": len(batches)} if batches else {})}
     options = accepted_options(info, candidates)  # plugins are not sent options they lack
     _step(f"scoring the removable blocks with {args.criterion}")
-    plan = plan_pruning(built.module, criterion=args.criterion, n=args.n, ratio=args.ratio, data=batches,
-                        example_inputs=probe[:1], policy=args.policy, granularity=args.granularity,
-                        **options)
+    plan = plan_pruning(
+        built.module,
+        criterion=args.criterion,
+        n=args.n,
+        ratio=args.ratio,
+        data=batches,
+        example_inputs=probe[:1],
+        policy=args.policy,
+        granularity=args.granularity,
+        **options,
+    )
     pruned = _prune_and_report(built.module, plan, probe)
     plan_path, state_path = _save_results(out, plan, pruned)
     print(f"\nwrote {plan_path} and {state_path}; to load the pruned model:")
-    print(f"    import torch, residual_prune\n    {built.imports}\n    model = {built.code}\n"
-          f"    plan = residual_prune.PruningPlan.load({str(plan_path)!r})\n"
-          f"    pruned = residual_prune.apply_plan(model, plan)\n"
-          f"    pruned.load_state_dict(torch.load({str(state_path)!r}, weights_only=True))")
+    print(
+        f"    import torch, residual_prune\n    {built.imports}\n    model = {built.code}\n"
+        f"    plan = residual_prune.PruningPlan.load({str(plan_path)!r})\n"
+        f"    pruned = residual_prune.apply_plan(model, plan)\n"
+        f"    pruned.load_state_dict(torch.load({str(state_path)!r}, weights_only=True))"
+    )
     return 0
 
 
@@ -371,8 +413,15 @@ def _criteria(args: argparse.Namespace) -> int:
     for name in list_criteria():
         info = get_criterion_info(name)
         doc = (inspect.getdoc(info.fn) or "").split("\n", 1)[0].replace("``", "")
-        rows.append([name, info.source, "yes" if info.requires_data else "no",
-                     "yes" if info.gradient_based else "no", doc if len(doc) <= 60 else doc[:57] + "..."])
+        rows.append(
+            [
+                name,
+                info.source,
+                "yes" if info.requires_data else "no",
+                "yes" if info.gradient_based else "no",
+                doc if len(doc) <= 60 else doc[:57] + "...",
+            ]
+        )
     print(format_table(["name", "source", "needs data", "gradients", "description"], rows))
     return 0
 
@@ -383,8 +432,11 @@ def _demo_data(args: argparse.Namespace) -> tuple[list, str]:
     except DataError as exc:
         if args.data is not None or os.environ.get(DATA_ENV_VAR):
             raise
-        print(f"WARNING: {exc}.\nWARNING: using a SYNTHETIC calibration batch instead; its scores rank the "
-              "blocks on random noise, not on CIFAR-10 images.", file=sys.stderr)
+        print(
+            f"WARNING: {exc}.\nWARNING: using a SYNTHETIC calibration batch instead; its scores rank the "
+            "blocks on random noise, not on CIFAR-10 images.",
+            file=sys.stderr,
+        )
         return _synthetic((3, 32, 32), 10, args.batch_size, args.num_batches, 0)
 
 
@@ -396,15 +448,18 @@ def _stage_table(plan: PruningPlan) -> str:
     for stage, names in stages.items():
         values = [plan.scores[n] for n in names]
         removed = sum(n in plan.removed for n in names)
-        rows.append([stage, len(names), removed, f"{min(values):.4g}", f"{sum(values) / len(values):.4g}",
-                     f"{max(values):.4g}"])
+        rows.append(
+            [stage, len(names), removed, f"{min(values):.4g}", f"{sum(values) / len(values):.4g}", f"{max(values):.4g}"]
+        )
     return format_table(["stage", "scored", "removed", "min", "mean", "max"], rows, right=(1, 2, 3, 4, 5))
 
 
 def _demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
-    print(f"residual-prune demo: remove {args.n} residual blocks of a CIFAR-10 {args.arch} at initialization "
-          "with GraSP (Jordao et al., 'When Layers Play the Lottery, all Tickets Win at Initialization')")
+    print(
+        f"residual-prune demo: remove {args.n} residual blocks of a CIFAR-10 {args.arch} at initialization "
+        "with GraSP (Jordao et al., 'When Layers Play the Lottery, all Tickets Win at Initialization')"
+    )
     torch.manual_seed(0)
     model = getattr(models, args.arch)()
     _step(f"loading {args.batch_size * args.num_batches} CIFAR-10 calibration images")
@@ -431,14 +486,27 @@ def _positive_int(text: str) -> int:
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", metavar="MODEL", help=MODEL_SYNTAX)
-    parser.add_argument("--input-size", nargs=3, type=_positive_int, metavar=("C", "H", "W"),
-                        help="input shape without the batch dimension (default: the model's: 3 32 32 for cifar:, "
-                             "timm's pretrained_cfg, 3 224 224 otherwise)")
-    parser.add_argument("--granularity", choices=GRANULARITIES, default="block",
-                        help="'sublayer' treats each residual branch on its own, e.g. a transformer block's "
-                             "attention and MLP (default: %(default)s)")
-    parser.add_argument("--policy", choices=POLICIES, default="default",
-                        help="'paper' also keeps the blocks next to every downsampling (default: %(default)s)")
+    parser.add_argument(
+        "--input-size",
+        nargs=3,
+        type=_positive_int,
+        metavar=("C", "H", "W"),
+        help="input shape without the batch dimension (default: the model's: 3 32 32 for cifar:, "
+        "timm's pretrained_cfg, 3 224 224 otherwise)",
+    )
+    parser.add_argument(
+        "--granularity",
+        choices=GRANULARITIES,
+        default="block",
+        help="'sublayer' treats each residual branch on its own, e.g. a transformer block's "
+        "attention and MLP (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--policy",
+        choices=POLICIES,
+        default="default",
+        help="'paper' also keeps the blocks next to every downsampling (default: %(default)s)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -457,23 +525,32 @@ def _parser() -> argparse.ArgumentParser:
     count = prune.add_mutually_exclusive_group(required=True)
     count.add_argument("--n", type=int, help="number of blocks to remove")
     count.add_argument("--ratio", type=float, help="fraction of the removable blocks to remove")
-    prune.add_argument("--data", help="calibration data: a CIFAR-10 .npz or torchvision root (cifar: models), an "
-                                      "ImageFolder directory (other models), or 'synthetic'")
+    prune.add_argument(
+        "--data",
+        help="calibration data: a CIFAR-10 .npz or torchvision root (cifar: models), an "
+        "ImageFolder directory (other models), or 'synthetic'",
+    )
     prune.add_argument("--batch-size", type=_positive_int, default=64, help="default: %(default)s")
     prune.add_argument("--num-batches", type=_positive_int, default=1, help="default: %(default)s")
     prune.add_argument("--seed", type=int, default=0, help="seed of the weights, data subset and random criterion")
     prune.add_argument("--pretrained", action="store_true", help="load pretrained weights (downloads them)")
     prune.add_argument("--checkpoint", help="a state_dict to load into the model before scoring")
-    prune.add_argument("--out", required=True, help="directory for plan.json and pruned_state_dict.pt "
-                                                    "(created if missing; checked before any work)")
+    prune.add_argument(
+        "--out",
+        required=True,
+        help="directory for plan.json and pruned_state_dict.pt (created if missing; checked before any work)",
+    )
     prune.set_defaults(func=_prune)
 
     criteria = sub.add_parser("criteria", help="list the built-in and plugin criteria")
     criteria.set_defaults(func=_criteria)
 
     demo = sub.add_parser("demo", help="prune a CIFAR-10 ResNet-56 at initialization with GraSP, end to end")
-    demo.add_argument("--data", help=f"CIFAR-10 .npz or torchvision root (default: ${DATA_ENV_VAR}, then "
-                                     "~/.cache/residual_prune/cifar10, downloaded when online)")
+    demo.add_argument(
+        "--data",
+        help=f"CIFAR-10 .npz or torchvision root (default: ${DATA_ENV_VAR}, then "
+        "~/.cache/residual_prune/cifar10, downloaded when online)",
+    )
     demo.add_argument("--n", type=int, default=4, help="blocks to remove (default: %(default)s)")
     demo.add_argument("--num-batches", type=_positive_int, default=2, help="default: %(default)s")
     demo.add_argument("--batch-size", type=_positive_int, default=64, help="default: %(default)s")

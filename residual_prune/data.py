@@ -96,9 +96,16 @@ def _npz_arrays(archive: np.lib.npyio.NpzFile, path: Path, split: str) -> tuple[
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(f"{path} is damaged: cannot read its {split} arrays ({exc}); re-copy it") from exc
     ok = (
-        jpeg.ndim == 1 and offsets.ndim == 1 and labels.ndim == 1 and len(offsets) == len(labels) + 1
-        and len(labels) > 0 and offsets[0] >= 0 and offsets[-1] <= len(jpeg) and np.all(np.diff(offsets) > 0)
-        and labels.min() >= 0 and labels.max() <= 9
+        jpeg.ndim == 1
+        and offsets.ndim == 1
+        and labels.ndim == 1
+        and len(offsets) == len(labels) + 1
+        and len(labels) > 0
+        and offsets[0] >= 0
+        and offsets[-1] <= len(jpeg)
+        and np.all(np.diff(offsets) > 0)
+        and labels.min() >= 0
+        and labels.max() <= 9
     )
     if not ok:
         raise DataError(
@@ -200,7 +207,9 @@ def _describe(kind: str, where: Path, batches: Batches, split: str) -> str:
     return f"CIFAR-10 {kind} ({where}), {len(batches)} batch{plural} of {size} {split} images"
 
 
-def _load_source(path: Path, split: str, limit: int | None, seed: int) -> tuple[tuple[torch.Tensor, torch.Tensor], str, Path]:
+def _load_source(
+    path: Path, split: str, limit: int | None, seed: int
+) -> tuple[tuple[torch.Tensor, torch.Tensor], str, Path]:
     """Images, labels, the kind of copy and its location for an explicit ``path``."""
     if path.is_dir() and (path / _TORCHVISION_FOLDER).is_dir():
         return load_cifar10_torchvision(path, split, limit=limit, seed=seed), "torchvision copy", path
@@ -314,12 +323,14 @@ def image_folder_batches(
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist; pass a directory laid out as ROOT/CLASS/IMAGE.jpg")
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    transform = transforms.Compose([
-        transforms.Resize(int(round(min(size) / 0.875))),
-        transforms.CenterCrop(size),
-        transforms.ToTensor(),
-        transforms.Normalize(mean, std),
-    ])
+    transform = transforms.Compose(
+        [
+            transforms.Resize(int(round(min(size) / 0.875))),
+            transforms.CenterCrop(size),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
     try:
         dataset = datasets.ImageFolder(str(root), transform=transform)
     except (FileNotFoundError, OSError) as exc:

@@ -161,8 +161,10 @@ _FUNCTION_FLOPS: dict[Any, tuple[tuple[str, ...], Any]] = {
     torch.instance_norm: (("input", "weight"), _norm_call),
     **dict.fromkeys((F.layer_norm, torch.layer_norm), (("input", "normalized_shape", "weight"), _norm_call)),
     **dict.fromkeys((F.group_norm, torch.group_norm), (("input", "num_groups", "weight"), _norm_call)),
-    F.interpolate: (("input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor",
-                     "antialias"), _interpolate_call),
+    F.interpolate: (
+        ("input", "size", "scale_factor", "mode", "align_corners", "recompute_scale_factor", "antialias"),
+        _interpolate_call,
+    ),
     torch._C._nn.upsample_nearest2d: ((), _per_output_element(1)),
     torch._C._nn.upsample_bilinear2d: ((), _per_output_element(4)),
     **dict.fromkeys((F.grid_sample, torch.grid_sampler), ((), _per_output_element(4))),
@@ -225,22 +227,75 @@ _MODULE_FLOPS = {
     **dict.fromkeys((nn.LayerNorm, nn.GroupNorm), _norm_flops),
     nn.AdaptiveAvgPool2d: lambda m, inp, out: math.prod(inp),
     **dict.fromkeys(
-        (nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.Tanh, nn.Identity,
-         nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
-         nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.Flatten, nn.Softmax),
+        (
+            nn.ReLU,
+            nn.ReLU6,
+            nn.GELU,
+            nn.SiLU,
+            nn.Hardswish,
+            nn.Hardsigmoid,
+            nn.Sigmoid,
+            nn.Tanh,
+            nn.Identity,
+            nn.Dropout,
+            nn.Dropout1d,
+            nn.Dropout2d,
+            nn.Dropout3d,
+            nn.MaxPool1d,
+            nn.MaxPool2d,
+            nn.MaxPool3d,
+            nn.AvgPool1d,
+            nn.AvgPool2d,
+            nn.AvgPool3d,
+            nn.Flatten,
+            nn.Softmax,
+        ),
         lambda m, inp, out: 0,
     ),
 }
 _ZERO_FLOP_FUNCTIONS = {
     *(getattr(operator, name) for name in dir(operator) if not name.startswith("_") and "matmul" not in name),
-    getattr, torch.flatten, torch.reshape, torch.cat, torch.stack, torch.add, torch.mul, torch.relu, torch.sigmoid,
-    torch.tanh, torch.nn.functional.relu, torch.nn.functional.gelu, torch.nn.functional.silu,
+    getattr,
+    torch.flatten,
+    torch.reshape,
+    torch.cat,
+    torch.stack,
+    torch.add,
+    torch.mul,
+    torch.relu,
+    torch.sigmoid,
+    torch.tanh,
+    torch.nn.functional.relu,
+    torch.nn.functional.gelu,
+    torch.nn.functional.silu,
     torch.nn.functional.dropout,
 }
 _ZERO_FLOP_METHODS = {
-    "size", "dim", "view", "reshape", "permute", "transpose", "flatten", "contiguous", "add", "add_", "mul", "mul_",
-    "expand", "unsqueeze", "squeeze", "chunk", "split", "unbind", "relu", "relu_", "sigmoid", "clone", "type_as",
-    "to", "float",
+    "size",
+    "dim",
+    "view",
+    "reshape",
+    "permute",
+    "transpose",
+    "flatten",
+    "contiguous",
+    "add",
+    "add_",
+    "mul",
+    "mul_",
+    "expand",
+    "unsqueeze",
+    "squeeze",
+    "chunk",
+    "split",
+    "unbind",
+    "relu",
+    "relu_",
+    "sigmoid",
+    "clone",
+    "type_as",
+    "to",
+    "float",
 }
 
 
@@ -272,9 +327,11 @@ class NodeFlopCounter:
         if formula is not None and hasattr(source, "shape"):
             result = run()
             flops = formula(module, source.shape, result.shape) if isinstance(result, torch.Tensor) else 0
-        elif node.op in ("placeholder", "get_attr", "output") or (
-            node.op == "call_function" and node.target in _ZERO_FLOP_FUNCTIONS
-        ) or (node.op == "call_method" and node.target in _ZERO_FLOP_METHODS):
+        elif (
+            node.op in ("placeholder", "get_attr", "output")
+            or (node.op == "call_function" and node.target in _ZERO_FLOP_FUNCTIONS)
+            or (node.op == "call_method" and node.target in _ZERO_FLOP_METHODS)
+        ):
             return run()
         else:
             result, flops = self._measured(run)

@@ -32,7 +32,8 @@ def architecture_fingerprint(model: nn.Module) -> str:
     for name, module in model.named_modules():
         tensors = [(k, tuple(v.shape)) for k, v in module._parameters.items() if v is not None]
         tensors += [
-            (k, tuple(v.shape)) for k, v in module._buffers.items()
+            (k, tuple(v.shape))
+            for k, v in module._buffers.items()
             if v is not None and k not in module._non_persistent_buffers_set
         ]
         digest.update(f"{name}|{type(module).__qualname__}|{tensors}\n".encode())
@@ -99,19 +100,19 @@ def _field_problem(plan: PruningPlan) -> str | None:
     if not isinstance(plan.criterion_kwargs, dict):
         return "'criterion_kwargs' must be an object"
     shapes = plan.input_shapes
-    if not (isinstance(shapes, list) and all(
-        isinstance(sh, list) and all(_is_int(d) and d >= 0 for d in sh) for sh in shapes
-    )):
+    if not (
+        isinstance(shapes, list)
+        and all(isinstance(sh, list) and all(_is_int(d) and d >= 0 for d in sh) for sh in shapes)
+    ):
         return "'input_shapes' must be a list of shapes (lists of non-negative integers)"
     leaves = plan.leaf_modules
     if not (isinstance(leaves, list) and all(isinstance(m, str) for m in leaves)):
         return "'leaf_modules' must be a list of 'module:Class' names"
     dtypes = plan.input_dtypes
-    if not (isinstance(dtypes, list) and all(
-        isinstance(d, str) and isinstance(vars(torch).get(d), torch.dtype) for d in dtypes
-    )) or (
-        dtypes and shapes and len(dtypes) != len(shapes)
-    ):
+    if not (
+        isinstance(dtypes, list)
+        and all(isinstance(d, str) and isinstance(vars(torch).get(d), torch.dtype) for d in dtypes)
+    ) or (dtypes and shapes and len(dtypes) != len(shapes)):
         return "'input_dtypes' must name one torch dtype (e.g. 'float32', 'int64') per input shape, or be empty"
     if not _is_int(plan.version) or plan.version != PLAN_VERSION:
         return f"version {plan.version!r} is not supported (this library reads version {PLAN_VERSION})"
@@ -182,9 +183,7 @@ class PruningPlan:
             raise _corrupt(source, f"its 'format' field is not {PLAN_FORMAT!r}")
         version = data.get("version")
         if type(version) is not int or version != PLAN_VERSION:
-            raise _corrupt(
-                source, f"version {version!r} is not supported (this library reads version {PLAN_VERSION})"
-            )
+            raise _corrupt(source, f"version {version!r} is not supported (this library reads version {PLAN_VERSION})")
         missing = [k for k in ("removed", "scores", "criterion", "policy", "fingerprint") if k not in data]
         if missing:
             raise _corrupt(source, f"it lacks the field(s) {', '.join(missing)}")

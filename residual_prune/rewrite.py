@@ -55,7 +55,11 @@ from .plan import PruningPlan
 from .tracing import TracedModel, check_leaf_modules, get_notrace_modules
 
 __all__ = [
-    "DualGraphModule", "check_inplace", "leaf_module_names", "remove_sublayers", "resolve_leaf_modules",
+    "DualGraphModule",
+    "check_inplace",
+    "leaf_module_names",
+    "remove_sublayers",
+    "resolve_leaf_modules",
     "zero_sublayers",
 ]
 
@@ -129,8 +133,12 @@ def _replay_arguments(
 
 
 def _traced_branches(
-    model: nn.Module, plan: PruningPlan, inputs: tuple[torch.Tensor, ...], leaves: tuple[type[nn.Module], ...],
-    *, training: bool = False,
+    model: nn.Module,
+    plan: PruningPlan,
+    inputs: tuple[torch.Tensor, ...],
+    leaves: tuple[type[nn.Module], ...],
+    *,
+    training: bool = False,
 ) -> tuple[TracedModel, list[_Branch]]:
     """Trace ``model`` (its train-mode forward if ``training``) and find the branches the plan removes."""
     analysis = analyse(model, inputs, policy=plan.policy, leaf_modules=leaves, training=training)
@@ -153,7 +161,12 @@ def _traced_branches(
 
 
 _INPLACE_OPERATORS = {
-    operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.setitem, operator.delitem,
+    operator.iadd,
+    operator.isub,
+    operator.imul,
+    operator.itruediv,
+    operator.setitem,
+    operator.delitem,
 }
 
 
@@ -162,8 +175,10 @@ def _mutates(root: nn.Module, node: fx.Node) -> bool:
     if node.op == "call_method":
         return node.target.endswith("_") and not node.target.endswith("__")
     if node.op == "call_function":
-        return node.target in _INPLACE_OPERATORS or bool(node.kwargs.get("inplace")) or (
-            getattr(node.target, "__name__", "").endswith("_")
+        return (
+            node.target in _INPLACE_OPERATORS
+            or bool(node.kwargs.get("inplace"))
+            or (getattr(node.target, "__name__", "").endswith("_"))
         )
     if node.op == "call_module":
         return bool(getattr(root.get_submodule(node.target), "inplace", False))
@@ -257,8 +272,10 @@ def _fix_sizes(graph: fx.Graph, sizes: dict[fx.Node, str], inputs: tuple[torch.T
         for placeholder, t in zip(placeholders, inputs):
             shape = tuple(t.shape[1:])
             tail = graph.call_function(operator.getitem, (graph.call_method("size", (placeholder,)), slice(1, None)))
-            message = (f"this model was pruned (residual branches {names}) for inputs of shape (batch, "
-                       f"{', '.join(map(str, shape))}); prune it with example inputs of the shape you use")
+            message = (
+                f"this model was pruned (residual branches {names}) for inputs of shape (batch, "
+                f"{', '.join(map(str, shape))}); prune it with example inputs of the shape you use"
+            )
             graph.call_function(torch._assert, (graph.call_function(operator.eq, (tail, shape)), message))
 
 
@@ -368,15 +385,19 @@ class _TrainMode:
 
 def _rng_kept(model: nn.Module) -> contextlib.AbstractContextManager[None]:
     """Running a train-mode graph (to propagate shapes) draws random numbers: put the RNG states back after."""
-    devices = sorted({
-        t.device.index or 0 for t in itertools.chain(model.parameters(), model.buffers()) if t.device.type == "cuda"
-    })
+    devices = sorted(
+        {t.device.index or 0 for t in itertools.chain(model.parameters(), model.buffers()) if t.device.type == "cuda"}
+    )
     return torch.random.fork_rng(devices=devices)
 
 
 def _train_mode_branches(
-    model: nn.Module, plan: PruningPlan, inputs: tuple[torch.Tensor, ...], leaves: tuple[type[nn.Module], ...],
-    eval_graph: fx.Graph, eval_branches: list[_Branch],
+    model: nn.Module,
+    plan: PruningPlan,
+    inputs: tuple[torch.Tensor, ...],
+    leaves: tuple[type[nn.Module], ...],
+    eval_graph: fx.Graph,
+    eval_branches: list[_Branch],
 ) -> tuple[_TrainMode | None, str | None]:
     """The train-mode graph and its branches of the plan, or None and why they cannot be had."""
     try:
@@ -388,8 +409,10 @@ def _train_mode_branches(
         differ = [m for m in e.modules - t.modules if _uses(traced.graph, m)]
         differ += [m for m in t.modules - e.modules if _uses(eval_graph, m)]
         if differ:
-            return None, (f"in train mode, residual branch {e.name} is made of other layers than in eval mode "
-                          f"({', '.join(sorted(differ))} in one mode's branch only)")
+            return None, (
+                f"in train mode, residual branch {e.name} is made of other layers than in eval mode "
+                f"({', '.join(sorted(differ))} in one mode's branch only)"
+            )
     return _TrainMode(traced, branches), None
 
 
@@ -431,5 +454,3 @@ def check_inplace(plan: PruningPlan, inplace: bool) -> None:
             "sub-layer pruning returns a new torch.fx.GraphModule and cannot modify the model in place; "
             "pass inplace=False (the default)"
         )
-
-

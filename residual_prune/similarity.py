@@ -98,6 +98,7 @@ def representations(
                 raise InvalidArgumentError(f"module {name!r} returns a {type(output).__name__}, not a tensor")
             features = pooled(output) if pool else output.reshape(output.shape[0], -1)
             collected[name].append(features.detach().cpu())
+
         return keep
 
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

@@ -29,9 +29,7 @@ class Bypass(nn.Identity):
 
 def _holders(model: nn.Module, module: nn.Module) -> list[tuple[nn.Module, str]]:
     """Every ``(parent, key)`` under which ``module`` is registered (a module may be held twice)."""
-    return [
-        (parent, key) for parent in model.modules() for key, child in parent._modules.items() if child is module
-    ]
+    return [(parent, key) for parent in model.modules() for key, child in parent._modules.items() if child is module]
 
 
 def replace_with_identity(model: nn.Module, names: Iterable[str]) -> nn.Module:

@@ -72,9 +72,7 @@ def _torchvision_leaves() -> set[type[nn.Module]]:
         import torchvision.ops
     except ImportError:
         return set()
-    return {
-        obj for obj in vars(torchvision.ops).values() if isinstance(obj, type) and issubclass(obj, nn.Module)
-    }
+    return {obj for obj in vars(torchvision.ops).values() if isinstance(obj, type) and issubclass(obj, nn.Module)}
 
 
 def get_notrace_modules() -> list[type[nn.Module]]:
@@ -101,8 +99,10 @@ def as_input_tuple(example_inputs: Any) -> tuple[torch.Tensor, ...]:
     """Normalise ``example_inputs`` (a tensor or a tuple/list of tensors) to a tuple."""
     if isinstance(example_inputs, torch.Tensor):
         return (example_inputs,)
-    if isinstance(example_inputs, (tuple, list)) and example_inputs and all(
-        isinstance(t, torch.Tensor) for t in example_inputs
+    if (
+        isinstance(example_inputs, (tuple, list))
+        and example_inputs
+        and all(isinstance(t, torch.Tensor) for t in example_inputs)
     ):
         return tuple(example_inputs)
     raise DataError(
@@ -114,8 +114,11 @@ def as_input_tuple(example_inputs: Any) -> tuple[torch.Tensor, ...]:
 def _is_constant(value: Any, depth: int = 0) -> bool:
     if isinstance(value, (int, float, bool, torch.Size, type(None))):
         return True
-    return isinstance(value, (tuple, list)) and len(value) <= 16 and depth < 2 and all(
-        _is_constant(v, depth + 1) for v in value
+    return (
+        isinstance(value, (tuple, list))
+        and len(value) <= 16
+        and depth < 2
+        and all(_is_constant(v, depth + 1) for v in value)
     )
 
 
@@ -292,14 +295,20 @@ def _unanalysable_wrapper(model: nn.Module) -> str | None:
     """What to pass instead when ``model`` is a wrapper that torch.fx cannot see through, else None."""
     eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # not imported: nothing can be compiled
     if eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
-        return ("it is a torch.compile'd module (OptimizedModule); pass the original module, model._orig_mod, "
-                "and compile the pruned model afterwards")
+        return (
+            "it is a torch.compile'd module (OptimizedModule); pass the original module, model._orig_mod, "
+            "and compile the pruned model afterwards"
+        )
     if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        return (f"it is wrapped in {type(model).__name__}; pass the wrapped module, model.module, and wrap "
-                "the pruned model again afterwards")
+        return (
+            f"it is wrapped in {type(model).__name__}; pass the wrapped module, model.module, and wrap "
+            "the pruned model again afterwards"
+        )
     if isinstance(model, torch.jit.ScriptModule):
-        return ("it is a TorchScript module (torch.jit.script / torch.jit.trace), whose Python forward is gone, "
-                "so it cannot be analysed; pass the eager nn.Module it was made from")
+        return (
+            "it is a TorchScript module (torch.jit.script / torch.jit.trace), whose Python forward is gone, "
+            "so it cannot be analysed; pass the eager nn.Module it was made from"
+        )
     return None
 
 

@@ -25,8 +25,9 @@ def observable_state(model: torch.nn.Module) -> list[tuple]:
     def walk(path: str, value: object) -> None:
         if isinstance(value, torch.Tensor):
             grad = value.grad if value.is_leaf else None
-            entries.append((path, value, value.detach().clone(), value.requires_grad, grad,
-                            None if grad is None else grad.clone()))
+            entries.append(
+                (path, value, value.detach().clone(), value.requires_grad, grad, None if grad is None else grad.clone())
+            )
             return
         entries.append((path, value))
         if isinstance(value, (list, tuple)):

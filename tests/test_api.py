@@ -37,8 +37,10 @@ def test_ratio_and_inplace(cifar_model: nn.Module) -> None:
     assert len(plan.removed) == 4  # round(0.5 * 7)
     same = rp.prune_layers(cifar_model, criterion="random", ratio=0.5, example_inputs=X, inplace=True)
     assert same is cifar_model
-    assert sum(1 for _ in cifar_model.layer1) + sum(1 for _ in cifar_model.layer2) + sum(
-        1 for _ in cifar_model.layer3) == 9 - 4
+    assert (
+        sum(1 for _ in cifar_model.layer1) + sum(1 for _ in cifar_model.layer2) + sum(1 for _ in cifar_model.layer3)
+        == 9 - 4
+    )
 
 
 def test_example_inputs_default_to_data_and_one_shot_iterators_are_not_consumed(cifar_model, cifar_batch) -> None:
@@ -50,8 +52,9 @@ def test_example_inputs_default_to_data_and_one_shot_iterators_are_not_consumed(
             yield cifar_batch
 
     plan = rp.plan_pruning(cifar_model, criterion="snip", n=1, data=batches(), num_batches=2, progress=False)
-    reference = rp.plan_pruning(cifar_model, criterion="snip", n=1, data=[cifar_batch, cifar_batch],
-                                num_batches=2, progress=False)
+    reference = rp.plan_pruning(
+        cifar_model, criterion="snip", n=1, data=[cifar_batch, cifar_batch], num_batches=2, progress=False
+    )
     assert len(seen) == 2
     assert plan.scores == pytest.approx(reference.scores)
 
@@ -128,8 +131,11 @@ def _bad_input_cases(temporary_criteria):
         (dict(criterion="broken", n=1, example_inputs=X), rp.CriterionError, "ZeroDivisionError"),
         (dict(criterion="snip", n=1, data=[(torch.randn(4, 1, 28, 28), good[1])]), rp.DataError, "do not fit"),
         (dict(criterion="snip", n=1, data=[good[0]], example_inputs=X), rp.DataError, r"\(inputs, targets\)"),
-        (dict(criterion="snip", n=1, data=[(good[0], torch.randint(0, 99, (4,)))], example_inputs=X,
-              progress=False), rp.DataError, "does not fit the model"),
+        (
+            dict(criterion="snip", n=1, data=[(good[0], torch.randint(0, 99, (4,)))], example_inputs=X, progress=False),
+            rp.DataError,
+            "does not fit the model",
+        ),
         (dict(criterion="l1", n=1, example_inputs=torch.randn(1, 5, 32, 32)), rp.DataError, "do not fit"),
         (dict(criterion="l1", n=1, policy="strict", example_inputs=X), rp.InvalidArgumentError, "unknown policy"),
         (dict(criterion="l1", n=1), rp.InvalidArgumentError, "example_inputs"),

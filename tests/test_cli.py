@@ -67,8 +67,23 @@ def test_prune_writes_a_plan_and_weights_that_reload(
     tmp_path: Path, npz: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_dir = tmp_path / "out"
-    code, out, _ = _run(capsys, "prune", "cifar:resnet20", "--criterion", "grasp", "--n", "2", "--data", str(npz),
-                        "--batch-size", "8", "--seed", "0", "--out", str(out_dir))
+    code, out, _ = _run(
+        capsys,
+        "prune",
+        "cifar:resnet20",
+        "--criterion",
+        "grasp",
+        "--n",
+        "2",
+        "--data",
+        str(npz),
+        "--batch-size",
+        "8",
+        "--seed",
+        "0",
+        "--out",
+        str(out_dir),
+    )
     assert code == 0
     assert "CIFAR-10 offline JPEG copy" in out and "1 batch of 8 train images" in out
     plan = PruningPlan.load(out_dir / "plan.json")
@@ -89,8 +104,9 @@ def test_prune_writes_a_plan_and_weights_that_reload(
 
 
 def test_prune_reports_before_and_after(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(capsys, "prune", "cifar:resnet20", "--criterion", "l1", "--ratio", "0.5",
-                        "--out", str(tmp_path))
+    code, out, _ = _run(
+        capsys, "prune", "cifar:resnet20", "--criterion", "l1", "--ratio", "0.5", "--out", str(tmp_path)
+    )
     assert code == 0
     assert "data-free" in out
     table = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith(("params", "FLOPs"))}
@@ -101,8 +117,21 @@ def test_prune_reports_before_and_after(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_prune_with_synthetic_data_is_labelled(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(capsys, "prune", "cifar:resnet20", "--criterion", "snip", "--n", "1", "--data", "synthetic",
-                        "--batch-size", "4", "--out", str(tmp_path))
+    code, out, _ = _run(
+        capsys,
+        "prune",
+        "cifar:resnet20",
+        "--criterion",
+        "snip",
+        "--n",
+        "1",
+        "--data",
+        "synthetic",
+        "--batch-size",
+        "4",
+        "--out",
+        str(tmp_path),
+    )
     assert code == 0
     assert "calibration data: SYNTHETIC" in out
 
@@ -111,8 +140,19 @@ def test_prune_loads_a_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[
     torch.manual_seed(123)
     trained = resnet20()
     torch.save(trained.state_dict(), tmp_path / "ckpt.pt")
-    code, _, _ = _run(capsys, "prune", "cifar:resnet20", "--criterion", "l1", "--n", "1",
-                      "--checkpoint", str(tmp_path / "ckpt.pt"), "--out", str(tmp_path / "out"))
+    code, _, _ = _run(
+        capsys,
+        "prune",
+        "cifar:resnet20",
+        "--criterion",
+        "l1",
+        "--n",
+        "1",
+        "--checkpoint",
+        str(tmp_path / "ckpt.pt"),
+        "--out",
+        str(tmp_path / "out"),
+    )
     assert code == 0
     pruned = torch.load(tmp_path / "out" / "pruned_state_dict.pt", weights_only=True)
     reference = trained.state_dict()
@@ -129,8 +169,9 @@ def test_python_factory_models(tmp_path: Path, capsys: pytest.CaptureFixture[str
     code, _, err = _run(capsys, "analyze", "tests_no_such_module:factory")
     assert code == 2 and "cannot import 'tests_no_such_module'" in err
     # not a cifar: model, so a data-driven criterion needs an ImageFolder or --data synthetic
-    code, _, err = _run(capsys, "prune", "tests.test_cli:_factory", "--criterion", "grasp", "--n", "1",
-                        "--out", str(tmp_path))
+    code, _, err = _run(
+        capsys, "prune", "tests.test_cli:_factory", "--criterion", "grasp", "--n", "1", "--out", str(tmp_path)
+    )
     assert code == 2
     assert "--data DIR" in err and "--data synthetic" in err
 
@@ -143,12 +184,17 @@ def test_python_factory_models(tmp_path: Path, capsys: pytest.CaptureFixture[str
         (["analyze", "torchvision:not_a_model"], "torchvision has no model"),
         (["prune", "cifar:resnet20", "--criterion", "nope", "--n", "1", "--out", "x"], "unknown criterion 'nope'"),
         (["prune", "cifar:resnet20", "--criterion", "random", "--n", "8", "--out", "x"], "only 7 removable"),
-        (["prune", "cifar:resnet20", "--criterion", "l1", "--n", "1", "--checkpoint", "missing.pt", "--out", "x"],
-         "checkpoint missing.pt does not exist"),
+        (
+            ["prune", "cifar:resnet20", "--criterion", "l1", "--n", "1", "--checkpoint", "missing.pt", "--out", "x"],
+            "checkpoint missing.pt does not exist",
+        ),
     ],
 )
 def test_errors_exit_2_with_a_message(
-    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -215,8 +261,9 @@ def test_an_unwritable_out_is_refused_before_scoring(
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(cli.tempfile, "TemporaryFile", no_files_here)
-    code, stdout, err = _run(capsys, "prune", "cifar:resnet20", "--criterion", "l1", "--n", "1",
-                             "--out", str(tmp_path / "runs" / "r20"))
+    code, stdout, err = _run(
+        capsys, "prune", "cifar:resnet20", "--criterion", "l1", "--n", "1", "--out", str(tmp_path / "runs" / "r20")
+    )
     _assert_refused_before_scoring(code, stdout, err, f"no file can be created in {tmp_path} (Permission denied)")
     assert not (tmp_path / "runs").exists()
 
@@ -246,8 +293,9 @@ def test_criteria_lists_builtins_and_registered(
 
 
 def test_demo_with_a_cifar_npz(npz: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = _run(capsys, "demo", "--data", str(npz), "--arch", "resnet20", "--n", "2",
-                          "--batch-size", "8", "--num-batches", "2")
+    code, out, err = _run(
+        capsys, "demo", "--data", str(npz), "--arch", "resnet20", "--n", "2", "--batch-size", "8", "--num-batches", "2"
+    )
     assert code == 0
     assert "CIFAR-10 offline JPEG copy" in out and "2 batches of 8" in out
     assert "SYNTHETIC" not in out + err
@@ -275,8 +323,14 @@ def test_demo_with_a_bad_path_does_not_fall_back(tmp_path: Path, capsys: pytest.
 
 def test_python_dash_m_runs_the_command_line() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    result = subprocess.run([sys.executable, "-m", "residual_prune", "criteria"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "residual_prune", "criteria"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     names = [line.split()[0] for line in result.stdout.splitlines()[2:]]
     assert set(residual_prune.list_criteria()) <= set(names)
@@ -285,8 +339,23 @@ def test_python_dash_m_runs_the_command_line() -> None:
 def test_prune_at_sublayer_granularity(tmp_path, capsys) -> None:
     from residual_prune.cli import main
 
-    assert main(["prune", "cifar:resnet20", "--granularity", "sublayer", "--criterion", "l1", "--n", "2",
-                 "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "prune",
+                "cifar:resnet20",
+                "--granularity",
+                "sublayer",
+                "--criterion",
+                "l1",
+                "--n",
+                "2",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "#0  layer" in out and "verified" in out
     import residual_prune as rp

@@ -134,8 +134,12 @@ def test_npz_without_the_cifar_arrays(tmp_path: Path) -> None:
 
 def test_npz_with_pickled_objects_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "objects.npz"
-    np.savez(path, train_jpeg=np.array([{"a": 1}], dtype=object), train_offsets=np.array([0, 1]),
-             train_labels=np.array([0], dtype=np.uint8))
+    np.savez(
+        path,
+        train_jpeg=np.array([{"a": 1}], dtype=object),
+        train_offsets=np.array([0, 1]),
+        train_labels=np.array([0], dtype=np.uint8),
+    )
     with pytest.raises(DataError, match="cannot read"):
         load_cifar10_npz(path)
 

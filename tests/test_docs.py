@@ -167,8 +167,11 @@ def test_guide_states_the_ratio_rounding_the_code_uses() -> None:
     assert removable == 13  # 0.5 * 13 = 6.5: rounding half up and Python's round differ
     plan = rp.plan_pruning(model, criterion="l1", ratio=0.5, example_inputs=x)
     for formula in formulas:
-        documented = eval(formula, {"round": round, "floor": math.floor, "ceil": math.ceil, "int": int},
-                          {"ratio": 0.5, "removable": removable})
+        documented = eval(
+            formula,
+            {"round": round, "floor": math.floor, "ceil": math.ceil, "int": int},
+            {"ratio": 0.5, "removable": removable},
+        )
         assert documented == len(plan.removed), f"docs/guide.md: `{formula}` = {documented}, not {len(plan.removed)}"
 
 
@@ -179,11 +182,19 @@ def test_the_readme_slow_test_command_selects_tests() -> None:
     """
     command = ["python", "-m", "pytest", "-m", "slow"]
     assert f"`{' '.join(command)}` runs them" in (REPO / "README.md").read_text()
-    marked = [str(p.relative_to(REPO)) for p in sorted((REPO / "tests").rglob("test_*.py"))
-              if re.search(r"@pytest\.mark\.slow\b|^pytestmark\b.*\bslow\b", p.read_text(), re.MULTILINE)]
+    marked = [
+        str(p.relative_to(REPO))
+        for p in sorted((REPO / "tests").rglob("test_*.py"))
+        if re.search(r"@pytest\.mark\.slow\b|^pytestmark\b.*\bslow\b", p.read_text(), re.MULTILINE)
+    ]
     assert marked, "no test is marked slow, so the README's `python -m pytest -m slow` collects nothing"
-    result = subprocess.run([sys.executable, *command[1:], "--collect-only", "-q", "-p", "no:cacheprovider", *marked],
-                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, *command[1:], "--collect-only", "-q", "-p", "no:cacheprovider", *marked],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     collected = re.search(r"(\d+)(?:/\d+)? tests? collected", result.stdout)
     assert collected and int(collected.group(1)) > 0, result.stdout[-2000:]

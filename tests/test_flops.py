@@ -87,8 +87,13 @@ def test_in_pass_counter_matches_fvcore(name: str, model: nn.Module, shape: tupl
     reference = count_flops_by_module(model, (x,))
     counted = trace(model, x).flops
     assert counted[""] == reference[""] > 0
-    compared = [k for k in reference if k and not _inside_opaque_leaf(model, k) and not isinstance(
-        model.get_submodule(k), tuple(get_notrace_modules()))]
+    compared = [
+        k
+        for k in reference
+        if k
+        and not _inside_opaque_leaf(model, k)
+        and not isinstance(model.get_submodule(k), tuple(get_notrace_modules()))
+    ]
     assert len(compared) >= 3
     assert {k: counted.get(k, 0) for k in compared} == {k: reference[k] for k in compared}
     for block in rp.find_blocks(model, x):

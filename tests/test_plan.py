@@ -48,8 +48,16 @@ def test_plan_for_another_architecture_fails_clearly(other) -> None:
 
 
 def _plan_json(**fields) -> str:
-    data = {"format": "residual_prune.plan", "version": 1, "removed": [], "scores": {}, "criterion": "x",
-            "policy": "default", "fingerprint": "f", **fields}
+    data = {
+        "format": "residual_prune.plan",
+        "version": 1,
+        "removed": [],
+        "scores": {},
+        "criterion": "x",
+        "policy": "default",
+        "fingerprint": "f",
+        **fields,
+    }
     return json.dumps(data)
 
 
@@ -60,27 +68,42 @@ def _plan_json(**fields) -> str:
         ("[1, 2]", "'format' field"),
         ('{"format": "residual_prune.plan", "version": 99}', "version 99"),
         ('{"format": "residual_prune.plan", "version": 1, "removed": []}', "lacks the field"),
-        ('{"format": "residual_prune.plan", "version": 1, "removed": [3], "scores": {}, "criterion": "x", '
-         '"policy": "default", "fingerprint": "f"}', "list of block names"),
-        ('{"format": "residual_prune.plan", "version": 1, "removed": [], "scores": {"a": "high"}, '
-         '"criterion": "x", "policy": "default", "fingerprint": "f"}', "map block names to numbers"),
-        ('{"format": "residual_prune.plan", "version": 1, "removed": [], "scores": {}, "criterion": "x", '
-         '"policy": "default", "fingerprint": "f", "granularity": "layer"}', "'granularity' must be"),
-        ('{"format": "residual_prune.plan", "version": 1, "removed": [], "scores": {}, "criterion": "x", '
-         '"policy": "default", "fingerprint": "f", "input_shapes": [[1, -3]]}', "'input_shapes' must be"),
-        *[(_plan_json(**fields), message) for fields, message in [
-            ({"version": True}, "version True is not supported"),
-            ({"version": 1.0}, "version 1.0 is not supported"),
-            ({"policy": "aggressive"}, "'policy' must be one of 'default', 'paper', not 'aggressive'"),
-            ({"scores": {"a": float("nan")}}, "finite ones: 'a' has nan"),
-            ({"scores": {"a": float("inf")}}, "finite ones: 'a' has inf"),
-            ({"scores": {"a": 10**400}}, "finite ones: 'a' has 1000"),
-            ({"scores": {"a": True}}, "finite ones: 'a' has True"),
-            ({"removed": ["a", "a"]}, "'removed' names 'a' more than once"),
-            ({"removed": [""]}, "non-empty strings"),
-            ({"num_params": -1}, "'num_params' must be a non-negative integer"),
-            ({"input_shapes": [[1, True]]}, "'input_shapes' must be"),
-        ]],
+        (
+            '{"format": "residual_prune.plan", "version": 1, "removed": [3], "scores": {}, "criterion": "x", '
+            '"policy": "default", "fingerprint": "f"}',
+            "list of block names",
+        ),
+        (
+            '{"format": "residual_prune.plan", "version": 1, "removed": [], "scores": {"a": "high"}, '
+            '"criterion": "x", "policy": "default", "fingerprint": "f"}',
+            "map block names to numbers",
+        ),
+        (
+            '{"format": "residual_prune.plan", "version": 1, "removed": [], "scores": {}, "criterion": "x", '
+            '"policy": "default", "fingerprint": "f", "granularity": "layer"}',
+            "'granularity' must be",
+        ),
+        (
+            '{"format": "residual_prune.plan", "version": 1, "removed": [], "scores": {}, "criterion": "x", '
+            '"policy": "default", "fingerprint": "f", "input_shapes": [[1, -3]]}',
+            "'input_shapes' must be",
+        ),
+        *[
+            (_plan_json(**fields), message)
+            for fields, message in [
+                ({"version": True}, "version True is not supported"),
+                ({"version": 1.0}, "version 1.0 is not supported"),
+                ({"policy": "aggressive"}, "'policy' must be one of 'default', 'paper', not 'aggressive'"),
+                ({"scores": {"a": float("nan")}}, "finite ones: 'a' has nan"),
+                ({"scores": {"a": float("inf")}}, "finite ones: 'a' has inf"),
+                ({"scores": {"a": 10**400}}, "finite ones: 'a' has 1000"),
+                ({"scores": {"a": True}}, "finite ones: 'a' has True"),
+                ({"removed": ["a", "a"]}, "'removed' names 'a' more than once"),
+                ({"removed": [""]}, "non-empty strings"),
+                ({"num_params": -1}, "'num_params' must be a non-negative integer"),
+                ({"input_shapes": [[1, True]]}, "'input_shapes' must be"),
+            ]
+        ],
         ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ],
 )

@@ -111,7 +111,9 @@ def test_a_plan_removing_a_unit_and_one_inside_it_is_refused() -> None:
 @pytest.fixture
 def outer_first(temporary_criteria) -> str:
     # the outer units are the least important
-    temporary_criteria("outer_first", lambda model, blocks, data, **kw: {b.name: float(b.name.count(".")) for b in blocks})
+    temporary_criteria(
+        "outer_first", lambda model, blocks, data, **kw: {b.name: float(b.name.count(".")) for b in blocks}
+    )
     return "outer_first"
 
 

@@ -68,8 +68,14 @@ BLOCKS = {g: {b.name: b for b in rp.find_blocks(NET, X, granularity=g)} for g in
 VALID = {g: rp.plan_pruning(NET, criterion="l1", n=2, example_inputs=X, granularity=g).to_dict() for g in BLOCKS}
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-3, 3), st.integers(10**300, 10**400), st.sampled_from([1.0, 0.5, -1e308]),
-    st.sampled_from([math.nan, math.inf]), st.text(max_size=6), st.sampled_from(NAMES + ["seq.1#0", "seq.1.inner#0"]),
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.integers(10**300, 10**400),
+    st.sampled_from([1.0, 0.5, -1e308]),
+    st.sampled_from([math.nan, math.inf]),
+    st.text(max_size=6),
+    st.sampled_from(NAMES + ["seq.1#0", "seq.1.inner#0"]),
 )
 json_values = st.recursive(
     json_scalars,

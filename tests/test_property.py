@@ -131,8 +131,9 @@ BLOCK_KEYS = {"sequential": "{}", "modulelist": "blocks.{}", "attributes": "bloc
 class Net(nn.Module):
     def __init__(self, spec: NetSpec):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, spec.stem_width, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(spec.stem_width), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, spec.stem_width, 3, padding=1, bias=False), nn.BatchNorm2d(spec.stem_width), nn.ReLU()
+        )
         channels = spec.stem_width
         for i, stage in enumerate(spec.stages):
             blocks = []
@@ -179,8 +180,9 @@ def net_specs(draw) -> NetSpec:
         downsample = draw(st.booleans())
         if downsample:
             channels = draw(st.integers(4, 16))
-        blocks = draw(st.lists(st.builds(BlockSpec, st.sampled_from(SPELLINGS), st.sampled_from(EXTRAS)),
-                               min_size=1, max_size=4))
+        blocks = draw(
+            st.lists(st.builds(BlockSpec, st.sampled_from(SPELLINGS), st.sampled_from(EXTRAS)), min_size=1, max_size=4)
+        )
         stages.append(StageSpec(draw(st.sampled_from(CONTAINERS)), downsample, channels, tuple(blocks)))
     return NetSpec(stem_width, tuple(stages), draw(st.booleans()), draw(st.booleans()))
 
@@ -250,10 +252,13 @@ def test_random_residual_networks(spec: NetSpec, data):
     assert num_params(net) - num_params(pruned) == sum(params[name] for name in plan.removed)
     assert_same_state(pruned, state_snapshot(planned))
     # kept layers keep their weights and their state_dict keys
-    gone = [*plan.removed, *(["alias"] if spec.alias and any(net.alias is net.get_submodule(n) for n in plan.removed)
-                             else [])]
-    reference = {key: value for key, value in net.state_dict().items()
-                 if not any(key.startswith(name + ".") for name in gone)}
+    gone = [
+        *plan.removed,
+        *(["alias"] if spec.alias and any(net.alias is net.get_submodule(n) for n in plan.removed) else []),
+    ]
+    reference = {
+        key: value for key, value in net.state_dict().items() if not any(key.startswith(name + ".") for name in gone)
+    }
     assert list(reference) == list(pruned.state_dict())
     assert all(torch.equal(reference[k], v) for k, v in pruned.state_dict().items())
     rp.verify(net, pruned, plan, X)
@@ -301,8 +306,14 @@ def test_random_residual_networks_at_sublayer_granularity(spec: NetSpec, data):
     if removable == 0:
         return
     k = data.draw(st.integers(1, removable), label="k")
-    plan = rp.plan_pruning(net, criterion="random", n=k, example_inputs=X, granularity="sublayer",
-                           seed=data.draw(st.integers(0, 2**16), label="seed"))
+    plan = rp.plan_pruning(
+        net,
+        criterion="random",
+        n=k,
+        example_inputs=X,
+        granularity="sublayer",
+        seed=data.draw(st.integers(0, 2**16), label="seed"),
+    )
     pruned = rp.apply_plan(net, plan)
     params = {b.name: b.params for b in subs}
     assert num_params(net) - num_params(pruned) == sum(params[name] for name in plan.removed)

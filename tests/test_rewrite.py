@@ -74,8 +74,9 @@ def test_sublayer_model_trains_saves_reloads_and_keeps_drop_path(tmp_path) -> No
         assert torch.equal(pruned(X224), pruned(X224))
     plan.save(tmp_path / "plan.json")
     torch.save(pruned.state_dict(), tmp_path / "pruned.pt")
-    fresh = rp.apply_plan(timm.create_model("vit_tiny_patch16_224", drop_path_rate=0.5),
-                          rp.PruningPlan.load(tmp_path / "plan.json"))
+    fresh = rp.apply_plan(
+        timm.create_model("vit_tiny_patch16_224", drop_path_rate=0.5), rp.PruningPlan.load(tmp_path / "plan.json")
+    )
     fresh.load_state_dict(torch.load(tmp_path / "pruned.pt", weights_only=True))
     with torch.no_grad():
         assert torch.equal(fresh.eval()(X224), pruned(X224))
@@ -90,11 +91,22 @@ def test_sublayer_model_trains_saves_reloads_and_keeps_drop_path(tmp_path) -> No
 def test_criteria_score_sublayers(criterion: str) -> None:
     model = resnet20()
     x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
-    plan = rp.plan_pruning(model, criterion=criterion, n=2, data=[(x, y)], granularity="sublayer",
-                           **({"progress": False} if criterion in ("snip", "grasp") else {}))
+    plan = rp.plan_pruning(
+        model,
+        criterion=criterion,
+        n=2,
+        data=[(x, y)],
+        granularity="sublayer",
+        **({"progress": False} if criterion in ("snip", "grasp") else {}),
+    )
     assert len(plan.scores) == 7 and all(name.endswith("#0") for name in plan.scores)
-    block_plan = rp.plan_pruning(model, criterion=criterion, n=2, data=[(x, y)],
-                                 **({"progress": False} if criterion in ("snip", "grasp") else {}))
+    block_plan = rp.plan_pruning(
+        model,
+        criterion=criterion,
+        n=2,
+        data=[(x, y)],
+        **({"progress": False} if criterion in ("snip", "grasp") else {}),
+    )
     # a BasicBlock has one branch holding all its convolutions: the same scores at both granularities
     assert {k.removesuffix("#0"): v for k, v in plan.scores.items()} == pytest.approx(block_plan.scores)
     assert rp.verify(model, rp.apply_plan(model, plan), plan, x) <= 1e-5
@@ -103,8 +115,9 @@ def test_criteria_score_sublayers(criterion: str) -> None:
 def test_collapse_is_detected_for_sublayers() -> None:
     model = timm.create_model("convnext_atto", ls_init_value=1e-6)
     with pytest.warns(rp.ScoreCollapseWarning, match="layer scale"):
-        rp.plan_pruning(model, criterion="synflow", n=1, example_inputs=torch.randn(1, 3, 32, 32),
-                        granularity="sublayer")
+        rp.plan_pruning(
+            model, criterion="synflow", n=1, example_inputs=torch.randn(1, 3, 32, 32), granularity="sublayer"
+        )
 
 
 def test_sublayer_errors() -> None:
@@ -282,8 +295,9 @@ class _OpaqueBlock(nn.Module):
 
 def test_leaf_modules_of_a_plan_are_found_in_the_model_and_never_imported(tmp_path, monkeypatch) -> None:
     model, x = nn.Sequential(*[_OpaqueBlock() for _ in range(3)]), torch.randn(2, 16)
-    plan = rp.plan_pruning(model, criterion="random", n=1, example_inputs=x, granularity="sublayer",
-                           leaf_modules=(_Opaque,))
+    plan = rp.plan_pruning(
+        model, criterion="random", n=1, example_inputs=x, granularity="sublayer", leaf_modules=(_Opaque,)
+    )
     assert plan.leaf_modules == [f"{__name__}:_Opaque"]
     assert rp.verify(model, rp.apply_plan(model, plan), plan, x) <= 1e-5
 

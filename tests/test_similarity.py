@@ -85,7 +85,10 @@ def test_representations_flattened_and_pooled() -> None:
     model.train()
     model.layer2.eval()
     g = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(3, 3, 32, 32, generator=g), torch.tensor([0, 1, 2])), torch.randn(2, 3, 32, 32, generator=g)]
+    batches = [
+        (torch.randn(3, 3, 32, 32, generator=g), torch.tensor([0, 1, 2])),
+        torch.randn(2, 3, 32, 32, generator=g),
+    ]
     snapshot = state_snapshot(model)
     modes = [m.training for m in model.modules()]
 

@@ -64,8 +64,12 @@ def test_module_list_keeps_indices() -> None:
     assert len(pruned.blocks) == 4
     assert isinstance(pruned.blocks[0], Bypass) and isinstance(pruned.blocks[2], Bypass)
     assert torch.equal(pruned.blocks[1].conv.weight, model.blocks[1].conv.weight)
-    assert sorted(pruned.state_dict()) == ["blocks.1.conv.bias", "blocks.1.conv.weight", "blocks.3.conv.bias",
-                                           "blocks.3.conv.weight"]
+    assert sorted(pruned.state_dict()) == [
+        "blocks.1.conv.bias",
+        "blocks.1.conv.weight",
+        "blocks.3.conv.bias",
+        "blocks.3.conv.weight",
+    ]
     assert rp.verify(model, pruned, plan, X) == 0
 
 

@@ -167,8 +167,14 @@ def test_torchvision_detector_is_answered_with_its_backbone() -> None:
 
     backbone = Body()
     backbone.out_channels = 4
-    model = FasterRCNN(backbone, min_size=32, max_size=32, box_roi_pool=MultiScaleRoIAlign(["0"], 2, 2),
-                       box_head=TwoMLPHead(4 * 2 * 2, 4), box_predictor=FastRCNNPredictor(4, 2)).eval()
+    model = FasterRCNN(
+        backbone,
+        min_size=32,
+        max_size=32,
+        box_roi_pool=MultiScaleRoIAlign(["0"], 2, 2),
+        box_head=TwoMLPHead(4 * 2 * 2, 4),
+        box_predictor=FastRCNNPredictor(4, 2),
+    ).eval()
     with pytest.raises(rp.TraceError, match=r"top-level forward of FasterRCNN.*plan_pruning\(model\.backbone"):
         rp.find_blocks(model, torch.randn(1, 3, 32, 32))
 

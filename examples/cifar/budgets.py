@@ -21,18 +21,27 @@ class Budget:
 
 BUDGETS = {
     "paper": Budget(
-        "paper", Schedule(epochs=164), None, None,
+        "paper",
+        Schedule(epochs=164),
+        None,
+        None,
         "the usual CIFAR ResNet schedule (He et al. 2016): 164 epochs of SGD, lr 0.1 divided by 10 at 50% and "
         "75%, momentum 0.9, weight decay 1e-4, batch 128, all 50,000 training images; for a GPU",
     ),
     "cpu": Budget(
-        "cpu", Schedule(epochs=10), 5_000, None,
+        "cpu",
+        Schedule(epochs=10),
+        5_000,
+        None,
         "reduced for a 2-core CPU: 10 epochs on a class-balanced 5,000-image training subset, the same optimiser "
         "and step schedule (lr divided by 10 after epochs 5 and 8), all 10,000 test images",
         eval_every=5,
     ),
     "smoke": Budget(
-        "smoke", Schedule(epochs=1, batch_size=32), 320, 200,
+        "smoke",
+        Schedule(epochs=1, batch_size=32),
+        320,
+        200,
         "smoke test: 1 epoch on 320 training images, 200 test images; checks that the pipeline runs, not accuracy",
     ),
 }

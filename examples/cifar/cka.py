@@ -37,8 +37,16 @@ def features(record: dict[str, Any], data: CifarData, runs: Path, images: int) -
     return {k: v[:images] for k, v in representations(model, batches, LAYERS).items()}
 
 
-def run_table(budget: str, data: CifarData, store: ResultsStore, *, runs: Path = RUNS, images: int = IMAGES,
-              progress: bool = True, command: str = "") -> list[dict[str, Any]]:
+def run_table(
+    budget: str,
+    data: CifarData,
+    store: ResultsStore,
+    *,
+    runs: Path = RUNS,
+    images: int = IMAGES,
+    progress: bool = True,
+    command: str = "",
+) -> list[dict[str, Any]]:
     """A CKA record for every trained ticket of Table 2 at ``budget`` whose checkpoint is here (filter tickets,
     whose widths differ, are not rebuilt)."""
     trained = [r for r in store.records(table2.TABLE) if r["budget"] == budget]
@@ -56,8 +64,14 @@ def run_table(budget: str, data: CifarData, store: ResultsStore, *, runs: Path =
         base = cache[ref["run_id"]]
         mine = features(r, data, runs, images)
         record = {
-            "table": TABLE, "run_id": rid, "arch": r["arch"], "criterion": r["criterion"],
-            "p": r["p"], "seed": r["seed"], "images": images, "dense_run": ref["run_id"],
+            "table": TABLE,
+            "run_id": rid,
+            "arch": r["arch"],
+            "criterion": r["criterion"],
+            "p": r["p"],
+            "seed": r["seed"],
+            "images": images,
+            "dense_run": ref["run_id"],
             "cka": {layer: linear_cka(base[layer], mine[layer]) for layer in LAYERS},
             **provenance_fields(budget, r["budget_description"], data.source, command),
         }
@@ -71,11 +85,16 @@ def report(records: list[dict[str, Any]]) -> str:
     lines = ["## CKA: representations of tickets vs the dense network", ""]
     for (arch, budget), rows in by_setting(records).items():
         lines += [
-            f"### {arch}, budget `{budget}`", "", provenance(rows), "",
+            f"### {arch}, budget `{budget}`",
+            "",
+            provenance(rows),
+            "",
             f"Linear CKA (Kornblith et al. 2019) between the ticket's and the dense network's outputs of each "
             f"stage (flattened) and of the pooled features, on the first {rows[0]['images']} test images; 1 = the "
-            "same representation up to rotation and scale.", "",
-            "| criterion | p | " + " | ".join(LAYERS) + " | seeds |", "|---|---|" + "---|" * (len(LAYERS) + 1),
+            "same representation up to rotation and scale.",
+            "",
+            "| criterion | p | " + " | ".join(LAYERS) + " | seeds |",
+            "|---|---|" + "---|" * (len(LAYERS) + 1),
         ]
         for (criterion, p), runs in by_ticket(rows):
             cells = [mean_std([r["cka"][layer] for r in runs]) for layer in LAYERS]
@@ -92,8 +111,15 @@ def main(argv: list[str] | None = None) -> int:
     store = ResultsStore(args.results)
     if not args.report:
         budget, data = prepare(args)
-        run_table(budget.name, data, store, runs=args.runs, images=args.images, progress=not args.quiet,
-                  command=shell_command("examples.cifar.cka", argv))
+        run_table(
+            budget.name,
+            data,
+            store,
+            runs=args.runs,
+            images=args.images,
+            progress=not args.quiet,
+            command=shell_command("examples.cifar.cka", argv),
+        )
     print(report(store.records(TABLE)))
     return 0
 

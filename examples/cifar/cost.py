@@ -35,7 +35,10 @@ class EnergyMeter:
         with warnings.catch_warnings():  # codecarbon 3 deprecates save_to_file; older versions lack its successor
             warnings.simplefilter("ignore", DeprecationWarning)
             self._tracker = OfflineEmissionsTracker(
-                country_iso_code=country_iso_code, log_level="error", save_to_file=False, tracking_mode="process",
+                country_iso_code=country_iso_code,
+                log_level="error",
+                save_to_file=False,
+                tracking_mode="process",
                 measure_power_secs=5,
             )
         self._tracker.start()
@@ -48,9 +51,13 @@ class EnergyMeter:
             yield out
         finally:
             data = self._tracker.stop_task()
-            out.update(energy_kwh=float(data.energy_consumed), emissions_kg=float(data.emissions),
-                       cpu_power_w=float(data.cpu_power), gpu_power_w=float(data.gpu_power or 0.0),
-                       region=f"{data.country_name} ({data.country_iso_code})")
+            out.update(
+                energy_kwh=float(data.energy_consumed),
+                emissions_kg=float(data.emissions),
+                cpu_power_w=float(data.cpu_power),
+                gpu_power_w=float(data.gpu_power or 0.0),
+                region=f"{data.country_name} ({data.country_iso_code})",
+            )
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -29,7 +29,9 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     dx = torch.randint(0, 2 * PAD + 1, (n,), generator=generator)
     rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (n, 1, h, 1)
     cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (n, 1, 1, w)
-    cropped = padded[torch.arange(n)[:, None, None, None], torch.arange(images.shape[1])[None, :, None, None], rows, cols]
+    cropped = padded[
+        torch.arange(n)[:, None, None, None], torch.arange(images.shape[1])[None, :, None, None], rows, cols
+    ]
     flip = torch.rand(n, generator=generator) < 0.5
     return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
 
@@ -71,7 +73,7 @@ class CifarData:
         """One epoch of shuffled, augmented, normalised batches (the last, smaller batch is dropped)."""
         order = torch.randperm(len(self.train_y), generator=generator)
         for start in range(0, len(order) - batch_size + 1, batch_size):
-            index = order[start:start + batch_size]
+            index = order[start : start + batch_size]
             x = self.train_x[index]
             if augmented:
                 x = augment(x, generator)
@@ -79,4 +81,4 @@ class CifarData:
 
     def test_batches(self, batch_size: int = 500) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for start in range(0, len(self.test_y), batch_size):
-            yield normalise(self.test_x[start:start + batch_size]), self.test_y[start:start + batch_size]
+            yield normalise(self.test_x[start : start + batch_size]), self.test_y[start : start + batch_size]

@@ -28,7 +28,12 @@ from residual_prune.criteria._common import classification_loss, scored_weights
 from residual_prune.modes import eval_mode, preserved_state
 
 __all__ = [
-    "IMPORTANCES", "ScoreImportance", "conv_widths", "count_filters", "filter_prune", "filter_scores",
+    "IMPORTANCES",
+    "ScoreImportance",
+    "conv_widths",
+    "count_filters",
+    "filter_prune",
+    "filter_scores",
     "prune_to_filters",
 ]
 
@@ -52,8 +57,9 @@ def filter_scores(
     BN uses batch statistics; the model is left exactly as it was."""
     if importance not in IMPORTANCES:
         raise ValueError(f"importance must be one of {IMPORTANCES}, got {importance!r}")
-    names = {id(m.weight): name for name, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd,
-                                                                                         nn.Linear))}
+    names = {
+        id(m.weight): name for name, m in model.named_modules() if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))
+    }
     flat = [w for w in scored_weights(model) if id(w) in names]
     x, y = batch
     with preserved_state(model, "train", needs_grad=flat):
@@ -61,8 +67,7 @@ def filter_scores(
             grads = torch.autograd.grad(classification_loss(model, x, y, 0), flat)
             scores = [(w.detach() * g).abs() for w, g in zip(flat, grads, strict=True)]
         else:
-            grads = torch.autograd.grad(classification_loss(model, x, y, 0, GRASP_TEMPERATURE), flat,
-                                        create_graph=True)
+            grads = torch.autograd.grad(classification_loss(model, x, y, 0, GRASP_TEMPERATURE), flat, create_graph=True)
             z = sum((g.detach() * g).sum() for g in grads)
             hg = torch.autograd.grad(z, flat)
             scores = [w.detach() * h for w, h in zip(flat, hg, strict=True)]
@@ -102,8 +107,13 @@ class ScoreImportance(tp.importance.Importance):
 
 
 def prune_to_filters(
-    model: nn.Module, importance: str, target_filters: int, batch: tuple[torch.Tensor, torch.Tensor], *,
-    steps: int | None = None, high: float = 0.95,
+    model: nn.Module,
+    importance: str,
+    target_filters: int,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    *,
+    steps: int | None = None,
+    high: float = 0.95,
 ) -> tuple[nn.Module, float]:
     """``(filter-pruned copy of model, pruning ratio)`` keeping the reachable number of filters closest to
     ``target_filters``: ``steps`` bisection steps of torch-pruning's per-group ratio in ``[0, high]``.
@@ -122,8 +132,13 @@ def prune_to_filters(
         return ScoreImportance({copy_.get_submodule(name): s for name, s in scores.items()})
 
     with eval_mode(model):  # the tracing forward pass must not move the copies' BN running statistics
-        pruned, ratio = bisect_ratio(lambda r: torch_prune(model, example, r, importance_of), count_filters,
-                                     target_filters, high=high, steps=steps)
+        pruned, ratio = bisect_ratio(
+            lambda r: torch_prune(model, example, r, importance_of),
+            count_filters,
+            target_filters,
+            high=high,
+            steps=steps,
+        )
         x = batch[0][:2]
         with torch.no_grad():
             expected, got = model(x).shape, pruned(x).shape
@@ -143,4 +158,3 @@ def filter_prune(
 def conv_widths(model: nn.Module) -> dict[str, int]:
     """Output channels of every Conv2d, by name (what a filter-pruned network kept where)."""
     return {name: m.out_channels for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-

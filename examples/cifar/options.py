@@ -21,28 +21,46 @@ ARCHS = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
 
 def parser_for(module: str, doc: str) -> argparse.ArgumentParser:
     """A parser for ``python -m <module>`` described by the first paragraph of ``doc``."""
-    return argparse.ArgumentParser(prog=f"python -m {module}", description=doc.split("\n\n")[0],
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    return argparse.ArgumentParser(
+        prog=f"python -m {module}",
+        description=doc.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
 
 
 def add_ticket_options(
-    parser: argparse.ArgumentParser, *, arch: str = "resnet32", criteria: Sequence[str] = ("snip", "grasp"),
-    densities: Sequence[int] = (1, 2, 3, 4, 5), choices: Sequence[str] | None = None,
+    parser: argparse.ArgumentParser,
+    *,
+    arch: str = "resnet32",
+    criteria: Sequence[str] = ("snip", "grasp"),
+    densities: Sequence[int] = (1, 2, 3, 4, 5),
+    choices: Sequence[str] | None = None,
 ) -> None:
     """``--arch``, ``--criteria`` and ``--densities``: which tickets a table trains."""
     parser.add_argument("--arch", default=arch, choices=ARCHS)
-    parser.add_argument("--criteria", nargs="+", default=list(criteria), choices=choices,
-                        help="block criteria (residual_prune.list_criteria())")
+    parser.add_argument(
+        "--criteria",
+        nargs="+",
+        default=list(criteria),
+        choices=choices,
+        help="block criteria (residual_prune.list_criteria())",
+    )
     parser.add_argument("--densities", nargs="+", type=int, default=list(densities), help="numbers of blocks removed")
 
 
 def add_run_options(parser: argparse.ArgumentParser, *, seeds: int = 2) -> None:
     parser.add_argument("--seeds", type=int, default=seeds, help="seeds 0..N-1")
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="cpu",
-                        help="paper: the paper's schedule (GPU); cpu: reduced for a 2-core CPU; smoke: pipeline check")
+    parser.add_argument(
+        "--budget",
+        choices=sorted(BUDGETS),
+        default="cpu",
+        help="paper: the paper's schedule (GPU); cpu: reduced for a 2-core CPU; smoke: pipeline check",
+    )
     parser.add_argument("--epochs", type=int, help="override the budget's number of epochs")
-    parser.add_argument("--data", help="CIFAR-10: .npz JPEG copy or torchvision root; if unset: RESIDUAL_PRUNE_DATA, "
-                        "the cache, or the download")
+    parser.add_argument(
+        "--data",
+        help="CIFAR-10: .npz JPEG copy or torchvision root; if unset: RESIDUAL_PRUNE_DATA, the cache, or the download",
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="results store")
     parser.add_argument("--runs", type=Path, default=RUNS, help="checkpoints")
     parser.add_argument("--report", action="store_true", help="only print the table from the store")
@@ -54,8 +72,11 @@ def budget_of(args: argparse.Namespace) -> Budget:
     budget = BUDGETS[args.budget]
     if args.epochs:
         budget = dataclasses.replace(
-            budget, name=f"{budget.name}-{args.epochs}ep", description=f"{budget.description} (here {args.epochs} "
-            "epochs)", schedule=dataclasses.replace(budget.schedule, epochs=args.epochs))
+            budget,
+            name=f"{budget.name}-{args.epochs}ep",
+            description=f"{budget.description} (here {args.epochs} epochs)",
+            schedule=dataclasses.replace(budget.schedule, epochs=args.epochs),
+        )
     return budget
 
 

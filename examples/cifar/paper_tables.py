@@ -27,8 +27,10 @@ COMMANDS = {
     "table5": "python -m examples.cifar.table5 --arch resnet32 --budget cpu --data ../shared/data/cifar10_jpeg.npz",
     "cka": "python -m examples.cifar.cka --budget cpu --data ../shared/data/cifar10_jpeg.npz",
 }
-HE_ET_AL = ("For scale, He et al. (2016, Table 6) report 92.49% (ResNet-32) and 93.03% (ResNet-56) for the dense "
-            "networks with the usual 164-epoch schedule.")
+HE_ET_AL = (
+    "For scale, He et al. (2016, Table 6) report 92.49% (ResNet-32) and 93.03% (ResNet-56) for the dense "
+    "networks with the usual 164-epoch schedule."
+)
 
 
 def literature(reference: Reference | None, path: Path) -> str:
@@ -36,17 +38,21 @@ def literature(reference: Reference | None, path: Path) -> str:
     where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     if reference is None:
         shown = (
-            "The paper (Jordao, de Araujo, Maia, Pedrini, \"When Layers Play the Lottery, all Tickets Win at "
-            "Initialization\") was not available on the machine that generated this page, so its numbers are not "
+            'The paper (Jordao, de Araujo, Maia, Pedrini, "When Layers Play the Lottery, all Tickets Win at '
+            'Initialization") was not available on the machine that generated this page, so its numbers are not '
             "shown and none is typed in from memory. To show them in a `paper` column of Tables 2 and 4, write them "
-            f"with their source into `{where}` (format: `examples/cifar/reference.py`) and rerun this command.")
+            f"with their source into `{where}` (format: `examples/cifar/reference.py`) and rerun this command."
+        )
     else:
-        shown = (f"The `paper` columns of Tables 2 and 4 come from `{where}`, {len(reference.rows)} rows taken from: "
-                 f"{reference.source}.")
+        shown = (
+            f"The `paper` columns of Tables 2 and 4 come from `{where}`, {len(reference.rows)} rows taken from: "
+            f"{reference.source}."
+        )
     return (
         "## The paper's numbers\n\n" + shown + " The paper trains with its full schedule on all 50,000 images "
         "(`--budget paper`); the `cpu` budget below trains much less, so its absolute accuracies are far lower and "
-        "only the differences and costs are comparable in kind. " + HE_ET_AL + "\n")
+        "only the differences and costs are comparable in kind. " + HE_ET_AL + "\n"
+    )
 
 
 def _missing(table: str) -> str:
@@ -188,8 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m examples.cifar.paper_tables", description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", type=Path, default=RESULTS, help="results store")
     parser.add_argument("--out", type=Path, default=DOC, help="the Markdown page to write (plots go to img/ beside it)")
-    parser.add_argument("--reference", type=Path, default=REFERENCE,
-                        help="the paper's numbers (JSON, format in examples/cifar/reference.py); used if it exists")
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=REFERENCE,
+        help="the paper's numbers (JSON, format in examples/cifar/reference.py); used if it exists",
+    )
     args = parser.parse_args(argv)
     generate(args.results, args.out, args.reference)
     print(f"wrote {args.out}")

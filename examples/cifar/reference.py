@@ -100,8 +100,10 @@ def load_reference(path: Path = REFERENCE) -> Reference | None:
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON ({error}); fix it or delete it") from error
     if not isinstance(raw, dict) or not isinstance(raw.get("source"), str) or not raw["source"].strip():
-        raise ValueError(f"{path} must be an object with a non-empty \"source\" naming the paper version and "
-                         "tables the numbers come from, and a list \"rows\"")
+        raise ValueError(
+            f'{path} must be an object with a non-empty "source" naming the paper version and '
+            'tables the numbers come from, and a list "rows"'
+        )
     rows: dict[tuple[str, str, str, int], dict[str, float]] = {}
     for i, row in enumerate(raw.get("rows", [])):
         where = f"{path}, row {i}"
@@ -113,8 +115,10 @@ def load_reference(path: Path = REFERENCE) -> Reference | None:
         values = {k: v for k, v in row.items() if k not in _KEYS}
         unknown = set(values) - set(FIELDS[table])
         if unknown or not values:
-            raise ValueError(f"{where}: {table} takes the fields {', '.join(FIELDS[table])}; got "
-                             f"{', '.join(sorted(values)) or 'none'}")
+            raise ValueError(
+                f"{where}: {table} takes the fields {', '.join(FIELDS[table])}; got "
+                f"{', '.join(sorted(values)) or 'none'}"
+            )
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values.values()):
             raise ValueError(f"{where}: values must be numbers")
         key = (table, str(row["arch"]), str(row["criterion"]), int(row["p"]))

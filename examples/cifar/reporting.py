@@ -56,9 +56,9 @@ def provenance(records: Iterable[dict[str, Any]]) -> str:
         runs.setdefault((r["command"], machine), []).append(r["date"])
     commands = "; ".join(
         f"`{command}` ({len(dates)} record{'s' * (len(dates) > 1)}; {machine}; {_span(dates)})"
-        for (command, machine), dates in sorted(runs.items(), key=lambda kv: (min(kv[1]), kv[0])))
-    return (f"Budget: {' / '.join(budgets)}. Data: {' / '.join(data)}. "
-            f"Command{'s' * (len(runs) > 1)}: {commands}.")
+        for (command, machine), dates in sorted(runs.items(), key=lambda kv: (min(kv[1]), kv[0]))
+    )
+    return f"Budget: {' / '.join(budgets)}. Data: {' / '.join(data)}. Command{'s' * (len(runs) > 1)}: {commands}."
 
 
 def _span(dates: list[str]) -> str:

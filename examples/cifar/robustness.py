@@ -72,15 +72,39 @@ from .data import normalise
 from .train import accuracy
 
 __all__ = [
-    "CACHE", "CIFAR102_URL", "CORRUPTIONS", "DEFAULT_LIMITS", "SEVERITIES", "UPSAMPLED", "accuracy", "cifar10c",
-    "corrupt", "generator_description", "load_cifar102", "pgd_accuracy", "pgd_attack",
+    "CACHE",
+    "CIFAR102_URL",
+    "CORRUPTIONS",
+    "DEFAULT_LIMITS",
+    "SEVERITIES",
+    "UPSAMPLED",
+    "accuracy",
+    "cifar10c",
+    "corrupt",
+    "generator_description",
+    "load_cifar102",
+    "pgd_accuracy",
+    "pgd_attack",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / "runs" / "cifar10c"  # generated sets (not committed: /runs/ is ignored)
 CORRUPTIONS = [  # imagecorruptions.get_corruption_names("common"): the 15 of CIFAR-10-C / ImageNet-C
-    "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur", "snow",
-    "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
 ]
 SEVERITIES = [1, 2, 3, 4, 5]
 UPSAMPLED = {"defocus_blur", "motion_blur", "snow", "frost", "elastic_transform"}  # applied at 224x224
@@ -120,8 +144,9 @@ def _imagecorruptions() -> types.ModuleType:
         else:
             module = _import_quietly()
     except ImportError as exc:
-        raise ImportError(f"the corruptions need the imagecorruptions package: pip install imagecorruptions ({exc})"
-                          ) from exc
+        raise ImportError(
+            f"the corruptions need the imagecorruptions package: pip install imagecorruptions ({exc})"
+        ) from exc
     c = module.corruptions
     if not getattr(c, "_residual_prune_shims", False):
         import skimage
@@ -162,8 +187,10 @@ def generator_description() -> str:
         version = importlib.metadata.version("imagecorruptions")
     except importlib.metadata.PackageNotFoundError:
         version = "?"
-    return (f"imagecorruptions {version} (ImageNet-C severity constants; defocus, motion blur, snow, frost and "
-            "elastic applied at 224x224 and box-downsampled, the others at 32x32; seeded)")
+    return (
+        f"imagecorruptions {version} (ImageNet-C severity constants; defocus, motion blur, snow, frost and "
+        "elastic applied at 224x224 and box-downsampled, the others at 32x32; seeded)"
+    )
 
 
 def _check(corruptions: Sequence[str], severities: Sequence[int]) -> None:
@@ -213,8 +240,14 @@ def _cache_folder(images: torch.Tensor, cache_dir: Path) -> Path:
 
 
 def cifar10c(
-    test_x: torch.Tensor, corruptions: Sequence[str] | None = None, severities: Sequence[int] = SEVERITIES,
-    limit: int | None = DEFAULT_LIMITS["cpu"], cache_dir: Path = CACHE, *, seed: int = 0, progress: bool = True,
+    test_x: torch.Tensor,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] = SEVERITIES,
+    limit: int | None = DEFAULT_LIMITS["cpu"],
+    cache_dir: Path = CACHE,
+    *,
+    seed: int = 0,
+    progress: bool = True,
 ) -> Iterator[tuple[tuple[str, int], torch.Tensor]]:
     """``((corruption, severity), images)`` for every requested set, built from the first ``limit`` test images.
 
@@ -269,17 +302,29 @@ def load_cifar102(path: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
         raise DataError(f"{path} is not a readable CIFAR-10.2 .npz ({exc}); {where}") from exc
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (32, 32, 3):
         raise DataError(f"{path}: 'images' should be uint8 (N, 32, 32, 3), got {images.dtype} {images.shape}")
-    if (labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype, np.integer)
-            or (len(labels) and (labels.min() < 0 or labels.max() > 9))):
-        raise DataError(f"{path}: 'labels' should be {len(images)} class indices 0..9, got {labels.dtype} "
-                        f"{labels.shape}")
+    if (
+        labels.ndim != 1
+        or len(labels) != len(images)
+        or not np.issubdtype(labels.dtype, np.integer)
+        or (len(labels) and (labels.min() < 0 or labels.max() > 9))
+    ):
+        raise DataError(
+            f"{path}: 'labels' should be {len(images)} class indices 0..9, got {labels.dtype} {labels.shape}"
+        )
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
     return x, torch.from_numpy(labels.astype(np.int64))
 
 
 def pgd_attack(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255, steps: int = 10,
-    alpha: float = 2 / 255, random_start: bool = True, seed: int = 0,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float = 8 / 255,
+    steps: int = 10,
+    alpha: float = 2 / 255,
+    random_start: bool = True,
+    seed: int = 0,
     preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """L-inf PGD (Madry et al. 2018): images in [0, 1] (float, ``(N, C, H, W)``) within ``eps`` of ``x`` that
@@ -302,15 +347,22 @@ def pgd_attack(
 
 
 def pgd_accuracy(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float = 8 / 255, steps: int = 10,
-    alpha: float = 2 / 255, batch_size: int = 250, seed: int = 0,
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float = 8 / 255,
+    steps: int = 10,
+    alpha: float = 2 / 255,
+    batch_size: int = 250,
+    seed: int = 0,
 ) -> float:
     """Accuracy in % of ``model`` under the L-inf PGD attack of :func:`pgd_attack` on uint8 images ``x``."""
     device = next(model.parameters()).device
     correct = 0
     for start in range(0, len(y), batch_size):
-        xb = x[start:start + batch_size].to(device).float().div(255)
-        yb = y[start:start + batch_size].to(device)
+        xb = x[start : start + batch_size].to(device).float().div(255)
+        yb = y[start : start + batch_size].to(device)
         adv = pgd_attack(model, xb, yb, eps=eps, steps=steps, alpha=alpha, seed=seed + start)
         with torch.no_grad():
             correct += int((model(normalise(adv * 255)).argmax(1) == yb).sum())

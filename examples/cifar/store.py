@@ -40,5 +40,11 @@ class ResultsStore:
 
 def provenance_fields(budget: str, description: str, data: str, command: str) -> dict[str, Any]:
     """What every record says about where it came from: budget, data copy, machine, date and command."""
-    return {"budget": budget, "budget_description": description, "data": data, "machine": machine(),
-            "date": time.strftime("%Y-%m-%d"), "command": command}
+    return {
+        "budget": budget,
+        "budget_description": description,
+        "data": data,
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": command,
+    }

@@ -53,8 +53,9 @@ def trained_plan(dense: dict[str, Any], criterion: str, p: int, data: CifarData,
     """Score the blocks of the trained dense network (theta_n) and choose the ``p`` to remove."""
     model = load_trained(dense, runs)
     quiet = accepted_options(get_criterion_info(criterion), {"progress": False})
-    return plan_pruning(model, criterion=criterion, n=p, data=table2.calibration_batch(data, dense["seed"]),
-                        policy="paper", **quiet)
+    return plan_pruning(
+        model, criterion=criterion, n=p, data=table2.calibration_batch(data, dense["seed"]), policy="paper", **quiet
+    )
 
 
 def ticket(dense: dict[str, Any], plan: PruningPlan, start: int | str, budget: Budget, runs: Path) -> tuple[Any, int]:
@@ -67,20 +68,34 @@ def ticket(dense: dict[str, Any], plan: PruningPlan, start: int | str, budget: B
     if not path.exists():
         raise FileNotFoundError(
             f"{path} is missing: the dense run {dense['run_id']} kept no weights at epoch {epoch}. Delete "
-            f"{runs / dense['run_id']} and its record {dense['run_id']}.json in the results store, and run again")
+            f"{runs / dense['run_id']} and its record {dense['run_id']}.json in the results store, and run again"
+        )
     model = build(dense["arch"])
     model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
     return apply_plan(model, plan, inplace=True), epoch
 
 
 def run_table(
-    arch: str, criteria: list[str], densities: list[int], rewinds: list[int | str], seeds: int, budget: Budget,
-    data: CifarData, store: ResultsStore, *, runs: Path = RUNS, progress: bool = True, command: str = "",
+    arch: str,
+    criteria: list[str],
+    densities: list[int],
+    rewinds: list[int | str],
+    seeds: int,
+    budget: Budget,
+    data: CifarData,
+    store: ResultsStore,
+    *,
+    runs: Path = RUNS,
+    progress: bool = True,
+    command: str = "",
 ) -> list[dict[str, Any]]:
     """Every ticket of the table not in ``store`` yet; the dense runs come from (and go to) Table 2."""
     table2.run_table(arch, [], [], seeds, budget, data, store, runs=runs, progress=progress, command=command)
-    dense_runs = {r["seed"]: r for r in store.records(table2.TABLE) if r["arch"] == arch and r["budget"] == budget.name
-                  and r["criterion"] == "dense"}
+    dense_runs = {
+        r["seed"]: r
+        for r in store.records(table2.TABLE)
+        if r["arch"] == arch and r["budget"] == budget.name and r["criterion"] == "dense"
+    }
     done: list[dict[str, Any]] = []
     meter = EnergyMeter()
     for seed in range(seeds):
@@ -97,12 +112,30 @@ def run_table(
                     if progress:
                         print(f"[table1] {rid}", flush=True)
                     model, epoch = ticket(dense, plan, start, budget, runs)
-                    measured = train_measured(model, data, budget, seed=seed, checkpoint_dir=runs / rid,
-                                              batch=batch, progress=progress, meter=meter, start_epoch=epoch)
+                    measured = train_measured(
+                        model,
+                        data,
+                        budget,
+                        seed=seed,
+                        checkpoint_dir=runs / rid,
+                        batch=batch,
+                        progress=progress,
+                        meter=meter,
+                        start_epoch=epoch,
+                    )
                     record = {
-                        "table": TABLE, "run_id": rid, "arch": arch, "criterion": criterion, "p": p, "seed": seed,
-                        "rewind": start, "start_epoch": epoch, "dense_run": dense["run_id"],
-                        "dense_accuracy": dense["accuracy"], "removed": plan.removed, "scores": plan.scores,
+                        "table": TABLE,
+                        "run_id": rid,
+                        "arch": arch,
+                        "criterion": criterion,
+                        "p": p,
+                        "seed": seed,
+                        "rewind": start,
+                        "start_epoch": epoch,
+                        "dense_run": dense["run_id"],
+                        "dense_accuracy": dense["accuracy"],
+                        "removed": plan.removed,
+                        "scores": plan.scores,
                         **measured,
                         **provenance_fields(budget.name, budget.description, data.source, command),
                     }
@@ -126,7 +159,8 @@ def differences(records: Iterable[dict[str, Any]]) -> dict[tuple[str, int], dict
     keyed: dict[tuple[str, int], dict[int | str, list[float]]] = {}
     for r in records:
         keyed.setdefault((r["criterion"], r["p"]), {}).setdefault(r["rewind"], []).append(
-            r["accuracy"] - r["dense_accuracy"])
+            r["accuracy"] - r["dense_accuracy"]
+        )
     return dict(sorted(keyed.items()))
 
 
@@ -137,17 +171,24 @@ def report(records: list[dict[str, Any]]) -> str:
         points = variants(rows)
         starts = {r["rewind"]: r["start_epoch"] for r in rows}
         lines += [
-            f"### {arch}, budget `{budget}`", "", provenance(rows), "",
+            f"### {arch}, budget `{budget}`",
+            "",
+            provenance(rows),
+            "",
             "Difference to the dense network in percentage points (mean ± std over seeds); θ_i: kept weights "
             "rewound to the paper's epoch i and the schedule resumed there (here epoch "
             + ", ".join(f"{starts[s]} for θ_{s}" for s in points if s != REINIT)
-            + "); re-init: the same architecture with new random weights, trained from scratch.", "",
+            + "); re-init: the same architecture with new random weights, trained from scratch.",
+            "",
             "| criterion | p | " + " | ".join(variant_name(s) for s in points) + " | seeds |",
             "|---|---|" + "---|" * (len(points) + 1),
         ]
         for (criterion, p), cells in differences(rows).items():
-            lines.append(f"| {criterion} | {p} | " + " | ".join(signed(cells.get(s, [])) for s in points)
-                         + f" | {max(map(len, cells.values()))} |")
+            lines.append(
+                f"| {criterion} | {p} | "
+                + " | ".join(signed(cells.get(s, [])) for s in points)
+                + f" | {max(map(len, cells.values()))} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -159,15 +200,31 @@ def _rewind(value: str) -> int | str:
 def main(argv: list[str] | None = None) -> int:
     parser = parser_for("examples.cifar.table1", __doc__)
     add_ticket_options(parser, arch="resnet56", criteria=TRAINED_CRITERIA, densities=(2, 4))
-    parser.add_argument("--rewind", nargs="+", type=_rewind, default=[*PAPER_REWIND, REINIT],
-                        help="rewind points in epochs of the paper budget (scaled to the budget), and/or reinit")
+    parser.add_argument(
+        "--rewind",
+        nargs="+",
+        type=_rewind,
+        default=[*PAPER_REWIND, REINIT],
+        help="rewind points in epochs of the paper budget (scaled to the budget), and/or reinit",
+    )
     add_run_options(parser, seeds=1)
     args = parser.parse_args(argv)
     store = ResultsStore(args.results)
     if not args.report:
         budget, data = prepare(args)
-        run_table(args.arch, args.criteria, args.densities, args.rewind, args.seeds, budget, data,
-                  store, runs=args.runs, progress=not args.quiet, command=shell_command("examples.cifar.table1", argv))
+        run_table(
+            args.arch,
+            args.criteria,
+            args.densities,
+            args.rewind,
+            args.seeds,
+            budget,
+            data,
+            store,
+            runs=args.runs,
+            progress=not args.quiet,
+            command=shell_command("examples.cifar.table1", argv),
+        )
     print(report(store.records(TABLE)))
     return 0
 

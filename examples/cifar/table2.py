@@ -42,32 +42,68 @@ def calibration_batch(data: CifarData, seed: int) -> list[tuple[torch.Tensor, to
 
 
 def run_one(
-    arch: str, criterion: str, p: int, seed: int, budget: Budget, data: CifarData, *, runs: Path, progress: bool,
-    meter: EnergyMeter | None = None, command: str = "",
+    arch: str,
+    criterion: str,
+    p: int,
+    seed: int,
+    budget: Budget,
+    data: CifarData,
+    *,
+    runs: Path,
+    progress: bool,
+    meter: EnergyMeter | None = None,
+    command: str = "",
 ) -> dict[str, Any]:
     """Build, (prune at initialization,) train and evaluate one network; the record of the run."""
     torch.manual_seed(seed)
     model = getattr(cifar_resnet, arch)()
     removed, scores, plan = [], {}, None
     if criterion != "dense":
-        plan = plan_pruning(model, criterion=criterion, n=p, data=calibration_batch(data, seed), policy="paper",
-                            progress=False)
+        plan = plan_pruning(
+            model, criterion=criterion, n=p, data=calibration_batch(data, seed), policy="paper", progress=False
+        )
         model = apply_plan(model, plan, inplace=True)
         removed, scores = plan.removed, plan.scores
     rid = run_id(arch, budget.name, criterion, p, seed)
     keep = sorted(set(rewind_epochs(budget).values())) if criterion == "dense" else []  # for Table 1
-    measured = train_measured(model, data, budget, seed=seed, checkpoint_dir=runs / rid,
-                              batch=calibration_batch(data, seed)[0], progress=progress, meter=meter, keep_epochs=keep)
+    measured = train_measured(
+        model,
+        data,
+        budget,
+        seed=seed,
+        checkpoint_dir=runs / rid,
+        batch=calibration_batch(data, seed)[0],
+        progress=progress,
+        meter=meter,
+        keep_epochs=keep,
+    )
     return {
-        "table": TABLE, "run_id": rid, "arch": arch, "criterion": criterion, "p": p, "seed": seed, "removed": removed,
-        "scores": scores, "plan": plan.to_dict() if plan else None, **measured,
+        "table": TABLE,
+        "run_id": rid,
+        "arch": arch,
+        "criterion": criterion,
+        "p": p,
+        "seed": seed,
+        "removed": removed,
+        "scores": scores,
+        "plan": plan.to_dict() if plan else None,
+        **measured,
         **provenance_fields(budget.name, budget.description, data.source, command),
     }
 
 
 def run_table(
-    arch: str, criteria: list[str], densities: list[int], seeds: int, budget: Budget, data: CifarData,
-    store: ResultsStore, *, runs: Path = RUNS, progress: bool = True, command: str = "",
+    arch: str,
+    criteria: list[str],
+    densities: list[int],
+    seeds: int,
+    budget: Budget,
+    data: CifarData,
+    store: ResultsStore,
+    *,
+    runs: Path = RUNS,
+    progress: bool = True,
+    command: str = "",
 ) -> list[dict[str, Any]]:
     """Every run of the table that is not in ``store`` yet (dense first, then the tickets)."""
     plan = [("dense", 0)] + [(c, p) for c in criteria for p in densities]
@@ -80,8 +116,9 @@ def run_table(
                 continue
             if progress:
                 print(f"[table2] {rid}", flush=True)
-            record = run_one(arch, criterion, p, seed, budget, data, runs=runs, progress=progress, meter=meter,
-                             command=command)
+            record = run_one(
+                arch, criterion, p, seed, budget, data, runs=runs, progress=progress, meter=meter, command=command
+            )
             store.save(TABLE, rid, record)
             done.append(record)
     meter.close()
@@ -96,10 +133,13 @@ def report(records: list[dict[str, Any]], reference: Reference | None = None) ->
         dense = {r["seed"]: r["accuracy"] for r in rows if r["criterion"] == "dense"}
         paper = PaperColumn.of(reference, TABLE, arch)
         lines += [
-            f"### {arch}, budget `{budget}`", "", provenance(rows), "",
+            f"### {arch}, budget `{budget}`",
+            "",
+            provenance(rows),
+            "",
             "Difference = ticket - dense in percentage points, per seed, then mean ± std over seeds; a winning "
-            "ticket has difference ≥ 0. Training costs and speed-ups: Table 4."
-            + paper.source, "",
+            "ticket has difference ≥ 0. Training costs and speed-ups: Table 4." + paper.source,
+            "",
             "| criterion | p | params | FLOPs | accuracy, % | difference, pp | seeds |" + paper.header,
             "|---|---|---|---|---|---|---|" + paper.rule,
         ]
@@ -109,8 +149,7 @@ def report(records: list[dict[str, Any]], reference: Reference | None = None) ->
             lines.append(
                 f"| {criterion} | {p} | {runs[0]['params'] / 1e3:.0f}K | "
                 f"{f'{flops / 1e6:.1f}M' if flops else 'n/a'} | {mean_std([r['accuracy'] for r in runs])} | "
-                f"{'' if criterion == 'dense' else signed(diffs)} | {len(runs)} |"
-                + paper.cell(criterion, p)
+                f"{'' if criterion == 'dense' else signed(diffs)} | {len(runs)} |" + paper.cell(criterion, p)
             )
         lines.append("")
     return "\n".join(lines)
@@ -124,8 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     store = ResultsStore(args.results)
     if not args.report:
         budget, data = prepare(args)
-        run_table(args.arch, args.criteria, args.densities, args.seeds, budget, data, store,
-                  runs=args.runs, progress=not args.quiet, command=shell_command("examples.cifar.table2", argv))
+        run_table(
+            args.arch,
+            args.criteria,
+            args.densities,
+            args.seeds,
+            budget,
+            data,
+            store,
+            runs=args.runs,
+            progress=not args.quiet,
+            command=shell_command("examples.cifar.table2", argv),
+        )
     print(report(store.records(TABLE)))
     return 0
 

@@ -45,8 +45,14 @@ def filter_run_id(arch: str, budget: str, criterion: str, p: int, seed: int) -> 
 
 
 def run_one(
-    layer: dict[str, Any], budget: Budget, data: CifarData, *, runs: Path, progress: bool,
-    meter: EnergyMeter | None = None, command: str = "",
+    layer: dict[str, Any],
+    budget: Budget,
+    data: CifarData,
+    *,
+    runs: Path,
+    progress: bool,
+    meter: EnergyMeter | None = None,
+    command: str = "",
 ) -> dict[str, Any]:
     """Filter-prune the dense network of the Table 2 ``layer`` ticket's seed to the ticket's filter count, train
     it from its initial weights and evaluate it; the record of the run."""
@@ -58,26 +64,45 @@ def run_one(
     dense_filters = count_filters(dense)
     batch = calibration_batch(data, seed)[0]  # the batch that scored the blocks of the layer ticket
     model, ratio = prune_to_filters(dense, criterion, target, batch)
-    measured = train_measured(model, data, budget, seed=seed, checkpoint_dir=runs / rid, batch=batch,
-                              progress=progress, meter=meter)
+    measured = train_measured(
+        model, data, budget, seed=seed, checkpoint_dir=runs / rid, batch=batch, progress=progress, meter=meter
+    )
     return {
-        "table": TABLE, "run_id": rid, "arch": arch, "criterion": criterion, "p": p, "seed": seed,
+        "table": TABLE,
+        "run_id": rid,
+        "arch": arch,
+        "criterion": criterion,
+        "p": p,
+        "seed": seed,
         "layer_run_id": layer.get("run_id") or run_id(arch, budget.name, criterion, p, seed),
-        "filters": count_filters(model), "target_filters": target, "dense_filters": dense_filters,
-        "filter_ratio": ratio, "widths": conv_widths(model),
+        "filters": count_filters(model),
+        "target_filters": target,
+        "dense_filters": dense_filters,
+        "filter_ratio": ratio,
+        "widths": conv_widths(model),
         **measured,
         **provenance_fields(budget.name, budget.description, data.source, command),
     }
 
 
 def run_table(
-    arch: str, criteria: list[str], densities: list[int], seeds: int, budget: Budget, data: CifarData,
-    store: ResultsStore, *, runs: Path = RUNS, progress: bool = True, command: str = "",
+    arch: str,
+    criteria: list[str],
+    densities: list[int],
+    seeds: int,
+    budget: Budget,
+    data: CifarData,
+    store: ResultsStore,
+    *,
+    runs: Path = RUNS,
+    progress: bool = True,
+    command: str = "",
 ) -> list[dict[str, Any]]:
     """Table 2's runs that are missing (dense, layer tickets), then every filter ticket not in ``store`` yet;
     the new Table 3 records."""
-    table2.run_table(arch, criteria, densities, seeds, budget, data, store, runs=runs, progress=progress,
-                     command=command)
+    table2.run_table(
+        arch, criteria, densities, seeds, budget, data, store, runs=runs, progress=progress, command=command
+    )
     done: list[dict[str, Any]] = []
     meter = EnergyMeter()
     for seed in range(seeds):
@@ -115,19 +140,26 @@ def report(records_table2: list[dict[str, Any]], records_table3: list[dict[str, 
     filter-pruned ticket, each against dense."""
     lines = ["## Table 3: layer vs filter pruning at matched filter sparsity", ""]
     for (arch, budget), rows in by_setting(records_table3).items():
-        layer = {(r["criterion"], r["p"], r["seed"]): r for r in records_table2
-                 if r["arch"] == arch and r["budget"] == budget}
+        layer = {
+            (r["criterion"], r["p"], r["seed"]): r
+            for r in records_table2
+            if r["arch"] == arch and r["budget"] == budget
+        }
         seeds = {r["seed"] for r in rows}
         dense = {seed: r for (c, _, seed), r in layer.items() if c == "dense" and seed in seeds}
         first = rows[0]
         trained = [layer[k] for k in dict.fromkeys((r["criterion"], r["p"], r["seed"]) for r in rows) if k in layer]
         lines += [
-            f"### {arch}, budget `{budget}`", "", provenance([*rows, *trained, *dense.values()]), "",
+            f"### {arch}, budget `{budget}`",
+            "",
+            provenance([*rows, *trained, *dense.values()]),
+            "",
             "Layer: Table 2's ticket (p blocks removed at initialization). Filter: the dense network filter-pruned "
             "at initialization by torch-pruning (the same criterion per filter group, the same calibration batch, "
             "the same fraction of every layer's channels) to the reachable number of filters closest to the layer "
             "ticket's; both trained from their initial weights with the dense network's schedule. Filters = conv "
-            "output channels. Differences to dense in percentage points per seed, then mean ± std over seeds.", "",
+            "output channels. Differences to dense in percentage points per seed, then mean ± std over seeds.",
+            "",
             "| criterion | p | filters (layer / filter) | params (layer / filter) | FLOPs (layer / filter) | "
             "accuracy layer, % | accuracy filter, % | layer − dense, pp | filter − dense, pp | seeds |",
             "|---|---|---|---|---|---|---|---|---|---|",
@@ -136,15 +168,18 @@ def report(records_table2: list[dict[str, Any]], records_table3: list[dict[str, 
             d = list(dense.values())
             lines.append(
                 f"| dense | 0 | {first['dense_filters']} | {_span([r['params'] for r in d], _k)} "
-                f"| {_span([r['flops'] for r in d], _m)} | {mean_std([r['accuracy'] for r in d])} | | | | {len(d)} |")
+                f"| {_span([r['flops'] for r in d], _m)} | {mean_std([r['accuracy'] for r in d])} | | | | {len(d)} |"
+            )
         for (criterion, p), runs in by_ticket(rows):
             ticket = [layer[(criterion, p, r["seed"])] for r in runs if (criterion, p, r["seed"]) in layer]
             layer_acc = [t["accuracy"] for t in ticket]
             layer_diff = [t["accuracy"] - dense[t["seed"]]["accuracy"] for t in ticket if t["seed"] in dense]
             filter_diff = [r["accuracy"] - dense[r["seed"]]["accuracy"] for r in runs if r["seed"] in dense]
             filters = f"{_span([r['target_filters'] for r in runs], str)} / {_span([r['filters'] for r in runs], str)}"
-            params = f"{_span([t['params'] for t in ticket], _k) if ticket else 'n/a'} / " \
-                     f"{_span([r['params'] for r in runs], _k)}"
+            params = (
+                f"{_span([t['params'] for t in ticket], _k) if ticket else 'n/a'} / "
+                f"{_span([r['params'] for r in runs], _k)}"
+            )
             flops = f"{_span([t['flops'] for t in ticket], _m) if ticket else 'n/a'} / {_span([r['flops'] for r in runs], _m)}"
             lines.append(
                 f"| {criterion} | {p} | {filters} | {params} | {flops} | {mean_std(layer_acc) if layer_acc else 'n/a'} "
@@ -162,8 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     store = ResultsStore(args.results)
     if not args.report:
         budget, data = prepare(args)
-        run_table(args.arch, args.criteria, args.densities, args.seeds, budget, data, store,
-                  runs=args.runs, progress=not args.quiet, command=shell_command("examples.cifar.table3", argv))
+        run_table(
+            args.arch,
+            args.criteria,
+            args.densities,
+            args.seeds,
+            budget,
+            data,
+            store,
+            runs=args.runs,
+            progress=not args.quiet,
+            command=shell_command("examples.cifar.table3", argv),
+        )
     print(report(store.records(table2.TABLE), store.records(TABLE)))
     return 0
 

@@ -41,8 +41,9 @@ def timing_id(arch: str, budget: str, criterion: str) -> str:
     return f"{arch}-{budget}-{criterion}-steps"
 
 
-def measure_steps(arch: str, removed: dict[int, list[str]], batch_size: int, *, repeats: int = REPEATS
-                  ) -> dict[int, float]:
+def measure_steps(
+    arch: str, removed: dict[int, list[str]], batch_size: int, *, repeats: int = REPEATS
+) -> dict[int, float]:
     """Median seconds of one SGD step for the dense network (p = 0) and each ticket, measured side by side."""
     x = torch.randn(batch_size, 3, 32, 32)
     steps = {p: train_step(build(arch, names), x, 10) for p, names in removed.items()}
@@ -50,25 +51,47 @@ def measure_steps(arch: str, removed: dict[int, list[str]], batch_size: int, *, 
 
 
 def run_table(
-    arch: str, criterion: str, densities: list[int], seeds: int, budget: Budget, data: CifarData, store: ResultsStore,
-    *, runs: Path = RUNS, progress: bool = True, command: str = "", repeats: int = REPEATS,
+    arch: str,
+    criterion: str,
+    densities: list[int],
+    seeds: int,
+    budget: Budget,
+    data: CifarData,
+    store: ResultsStore,
+    *,
+    runs: Path = RUNS,
+    progress: bool = True,
+    command: str = "",
+    repeats: int = REPEATS,
 ) -> dict[str, Any] | None:
     """Train what Table 2's store lacks, then time the training steps side by side (once per arch and budget)."""
-    table2.run_table(arch, [criterion], densities, seeds, budget, data, store, runs=runs, progress=progress,
-                     command=command)
+    table2.run_table(
+        arch, [criterion], densities, seeds, budget, data, store, runs=runs, progress=progress, command=command
+    )
     rid = timing_id(arch, budget.name, criterion)
     if store.has(TABLE, rid):
         return None
-    records = [r for r in store.records(table2.TABLE) if r["arch"] == arch and r["budget"] == budget.name
-               and r["seed"] == 0 and (r["criterion"] == "dense" or (r["criterion"] == criterion
-                                                                     and r["p"] in densities))]
+    records = [
+        r
+        for r in store.records(table2.TABLE)
+        if r["arch"] == arch
+        and r["budget"] == budget.name
+        and r["seed"] == 0
+        and (r["criterion"] == "dense" or (r["criterion"] == criterion and r["p"] in densities))
+    ]
     removed = {r["p"]: r["removed"] for r in records}
     if progress:
         print(f"[table4] timing {len(removed)} networks side by side", flush=True)
     seconds = measure_steps(arch, removed, budget.schedule.batch_size, repeats=repeats)
     record = {
-        "table": TABLE, "run_id": rid, "arch": arch, "criterion": criterion, "batch_size": budget.schedule.batch_size,
-        "threads": torch.get_num_threads(), "repeats": repeats, "step_seconds": {str(p): s for p, s in seconds.items()},
+        "table": TABLE,
+        "run_id": rid,
+        "arch": arch,
+        "criterion": criterion,
+        "batch_size": budget.schedule.batch_size,
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "step_seconds": {str(p): s for p, s in seconds.items()},
         **provenance_fields(budget.name, budget.description, data.source, command),
     }
     store.save(TABLE, rid, record)
@@ -97,17 +120,19 @@ def report(trained: list[dict[str, Any]], timings: list[dict[str, Any]], referen
             if r["criterion"] == criterion and r["p"] in step:
                 by_p.setdefault(r["p"], []).append(r)
         lines += [
-            f"### {arch}, budget `{budget}`, {criterion} tickets", "",
-            provenance(r for runs in by_p.values() for r in runs), "",
+            f"### {arch}, budget `{budget}`, {criterion} tickets",
+            "",
+            provenance(r for runs in by_p.values() for r in runs),
+            "",
             f"Energy and CO2: codecarbon {_codecarbon()} in offline mode for region {d.get('region')}, over the "
             f"training epochs of each run; CPU power {_power(d)}. Training memory: one SGD step on "
             f"{timing['batch_size']} images, counted (weights, gradients, momentum, saved activations). Side-by-side "
             f"speed-up: median of {timing['repeats']} interleaved SGD steps per network, {timing['threads']} threads "
             f"(`{timing['command']}`, {timing['date']}). Recorded speed-up: total training wall-clock of the runs, "
-            "measured one after the other." + paper.source, "",
+            "measured one after the other." + paper.source,
+            "",
             "| p | params | FLOPs | FLOPs saved | training memory, MiB | memory saved | energy, Wh | CO2, g | "
-            "speed-up (side by side) | speed-up (recorded) | accuracy, % | difference, pp |"
-            + paper.header,
+            "speed-up (side by side) | speed-up (recorded) | accuracy, % | difference, pp |" + paper.header,
             "|---|---|---|---|---|---|---|---|---|---|---|---|" + paper.rule,
         ]
         dense_acc = {r["seed"]: r["accuracy"] for r in dense}
@@ -117,7 +142,8 @@ def report(trained: list[dict[str, Any]], timings: list[dict[str, Any]], referen
             energy = statistics.mean(x["energy_kwh"] for x in runs) if r.get("energy_kwh") is not None else None
             co2 = statistics.mean(x["emissions_kg"] for x in runs) if r.get("emissions_kg") is not None else None
             recorded = statistics.mean(x["train_seconds"] for x in dense) / statistics.mean(
-                x["train_seconds"] for x in runs)
+                x["train_seconds"] for x in runs
+            )
             lines.append(
                 f"| {p} | {r['params'] / 1e3:.0f}K | {r['flops'] / 1e6:.1f}M | {1 - r['flops'] / d['flops']:.1%} | "
                 f"{_mb(mem)} | {1 - mem / d['training_memory']['total']:.1%} | "
@@ -155,8 +181,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         budget, data = prepare(args)
         for arch in args.arch:
-            run_table(arch, args.criterion, args.densities, args.seeds, budget, data, store, runs=args.runs,
-                      progress=not args.quiet, command=shell_command("examples.cifar.table4", argv))
+            run_table(
+                arch,
+                args.criterion,
+                args.densities,
+                args.seeds,
+                budget,
+                data,
+                store,
+                runs=args.runs,
+                progress=not args.quiet,
+                command=shell_command("examples.cifar.table4", argv),
+            )
     print(report(store.records(table2.TABLE), store.records(TABLE)))
     return 0
 

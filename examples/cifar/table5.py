@@ -50,9 +50,19 @@ PGD = {"eps": 8 / 255, "steps": 10, "alpha": 2 / 255}
 
 
 def run_one(
-    source: dict[str, Any], data: CifarData, *, runs: Path, corruptions: Sequence[str], severities: Sequence[int],
-    limit: int | None, cache_dir: Path, cifar102: tuple[torch.Tensor, torch.Tensor, str] | None, pgd: int,
-    progress: bool, command: str, previous: dict[str, Any] | None = None,
+    source: dict[str, Any],
+    data: CifarData,
+    *,
+    runs: Path,
+    corruptions: Sequence[str],
+    severities: Sequence[int],
+    limit: int | None,
+    cache_dir: Path,
+    cifar102: tuple[torch.Tensor, torch.Tensor, str] | None,
+    pgd: int,
+    progress: bool,
+    command: str,
+    previous: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The robustness record of the trained network of the Table 2 record ``source``; with ``previous``
     (its stored record) only the CIFAR-10.2 and PGD measurements it lacks are added."""
@@ -66,15 +76,25 @@ def run_one(
             per.setdefault(c, {})[str(s)] = accuracy(model, x, labels)
         values = [a for sev in per.values() for a in sev.values()]
         record = {
-            "table": TABLE, "run_id": source["run_id"], "arch": source["arch"], "criterion": source["criterion"],
-            "p": source["p"], "seed": source["seed"], "removed": source["removed"],
-            "params": source["params"], "table2_accuracy": source["accuracy"],
+            "table": TABLE,
+            "run_id": source["run_id"],
+            "arch": source["arch"],
+            "criterion": source["criterion"],
+            "p": source["p"],
+            "seed": source["seed"],
+            "removed": source["removed"],
+            "params": source["params"],
+            "table2_accuracy": source["accuracy"],
             "clean_accuracy": accuracy(model, data.test_x, data.test_y),
             "clean_subset_accuracy": accuracy(model, images, labels),
-            "corruption_generator": generator_description(), "corruption_images": len(labels),
-            "corruptions": per, "corruption_mean": statistics.mean(values),
+            "corruption_generator": generator_description(),
+            "corruption_images": len(labels),
+            "corruptions": per,
+            "corruption_mean": statistics.mean(values),
             "corruption_by_severity": {str(s): statistics.mean(per[c][str(s)] for c in per) for s in severities},
-            "cifar102_accuracy": None, "cifar102_source": None, "pgd": None,
+            "cifar102_accuracy": None,
+            "cifar102_source": None,
+            "pgd": None,
             **provenance_fields(source["budget"], source["budget_description"], data.source, command),
         }
     else:
@@ -83,22 +103,39 @@ def run_one(
         record["cifar102_accuracy"] = accuracy(model, cifar102[0], cifar102[1])
         record["cifar102_source"] = cifar102[2]
     if pgd and record.get("pgd") is None:
-        record["pgd"] = {**PGD, "images": min(pgd, len(data.test_y)),
-                         "accuracy": pgd_accuracy(model, data.test_x[:pgd], data.test_y[:pgd], **PGD)}
+        record["pgd"] = {
+            **PGD,
+            "images": min(pgd, len(data.test_y)),
+            "accuracy": pgd_accuracy(model, data.test_x[:pgd], data.test_y[:pgd], **PGD),
+        }
     record["eval_seconds"] = record.get("eval_seconds", 0.0) + time.perf_counter() - start
     return record
 
 
 def run_table(
-    arch: str, criteria: list[str], densities: list[int], seeds: int, budget: Budget, data: CifarData,
-    store: ResultsStore, *, runs: Path = RUNS, corruptions: Sequence[str] | None = None,
-    severities: Sequence[int] = SEVERITIES, limit: int | None = DEFAULT_LIMITS["cpu"], cache_dir: Path = CACHE,
-    cifar102: str | Path | None = None, pgd: int = 0, progress: bool = True, command: str = "",
+    arch: str,
+    criteria: list[str],
+    densities: list[int],
+    seeds: int,
+    budget: Budget,
+    data: CifarData,
+    store: ResultsStore,
+    *,
+    runs: Path = RUNS,
+    corruptions: Sequence[str] | None = None,
+    severities: Sequence[int] = SEVERITIES,
+    limit: int | None = DEFAULT_LIMITS["cpu"],
+    cache_dir: Path = CACHE,
+    cifar102: str | Path | None = None,
+    pgd: int = 0,
+    progress: bool = True,
+    command: str = "",
 ) -> list[dict[str, Any]]:
     """Train the missing Table 2 runs, then store the robustness record of every network not measured yet
     (or lacking CIFAR-10.2/PGD that is asked for now); the records written."""
-    table2.run_table(arch, criteria, densities, seeds, budget, data, store, runs=runs, progress=progress,
-                     command=command)
+    table2.run_table(
+        arch, criteria, densities, seeds, budget, data, store, runs=runs, progress=progress, command=command
+    )
     corruptions = list(CORRUPTIONS if corruptions is None else corruptions)
     c102 = None
     if cifar102 is not None:
@@ -111,15 +148,29 @@ def run_table(
         for criterion, p in plan:
             rid = run_id(arch, budget.name, criterion, p, seed)
             previous = store.get(TABLE, rid) if store.has(TABLE, rid) else None
-            if previous is not None and not (c102 is not None and previous.get("cifar102_accuracy") is None) \
-                    and not (pgd and previous.get("pgd") is None):
+            if (
+                previous is not None
+                and not (c102 is not None and previous.get("cifar102_accuracy") is None)
+                and not (pgd and previous.get("pgd") is None)
+            ):
                 continue
             if progress:
                 print(f"[table5] {rid}", flush=True)
             source = store.get(table2.TABLE, rid)
-            record = run_one(source, data, runs=runs, corruptions=corruptions, severities=severities, limit=limit,
-                             cache_dir=cache_dir, cifar102=c102, pgd=pgd, progress=progress, command=command,
-                             previous=previous)
+            record = run_one(
+                source,
+                data,
+                runs=runs,
+                corruptions=corruptions,
+                severities=severities,
+                limit=limit,
+                cache_dir=cache_dir,
+                cifar102=c102,
+                pgd=pgd,
+                progress=progress,
+                command=command,
+                previous=previous,
+            )
             store.save(TABLE, rid, record)
             done.append(record)
     return done
@@ -147,7 +198,10 @@ def report(records: list[dict[str, Any]]) -> str:
         c102 = sorted({r["cifar102_source"] for r in rows if r.get("cifar102_source")})
         has_pgd = any(r.get("pgd") for r in rows)
         lines += [
-            f"### {arch}, budget `{budget}`", "", provenance(rows), "",
+            f"### {arch}, budget `{budget}`",
+            "",
+            provenance(rows),
+            "",
             f"Corruptions: {rows[0]['corruption_generator']}; {', '.join(map(str, images))} test images per "
             f"corruption and severity; {len(names)} corruptions ({', '.join(names)}) at severities "
             f"{', '.join(map(str, severities))}; CIFAR-10-C accuracy = mean over all of them. Not the published "
@@ -155,19 +209,23 @@ def report(records: list[dict[str, Any]]) -> str:
             "blur at 32x32, harsher): `examples/cifar/robustness.py` lists every deviation; compare tickets with "
             "dense here, not with published numbers.",
             "",
-            f"CIFAR-10.2: {'; '.join(c102)}." if c102 else
-            f"CIFAR-10.2: not measured (pass `--cifar102 PATH` to `cifar102_test.npz` from {CIFAR102_URL}).",
+            f"CIFAR-10.2: {'; '.join(c102)}."
+            if c102
+            else f"CIFAR-10.2: not measured (pass `--cifar102 PATH` to `cifar102_test.npz` from {CIFAR102_URL}).",
             "",
             "Clean = the whole test split. Difference = ticket - dense in percentage points, per seed, then "
-            "mean ± std over seeds.", "",
+            "mean ± std over seeds.",
+            "",
         ]
         header = ["criterion", "p", "clean, %", "Δ, pp", "CIFAR-10-C, %", "Δ, pp", "CIFAR-10.2, %", "Δ, pp"]
         pgd_note = ""
         if has_pgd:
             spec = next(r["pgd"] for r in rows if r.get("pgd"))
             header += ["PGD, %", "Δ, pp"]
-            pgd_note = (f"PGD (beyond the paper): L-inf, eps {spec['eps'] * 255:.0f}/255, {spec['steps']} steps of "
-                        f"{spec['alpha'] * 255:.0f}/255, random start, on the first {spec['images']} test images.")
+            pgd_note = (
+                f"PGD (beyond the paper): L-inf, eps {spec['eps'] * 255:.0f}/255, {spec['steps']} steps of "
+                f"{spec['alpha'] * 255:.0f}/255, random start, on the first {spec['images']} test images."
+            )
         header.append("seeds")
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for (criterion, p), runs in ordered:
@@ -180,10 +238,14 @@ def report(records: list[dict[str, Any]]) -> str:
             lines.append("| " + " | ".join(cells + [str(len(runs))]) + " |")
         if pgd_note:
             lines += ["", pgd_note]
-        lines += ["", "CIFAR-10-C-style accuracy per severity (mean over the corruptions), %; difference to dense "
-                  "in points in brackets:", "",
-                  "| criterion | p | " + " | ".join(f"severity {s}" for s in severities) + " |",
-                  "|---|---|" + "---|" * len(severities)]
+        lines += [
+            "",
+            "CIFAR-10-C-style accuracy per severity (mean over the corruptions), %; difference to dense "
+            "in points in brackets:",
+            "",
+            "| criterion | p | " + " | ".join(f"severity {s}" for s in severities) + " |",
+            "|---|---|" + "---|" * len(severities),
+        ]
         for (criterion, p), runs in ordered:
             cells = [criterion, str(p)]
             for s in severities:
@@ -198,24 +260,54 @@ def main(argv: list[str] | None = None) -> int:
     parser = parser_for("examples.cifar.table5", __doc__)
     add_ticket_options(parser)
     add_run_options(parser)
-    parser.add_argument("--corruptions", nargs="+", default=CORRUPTIONS, choices=CORRUPTIONS, metavar="NAME",
-                        help="CIFAR-10-C corruptions (default: all 15)")
+    parser.add_argument(
+        "--corruptions",
+        nargs="+",
+        default=CORRUPTIONS,
+        choices=CORRUPTIONS,
+        metavar="NAME",
+        help="CIFAR-10-C corruptions (default: all 15)",
+    )
     parser.add_argument("--severities", nargs="+", type=int, default=SEVERITIES, choices=SEVERITIES)
-    parser.add_argument("--limit", type=int, help="test images per corruption and severity (default: "
-                        + ", ".join(f"{k} {v or 'all'}" for k, v in DEFAULT_LIMITS.items()) + ")")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        help="test images per corruption and severity (default: "
+        + ", ".join(f"{k} {v or 'all'}" for k, v in DEFAULT_LIMITS.items())
+        + ")",
+    )
     parser.add_argument("--cache", type=Path, default=CACHE, help="generated corruption sets")
     parser.add_argument("--cifar102", help=f"cifar102_test.npz or its folder ({CIFAR102_URL}); default: not measured")
-    parser.add_argument("--pgd", type=int, default=0, metavar="N",
-                        help="also measure L-inf PGD accuracy (eps 8/255, 10 steps) on N test images; 0: off")
+    parser.add_argument(
+        "--pgd",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure L-inf PGD accuracy (eps 8/255, 10 steps) on N test images; 0: off",
+    )
     args = parser.parse_args(argv)
     store = ResultsStore(args.results)
     if not args.report:
         budget, data = prepare(args)
         limit = args.limit if args.limit is not None else DEFAULT_LIMITS.get(args.budget, DEFAULT_LIMITS["cpu"])
-        run_table(args.arch, args.criteria, args.densities, args.seeds, budget, data, store,
-                  runs=args.runs, corruptions=args.corruptions, severities=args.severities, limit=limit,
-                  cache_dir=args.cache, cifar102=args.cifar102, pgd=args.pgd, progress=not args.quiet,
-                  command=shell_command("examples.cifar.table5", argv))
+        run_table(
+            args.arch,
+            args.criteria,
+            args.densities,
+            args.seeds,
+            budget,
+            data,
+            store,
+            runs=args.runs,
+            corruptions=args.corruptions,
+            severities=args.severities,
+            limit=limit,
+            cache_dir=args.cache,
+            cifar102=args.cifar102,
+            pgd=args.pgd,
+            progress=not args.quiet,
+            command=shell_command("examples.cifar.table5", argv),
+        )
     print(report(store.records(TABLE)))
     return 0
 

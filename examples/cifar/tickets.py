@@ -31,8 +31,13 @@ def build(arch: str, removed: Sequence[str] = ()) -> nn.Module:
     the weights)."""
     model = getattr(cifar_resnet, arch)()
     if removed:
-        plan = PruningPlan(removed=list(removed), scores={}, criterion="record", policy="paper",
-                           fingerprint=architecture_fingerprint(model))
+        plan = PruningPlan(
+            removed=list(removed),
+            scores={},
+            criterion="record",
+            policy="paper",
+            fingerprint=architecture_fingerprint(model),
+        )
         model = apply_plan(model, plan, inplace=True)
     return model
 
@@ -40,22 +45,32 @@ def build(arch: str, removed: Sequence[str] = ()) -> nn.Module:
 def load_trained(record: dict[str, Any], runs: Path) -> nn.Module:
     """The trained network of a Table 2-style ``record`` from its checkpoint under ``runs`` (in eval mode)."""
     model = build(record["arch"], record["removed"])
-    rid = record.get("run_id") or run_id(record["arch"], record["budget"], record["criterion"], record["p"],
-                                         record["seed"])
+    rid = record.get("run_id") or run_id(
+        record["arch"], record["budget"], record["criterion"], record["p"], record["seed"]
+    )
     path = Path(runs) / rid / "last.pt"
     if not path.exists():
         raise FileNotFoundError(
             f"no checkpoint {path}: the record of {rid} was made where its checkpoints are (they are not committed). "
             f"Delete {rid}.json from the results store, or pass --results with a store of your own, and run the "
-            "table again to train it here")
+            "table again to train it here"
+        )
     model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu")["model"])
     return model.eval()
 
 
 def train_measured(
-    model: nn.Module, data: CifarData, budget: Budget, *, seed: int, checkpoint_dir: Path,
-    batch: tuple[torch.Tensor, torch.Tensor], progress: bool, meter: EnergyMeter | None,
-    keep_epochs: Sequence[int] = (), start_epoch: int = 0,
+    model: nn.Module,
+    data: CifarData,
+    budget: Budget,
+    *,
+    seed: int,
+    checkpoint_dir: Path,
+    batch: tuple[torch.Tensor, torch.Tensor],
+    progress: bool,
+    meter: EnergyMeter | None,
+    keep_epochs: Sequence[int] = (),
+    start_epoch: int = 0,
 ) -> dict[str, Any]:
     """Train ``model`` with the budget (see :func:`.train.train`); the record fields of the network and its run:
     parameters, FLOPs (fvcore, one 32x32 image), training memory (one step on the first images of ``batch``),
@@ -67,6 +82,16 @@ def train_measured(
         "training_memory": training_memory(model, batch[0][:n], batch[1][:n]),
         "region": meter.country if meter else None,
     }
-    result = train(model, data, budget.schedule, seed=seed, checkpoint_dir=checkpoint_dir, progress=progress,
-                   meter=meter, eval_every=budget.eval_every, keep_epochs=keep_epochs, start_epoch=start_epoch)
+    result = train(
+        model,
+        data,
+        budget.schedule,
+        seed=seed,
+        checkpoint_dir=checkpoint_dir,
+        progress=progress,
+        meter=meter,
+        eval_every=budget.eval_every,
+        keep_epochs=keep_epochs,
+        start_epoch=start_epoch,
+    )
     return {**fields, **result.fields()}

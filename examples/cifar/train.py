@@ -58,8 +58,13 @@ class TrainResult:
 
     def fields(self) -> dict[str, Any]:
         """The result as fields of a results record."""
-        return {"accuracy": self.accuracy, "train_seconds": self.train_seconds, "energy_kwh": self.energy_kwh,
-                "emissions_kg": self.emissions_kg, "history": self.history}
+        return {
+            "accuracy": self.accuracy,
+            "train_seconds": self.train_seconds,
+            "energy_kwh": self.energy_kwh,
+            "emissions_kg": self.emissions_kg,
+            "history": self.history,
+        }
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
@@ -70,8 +75,8 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     correct = torch.zeros((), dtype=torch.long, device=dev)
     with torch.inference_mode():
         for start in range(0, len(y), batch_size):
-            logits = model(normalise(x[start:start + batch_size].to(dev)))
-            correct += (logits.argmax(1) == y[start:start + batch_size].to(dev)).sum()
+            logits = model(normalise(x[start : start + batch_size].to(dev)))
+            correct += (logits.argmax(1) == y[start : start + batch_size].to(dev)).sum()
     model.train(was_training)
     return 100.0 * int(correct) / len(y)
 
@@ -123,14 +128,20 @@ def train(
     generator = torch.Generator().manual_seed(seed)
     start, history, seconds = start_epoch, [], 0.0
     last = checkpoint_dir / "last.pt" if checkpoint_dir else None
-    setting = {"schedule": dataclasses.asdict(schedule), "train_images": len(data.train_y), "seed": seed,
-               "data": data.source, **({"start_epoch": start_epoch} if start_epoch else {})}
+    setting = {
+        "schedule": dataclasses.asdict(schedule),
+        "train_images": len(data.train_y),
+        "seed": seed,
+        "data": data.source,
+        **({"start_epoch": start_epoch} if start_epoch else {}),
+    }
     if last is not None and last.exists():
         state = torch.load(last, weights_only=True, map_location="cpu")
         if state.get("setting") != setting:
             raise RuntimeError(
                 f"{last} belongs to another training setting ({state.get('setting')}, now {setting}); delete "
-                f"{checkpoint_dir} to start this run afresh, or run with the setting it was started with")
+                f"{checkpoint_dir} to start this run afresh, or run with the setting it was started with"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
@@ -144,8 +155,14 @@ def train(
         model.train()
         began, total, count = time.perf_counter(), torch.zeros((), device=dev), 0
         steps = len(data.train_y) // schedule.batch_size
-        bar = tqdm(data.train_batches(schedule.batch_size, generator), total=steps, disable=not progress,
-                   desc=f"epoch {epoch + 1}/{schedule.epochs}", unit="batch", leave=False)
+        bar = tqdm(
+            data.train_batches(schedule.batch_size, generator),
+            total=steps,
+            disable=not progress,
+            desc=f"epoch {epoch + 1}/{schedule.epochs}",
+            unit="batch",
+            leave=False,
+        )
         with meter.span() if meter else contextlib.nullcontext({}) as energy:
             for x, y in bar:
                 x, y = distributed.share(x, y)
@@ -158,17 +175,32 @@ def train(
         took = time.perf_counter() - began
         seconds += took
         last_epoch = epoch + 1 == schedule.epochs
-        record = {"epoch": epoch + 1, "loss": mean_loss, "lr": lr, "seconds": took, **energy,
-                  "accuracy": evaluate(model, data) if last_epoch or (epoch + 1) % eval_every == 0 else None}
+        record = {
+            "epoch": epoch + 1,
+            "loss": mean_loss,
+            "lr": lr,
+            "seconds": took,
+            **energy,
+            "accuracy": evaluate(model, data) if last_epoch or (epoch + 1) % eval_every == 0 else None,
+        }
         history.append(record)
         if on_epoch is not None:
             on_epoch(epoch + 1, record)
         if checkpoint_dir is not None:
             if epoch + 1 in keep_epochs:
                 _save_atomic(model.state_dict(), checkpoint_dir / f"theta_{epoch + 1}.pt")
-            _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "generator": generator.get_state(), "epoch": epoch + 1, "history": history,
-                          "train_seconds": seconds, "setting": setting}, last)
+            _save_atomic(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "train_seconds": seconds,
+                    "setting": setting,
+                },
+                last,
+            )
     accuracy = history[-1]["accuracy"] if history else evaluate(model, data)
     metered = [h for h in history if "energy_kwh" in h]
     energy = sum(h["energy_kwh"] for h in metered) if metered else None

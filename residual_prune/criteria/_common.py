@@ -18,8 +18,16 @@ from ..blocks import ResidualBlock
 from ..errors import CriterionError, DataError, InvalidArgumentError, MissingDataError
 
 __all__ = [
-    "accumulate", "batch_count", "block_modules", "block_sums", "block_weights", "classification_loss",
-    "labelled_batches", "progress_bar", "scored_weights", "weight_parameters",
+    "accumulate",
+    "batch_count",
+    "block_modules",
+    "block_sums",
+    "block_weights",
+    "classification_loss",
+    "labelled_batches",
+    "progress_bar",
+    "scored_weights",
+    "weight_parameters",
 ]
 
 
@@ -142,8 +150,12 @@ def progress_bar(desc: str, total: int | None, progress: bool) -> tqdm:
 
 
 def _check_batch(batch: Any, i: int, criterion: str) -> tuple[torch.Tensor, torch.Tensor]:
-    if not (isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[0], torch.Tensor)
-            and isinstance(batch[1], torch.Tensor)):
+    if not (
+        isinstance(batch, (tuple, list))
+        and len(batch) >= 2
+        and isinstance(batch[0], torch.Tensor)
+        and isinstance(batch[1], torch.Tensor)
+    ):
         raise DataError(
             f"batch {i} is a {type(batch).__name__}, not an (inputs, targets) pair of tensors; criterion "
             f"{criterion!r} needs labelled batches such as those of a torchvision classification dataset"

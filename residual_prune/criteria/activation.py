@@ -16,7 +16,12 @@ from ._common import labelled_batches
 from ._registry import register_criterion
 
 __all__ = [
-    "block_module", "block_statistics", "expectabs_importance", "hrank_importance", "pooled", "run_model",
+    "block_module",
+    "block_statistics",
+    "expectabs_importance",
+    "hrank_importance",
+    "pooled",
+    "run_model",
 ]
 
 
@@ -154,8 +159,9 @@ def hrank_importance(
     mode; the model is left exactly as it was. Higher = keep.
     """
     reduce = functools.partial(_mean_ranks, relative=relative)
-    batches = block_statistics(model, blocks, data, reduce, num_batches=num_batches, criterion="hrank",
-                               progress=progress)
+    batches = block_statistics(
+        model, blocks, data, reduce, num_batches=num_batches, criterion="hrank", progress=progress
+    )
     return {b.name: float(torch.cat([stats[b.name] for _, stats in batches]).mean()) for b in blocks}
 
 
@@ -189,7 +195,17 @@ def expectabs_importance(
     batches (``None``: all of ``data``). Needs a trained model and batches ``(x, y)`` (labels
     unused); no gradients. Runs in eval mode; the model is left exactly as it was. Higher = keep.
     """
-    batches = block_statistics(model, blocks, data, _abs_change, num_batches=num_batches, criterion="expectabs",
-                               progress=progress, with_input=True)
-    return {b.name: sum(stats[b.name][0] for _, stats in batches) / sum(stats[b.name][1] for _, stats in batches)
-            for b in blocks}
+    batches = block_statistics(
+        model,
+        blocks,
+        data,
+        _abs_change,
+        num_batches=num_batches,
+        criterion="expectabs",
+        progress=progress,
+        with_input=True,
+    )
+    return {
+        b.name: sum(stats[b.name][0] for _, stats in batches) / sum(stats[b.name][1] for _, stats in batches)
+        for b in blocks
+    }

@@ -32,9 +32,7 @@ def random_importance(
 
 
 @register_criterion("l1", source="builtin")
-def l1_importance(
-    model: nn.Module, blocks: Sequence[ResidualBlock], data: Any = None
-) -> dict[str, float]:
+def l1_importance(model: nn.Module, blocks: Sequence[ResidualBlock], data: Any = None) -> dict[str, float]:
     """Weight magnitude: the sum of ``|theta|`` over the block's Conv and Linear weights.
 
     The block-level form of magnitude pruning (Han et al., 2015). Needs: nothing. Because

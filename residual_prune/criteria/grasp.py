@@ -69,8 +69,7 @@ def grasp_importance(
                     bar.update()
                 seen.append(batch)
             # the last batch keeps its graph, so that its forward pass serves both passes
-            last = torch.autograd.grad(_loss(model, seen[-1], temperature), flat, create_graph=True,
-                                       allow_unused=True)
+            last = torch.autograd.grad(_loss(model, seen[-1], temperature), flat, create_graph=True, allow_unused=True)
             accumulate(g, (grad.detach() if grad is not None else None for grad in last))
             bar.update()
         with progress_bar("grasp Hessian pass", len(seen), progress) as bar:
@@ -78,8 +77,9 @@ def grasp_importance(
             del last
             bar.update()
             for batch in seen[:-1]:
-                grads = torch.autograd.grad(_loss(model, batch, temperature), flat, create_graph=True,
-                                            allow_unused=True)
+                grads = torch.autograd.grad(
+                    _loss(model, batch, temperature), flat, create_graph=True, allow_unused=True
+                )
                 _add_hessian_gradient(hg, g, grads, flat)
                 bar.update()
     return block_sums(blocks, weights, (w.detach() * h for w, h in zip(flat, hg)))

@@ -105,15 +105,24 @@ def pls_importance(
     """
     if not blocks:
         return {}
-    batches = block_statistics(model, blocks, data, lambda out, _: pooled(out).double().cpu(),
-                               num_batches=num_batches, criterion="pls", progress=progress)
+    batches = block_statistics(
+        model,
+        blocks,
+        data,
+        lambda out, _: pooled(out).double().cpu(),
+        num_batches=num_batches,
+        criterion="pls",
+        progress=progress,
+    )
     labels = torch.cat([y.detach().cpu().reshape(-1) for y, _ in batches])
     if labels.is_floating_point() or labels.numel() != sum(stats[blocks[0].name].shape[0] for _, stats in batches):
         raise DataError("pls needs integer class targets of shape (batch,)")
     classes, index = torch.unique(labels, return_inverse=True)
     if len(classes) < 2:
-        raise DataError(f"pls needs labels of at least two classes, but every image is of class {int(classes[0])}; "
-                        "pass more (or shuffled) batches")
+        raise DataError(
+            f"pls needs labels of at least two classes, but every image is of class {int(classes[0])}; "
+            "pass more (or shuffled) batches"
+        )
     features = [torch.cat([stats[b.name] for _, stats in batches]) for b in blocks]
     vip = vip_scores(torch.cat(features, 1), F.one_hot(index).double(), n_components)
     return {b.name: float(v.mean()) for b, v in zip(blocks, vip.split([f.shape[1] for f in features]), strict=True)}

@@ -43,8 +43,7 @@ def test_quick_zoo_subset(records, spec: str) -> None:
 
 
 def test_report_summarises_and_lists_failures(records) -> None:
-    failing = {"model": "timm:broken", "zoo": "timm", "status": "error", "error": "trace: TraceError: boom",
-               "units": 3}
+    failing = {"model": "timm:broken", "zoo": "timm", "status": "error", "error": "trace: TraceError: boom", "units": 3}
     text = coverage.report({**records, "timm:broken": failing}, coverage.machine())
     residual = sum(1 for r in records.values() if r.get("units")) + 1
     pruned = sum(r["status"] == "pruned" for r in records.values())
@@ -60,17 +59,28 @@ def test_report_shows_the_versions_stored_with_the_results(monkeypatch, tmp_path
     """``--report`` labels the results with the environment that produced them, not the current one."""
     import torch
 
-    stored = {"cpu": "Stored CPU", "cores": 96, "python": "3.0.1", "torch": "0.4.0", "torchvision": "0.2.0",
-              "timm": "0.1.0", "threads_per_model": 1}
-    results = {"machine": stored, "command": coverage.COMMAND,
-               "models": [{"model": "torchvision:vgg11", "zoo": "torchvision", "status": "not residual", "units": 0}]}
+    stored = {
+        "cpu": "Stored CPU",
+        "cores": 96,
+        "python": "3.0.1",
+        "torch": "0.4.0",
+        "torchvision": "0.2.0",
+        "timm": "0.1.0",
+        "threads_per_model": 1,
+    }
+    results = {
+        "machine": stored,
+        "command": coverage.COMMAND,
+        "models": [{"model": "torchvision:vgg11", "zoo": "torchvision", "status": "not residual", "units": 0}],
+    }
     (tmp_path / "coverage.json").write_text(json.dumps(results))
     monkeypatch.setattr(coverage, "RESULTS", tmp_path / "coverage.json")
     monkeypatch.setattr(coverage, "REPORT", tmp_path / "coverage.md")
     assert coverage.main(["--report"]) == 0
     text = (tmp_path / "coverage.md").read_text()
-    assert ("Machine: Stored CPU, 96 cores, one thread per model; Python 3.0.1, torch 0.4.0, torchvision 0.2.0, "
-            "timm 0.1.0.") in text
+    assert (
+        "Machine: Stored CPU, 96 cores, one thread per model; Python 3.0.1, torch 0.4.0, torchvision 0.2.0, timm 0.1.0."
+    ) in text
     assert f"torch {torch.__version__}" not in text
 
 
@@ -108,8 +118,9 @@ def test_full_zoo_sweep_matches_the_recorded_coverage(monkeypatch, tmp_path) -> 
     """The whole sweep (about 40 minutes on 2 CPU cores): no model does worse than in the committed results."""
     recorded = coverage._load()
     monkeypatch.setattr(coverage, "RESULTS", tmp_path / "coverage.json")
-    timeout = max((r.get("timeout", coverage.DEFAULT_TIMEOUT) for r in recorded.values()),
-                  default=coverage.DEFAULT_TIMEOUT)
+    timeout = max(
+        (r.get("timeout", coverage.DEFAULT_TIMEOUT) for r in recorded.values()), default=coverage.DEFAULT_TIMEOUT
+    )
     records = coverage.sweep(coverage.zoo_models(), timeout=timeout, only=True)
     changed = {
         spec: f"{recorded[spec]['status']} -> {r['status']} {r.get('error') or ''}"

@@ -50,7 +50,12 @@ def test_filters_section_matches_flops(quick: dict) -> None:
 def test_cost_section_times_every_step(quick: dict) -> None:
     (record,) = quick["after"]["cost"]["records"]
     assert set(record["seconds"]) == {
-        "find_blocks", "plan_pruning(random)", "apply_plan", "pipeline", "torch_pruning", "torch_pruning_graph"
+        "find_blocks",
+        "plan_pruning(random)",
+        "apply_plan",
+        "pipeline",
+        "torch_pruning",
+        "torch_pruning_graph",
     }
     assert record["criterion_failures"] == {}
     assert set(record["criteria"]) == {"snip", "grasp", "grasp_1", "synflow", "train_step"}
@@ -59,8 +64,13 @@ def test_cost_section_times_every_step(quick: dict) -> None:
 
 def test_report_has_every_section_and_the_targets(quick: dict) -> None:
     text = speed.report(quick)
-    for heading in ("## Targets", "## 1. Physical limit", "## 2. Same architecture", "## 3. Layer pruning vs filter",
-                    "## 4. Cost of pruning itself"):
+    for heading in (
+        "## Targets",
+        "## 1. Physical limit",
+        "## 2. Same architecture",
+        "## 3. Layer pruning vs filter",
+        "## 4. Cost of pruning itself",
+    ):
         assert heading in text
     assert text.count("Quick mode") == 3 and "CIFAR ResNet-20" in text
     assert [t for t, _, _ in speed.targets(quick)] == [
@@ -90,8 +100,9 @@ def test_rerun_replaces_only_its_section(tmp_path) -> None:
 
 
 def test_side_by_side_medians_rank_functions() -> None:
-    medians = side_by_side({"short": lambda: time.sleep(0.002), "long": lambda: time.sleep(0.008)},
-                           warmup=1, repeats=5, min_sample=0.01)
+    medians = side_by_side(
+        {"short": lambda: time.sleep(0.002), "long": lambda: time.sleep(0.008)}, warmup=1, repeats=5, min_sample=0.01
+    )
     assert 2.0 < medians["long"] / medians["short"] < 5.0
     assert 0.0015 < medians["short"] < 0.006
 

@@ -155,8 +155,11 @@ def test_l1_and_random() -> None:
 def test_scored_weights_are_conv_and_linear_weights_only(cifar_model: nn.Module) -> None:
     block = cifar_model.layer2.get_submodule("0")
     weights = scored_weights(block)
-    assert [w.shape for w in weights] == [block.conv1.weight.shape, block.conv2.weight.shape,
-                                          block.downsample[0].weight.shape]
+    assert [w.shape for w in weights] == [
+        block.conv1.weight.shape,
+        block.conv2.weight.shape,
+        block.downsample[0].weight.shape,
+    ]
     mha = nn.MultiheadAttention(8, 2)
     assert [w.shape for w in scored_weights(mha)] == [mha.in_proj_weight.shape, mha.out_proj.weight.shape]
 
@@ -227,6 +230,7 @@ def test_progress_bar_over_batches(cifar_model: nn.Module, cifar_batch, capsys) 
 
 def test_zero_init_last_collapse_is_detected_and_explained() -> None:
     import timm
+
     x, y = torch.randn(4, 3, 32, 32), torch.randint(0, 1000, (4,))
     model = timm.create_model("resnet18", zero_init_last=True)
     with pytest.warns(rp.ScoreCollapseWarning, match="zero_init_last=False") as record:
@@ -242,13 +246,16 @@ def test_zero_init_last_collapse_is_detected_and_explained() -> None:
 
 def test_tiny_layer_scale_is_detected() -> None:
     import timm
+
     model = timm.create_model("convnext_atto", ls_init_value=1e-6)
     causes = collapse_causes(model, [b for b in rp.find_blocks(model, torch.randn(1, 3, 32, 32)) if b.removable])
     assert causes and all("layer scale" in c for c in causes.values())
     with pytest.warns(rp.ScoreCollapseWarning, match="layer scale"):
         rp.plan_pruning(model, criterion="synflow", n=1, example_inputs=torch.randn(1, 3, 32, 32))
-    assert not collapse_causes(timm.create_model("convnext_atto", ls_init_value=1.0),
-                               [b for b in rp.find_blocks(model, torch.randn(1, 3, 32, 32)) if b.removable])
+    assert not collapse_causes(
+        timm.create_model("convnext_atto", ls_init_value=1.0),
+        [b for b in rp.find_blocks(model, torch.randn(1, 3, 32, 32)) if b.removable],
+    )
 
 
 class NormedBlock(nn.Module):

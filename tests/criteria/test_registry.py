@@ -39,8 +39,12 @@ def clean_registry():
 def install(tmp_path, monkeypatch):
     """Make a distribution with criterion entry points (and optional modules) importable."""
 
-    def install(dist: str, entry_points: dict[str, str], modules: dict[str, str] | None = None,
-                extra_paths: tuple[Path, ...] = ()) -> None:
+    def install(
+        dist: str,
+        entry_points: dict[str, str],
+        modules: dict[str, str] | None = None,
+        extra_paths: tuple[Path, ...] = (),
+    ) -> None:
         root = tmp_path / dist
         info = root / f"{dist}-0.1.dist-info"
         info.mkdir(parents=True)
@@ -119,11 +123,16 @@ def _constant(model, blocks, data, **kwargs):
     return {b.name: 0.0 for b in blocks}
 
 
-@pytest.mark.parametrize("pattern, expected", [
-    ("rptest_s*", ["rptest_s1", "rptest_s2"]), ("*_s?", ["rptest_s1", "rptest_s2"]),
-    ("rptest_*", ["rptest_a", "rptest_s1", "rptest_s2"]), ("*[0-9]", ["rptest_s1", "rptest_s2"]),
-    ("rptest_nope*", []),
-])
+@pytest.mark.parametrize(
+    "pattern, expected",
+    [
+        ("rptest_s*", ["rptest_s1", "rptest_s2"]),
+        ("*_s?", ["rptest_s1", "rptest_s2"]),
+        ("rptest_*", ["rptest_a", "rptest_s1", "rptest_s2"]),
+        ("*[0-9]", ["rptest_s1", "rptest_s2"]),
+        ("rptest_nope*", []),
+    ],
+)
 def test_list_criteria_wildcard(pattern, expected):
     for name in ["rptest_s2", "rptest_a", "rptest_s1"]:
         rp.register_criterion(name)(_constant)
@@ -257,8 +266,11 @@ def test_broken_plugins_warn_and_leave_the_rest_working(install, net, batch, cle
         rp.reload_plugins()
     messages = [str(w.message) for w in record if issubclass(w.category, rp.PluginWarning)]
     assert len(messages) == 3
-    for name, cause in [("rptest_import", "ImportError"), ("rptest_attr", "AttributeError"),
-                        ("rptest_notcallable", "InvalidArgumentError")]:
+    for name, cause in [
+        ("rptest_import", "ImportError"),
+        ("rptest_attr", "AttributeError"),
+        ("rptest_notcallable", "InvalidArgumentError"),
+    ]:
         assert any(f"'{name}'" in m and cause in m for m in messages), (name, messages)
     assert rp.list_criteria("rptest_*") == ["rptest_good"]
     assert set(rp.list_criteria()) == clean_registry | {"rptest_good"}
@@ -272,8 +284,11 @@ def test_broken_plugins_warn_and_leave_the_rest_working(install, net, batch, cle
 
 
 def test_plugin_with_builtin_name_is_ignored(install):
-    install("rptest_shadow", {"grasp": "rptest_shadow_mod:fn"},
-            modules={"rptest_shadow_mod": "def fn(model, blocks, data, **kwargs):\n    return {}\n"})
+    install(
+        "rptest_shadow",
+        {"grasp": "rptest_shadow_mod:fn"},
+        modules={"rptest_shadow_mod": "def fn(model, blocks, data, **kwargs):\n    return {}\n"},
+    )
     builtin = rp.get_criterion("grasp")
     with pytest.warns(rp.PluginWarning, match="'grasp'.*built-in"):
         rp.reload_plugins()
@@ -286,7 +301,8 @@ def test_plugin_requires_data_attribute_is_honoured(install, net, x, batch):
     install(
         "rptest_needs_data",
         {"rptest_data": "rptest_data_mod:fn"},
-        modules={"rptest_data_mod": """
+        modules={
+            "rptest_data_mod": """
             calls = []
 
             def fn(model, blocks, data, **kwargs):
@@ -295,7 +311,8 @@ def test_plugin_requires_data_attribute_is_honoured(install, net, x, batch):
 
             fn.requires_data = True
             fn.gradient_based = True
-        """},
+        """
+        },
     )
     rp.reload_plugins()
     info = rp.get_criterion_info("rptest_data")

@@ -113,8 +113,10 @@ def test_expectabs_scores_what_a_post_activation_block_adds() -> None:
     x, y = torch.randn(2, 3, 32, 32), torch.tensor([0, 1])
     blocks = [b for b in _blocks(model, x[:1]) if b.name == "layer1.1"]
     seen = {}
-    hooks = [model.layer1[1].register_forward_pre_hook(lambda m, a: seen.setdefault("in", a[0].clone())),
-             model.layer1[1].register_forward_hook(lambda m, a, out: seen.setdefault("out", out.clone()))]
+    hooks = [
+        model.layer1[1].register_forward_pre_hook(lambda m, a: seen.setdefault("in", a[0].clone())),
+        model.layer1[1].register_forward_hook(lambda m, a, out: seen.setdefault("out", out.clone())),
+    ]
     model.eval()
     with torch.no_grad():
         model(x)
@@ -194,8 +196,7 @@ def test_pls_gives_a_constant_block_zero_importance() -> None:
     expected = math.sqrt(2) * vip_scores(1.5 * x.mean((2, 3)), torch.nn.functional.one_hot(y)).mean()
     assert scores["b"] == 0.0 and scores["a"] == pytest.approx(float(expected), rel=1e-9) and scores["a"] > 1.0
     with pytest.raises(rp.DataError, match="two classes"):
-        rp.get_criterion("pls")(model, _blocks(model, x[:1]), [(x, torch.zeros(12, dtype=torch.long))],
-                                progress=False)
+        rp.get_criterion("pls")(model, _blocks(model, x[:1]), [(x, torch.zeros(12, dtype=torch.long))], progress=False)
 
 
 @pytest.mark.parametrize("criterion", TRAINED)

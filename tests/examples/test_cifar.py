@@ -20,8 +20,10 @@ from tests.test_data import write_cifar_npz
 def _random_data(train: int = 64, test: int = 20, seed: int = 0) -> CifarData:
     g = torch.Generator().manual_seed(seed)
     return CifarData(
-        torch.randint(0, 256, (train, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(train) % 10,
-        torch.randint(0, 256, (test, 3, 32, 32), generator=g, dtype=torch.uint8), torch.arange(test) % 10,
+        torch.randint(0, 256, (train, 3, 32, 32), generator=g, dtype=torch.uint8),
+        torch.arange(train) % 10,
+        torch.randint(0, 256, (test, 3, 32, 32), generator=g, dtype=torch.uint8),
+        torch.arange(test) % 10,
         "random test images",
     )
 
@@ -32,7 +34,7 @@ def test_augment_crops_a_window_of_the_padded_image_and_may_flip() -> None:
     padded = torch.nn.functional.pad(images, (PAD,) * 4)
     flipped = 0
     for i in range(len(images)):
-        windows = [padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(2 * PAD + 1) for dx in range(2 * PAD + 1)]
+        windows = [padded[i, :, dy : dy + 32, dx : dx + 32] for dy in range(2 * PAD + 1) for dx in range(2 * PAD + 1)]
         plain = any(torch.equal(out[i], w) for w in windows)
         mirrored = any(torch.equal(out[i], w.flip(2)) for w in windows)
         assert plain or mirrored
@@ -50,8 +52,15 @@ def test_training_learns_and_keeps_rewind_points(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = resnet20()
     initial = {k: v.clone() for k, v in model.state_dict().items()}
-    result = train(model, _random_data(), Schedule(epochs=2, batch_size=16), seed=0, checkpoint_dir=tmp_path,
-                   keep_epochs=(0, 1), progress=False)
+    result = train(
+        model,
+        _random_data(),
+        Schedule(epochs=2, batch_size=16),
+        seed=0,
+        checkpoint_dir=tmp_path,
+        keep_epochs=(0, 1),
+        progress=False,
+    )
     assert [h["epoch"] for h in result.history] == [1, 2] and result.train_seconds > 0
     assert [h["lr"] for h in result.history] == pytest.approx([0.1, 0.01])  # milestones at 50% and 75% of 2 epochs
     theta0 = torch.load(tmp_path / "theta_0.pt", weights_only=True)
@@ -98,21 +107,36 @@ def test_table2_smoke(tmp_path: Path) -> None:
     budget = dataclasses.replace(BUDGETS["smoke"], schedule=Schedule(epochs=1, batch_size=16))
     store = ResultsStore(tmp_path / "results")
     data = _random_data(train=320, test=40)
-    records = table2.run_table("resnet20", ["snip", "grasp"], [1, 2], 1, budget, data, store, runs=tmp_path / "runs",
-                               progress=False)
-    assert [(r["criterion"], r["p"]) for r in records] == [("dense", 0), ("snip", 1), ("snip", 2), ("grasp", 1),
-                                                           ("grasp", 2)]
+    records = table2.run_table(
+        "resnet20", ["snip", "grasp"], [1, 2], 1, budget, data, store, runs=tmp_path / "runs", progress=False
+    )
+    assert [(r["criterion"], r["p"]) for r in records] == [
+        ("dense", 0),
+        ("snip", 1),
+        ("snip", 2),
+        ("grasp", 1),
+        ("grasp", 2),
+    ]
     dense = records[0]
     for r in records[1:]:
         assert len(r["removed"]) == r["p"] and r["params"] < dense["params"] and r["flops"] < dense["flops"]
         assert 0 <= r["accuracy"] <= 100 and r["data"] == "random test images" and r["budget"] == "smoke"
-    assert table2.run_table("resnet20", ["snip", "grasp"], [1, 2], 1, budget, data, store, runs=tmp_path / "runs",
-                            progress=False) == []  # everything stored: nothing reruns
+    assert (
+        table2.run_table(
+            "resnet20", ["snip", "grasp"], [1, 2], 1, budget, data, store, runs=tmp_path / "runs", progress=False
+        )
+        == []
+    )  # everything stored: nothing reruns
     text = table2.report(store.records(table2.TABLE))
     assert "### resnet20, budget `smoke`" in text and text.count("| snip |") == 2 and "random test images" in text
 
     similarity = cka.run_table("smoke", data, store, runs=tmp_path / "runs", images=30, progress=False)
-    assert sorted((r["criterion"], r["p"]) for r in similarity) == [("grasp", 1), ("grasp", 2), ("snip", 1), ("snip", 2)]
+    assert sorted((r["criterion"], r["p"]) for r in similarity) == [
+        ("grasp", 1),
+        ("grasp", 2),
+        ("snip", 1),
+        ("snip", 2),
+    ]
     for r in similarity:
         assert set(r["cka"]) == set(cka.LAYERS) and all(0 <= v <= 1 + 1e-9 for v in r["cka"].values())
         assert r["cka"]["layer1"] < 1  # trained from another starting point: not the same representation
@@ -127,8 +151,14 @@ def test_a_checkpoint_of_another_setting_is_not_resumed(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="another training setting"):
         train(resnet20(), data, Schedule(epochs=2, batch_size=16), seed=0, checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(RuntimeError, match="delete"):
-        train(resnet20(), _random_data(train=32), Schedule(epochs=1, batch_size=16), seed=0, checkpoint_dir=tmp_path,
-              progress=False)
+        train(
+            resnet20(),
+            _random_data(train=32),
+            Schedule(epochs=1, batch_size=16),
+            seed=0,
+            checkpoint_dir=tmp_path,
+            progress=False,
+        )
 
 
 def test_table2_runs_under_torchrun_with_two_processes(tmp_path: Path) -> None:
@@ -140,11 +170,38 @@ def test_table2_runs_under_torchrun_with_two_processes(tmp_path: Path) -> None:
     npz = write_cifar_npz(tmp_path / "c.npz", train_per_class=6, test_per_class=2)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         "-m", "examples.cifar.table2", "--arch", "resnet20", "--criteria", "snip", "--densities", "1", "--seeds", "1",
-         "--budget", "smoke", "--data", str(npz), "--results", str(tmp_path / "results"), "--runs",
-         str(tmp_path / "runs"), "--quiet"],
-        env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "examples.cifar.table2",
+            "--arch",
+            "resnet20",
+            "--criteria",
+            "snip",
+            "--densities",
+            "1",
+            "--seeds",
+            "1",
+            "--budget",
+            "smoke",
+            "--data",
+            str(npz),
+            "--results",
+            str(tmp_path / "results"),
+            "--runs",
+            str(tmp_path / "runs"),
+            "--quiet",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     records = ResultsStore(tmp_path / "results").records(table2.TABLE)

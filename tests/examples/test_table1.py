@@ -25,11 +25,17 @@ def test_rewind_points_scale_with_the_schedule() -> None:
 
 def test_table1_smoke_rewinds_kept_weights_and_reinitialises(tmp_path: Path) -> None:
     store, runs, data = ResultsStore(tmp_path / "results"), tmp_path / "runs", _random_data(train=160, test=40)
-    records = table1.run_table("resnet20", ["l1", "random"], [1], [0, 75, "reinit"], 1, BUDGET, data, store,
-                               runs=runs, progress=False)
+    records = table1.run_table(
+        "resnet20", ["l1", "random"], [1], [0, 75, "reinit"], 1, BUDGET, data, store, runs=runs, progress=False
+    )
     assert [(r["criterion"], r["rewind"], r["start_epoch"]) for r in records] == [
-        ("l1", 0, 0), ("l1", 75, 1), ("l1", "reinit", 0), ("random", 0, 0), ("random", 75, 1),
-        ("random", "reinit", 0)]
+        ("l1", 0, 0),
+        ("l1", 75, 1),
+        ("l1", "reinit", 0),
+        ("random", 0, 0),
+        ("random", 75, 1),
+        ("random", "reinit", 0),
+    ]
     dense = store.records(table2.TABLE)[0]
     assert dense["criterion"] == "dense" and all(r["dense_accuracy"] == dense["accuracy"] for r in records)
     for r in records:
@@ -49,12 +55,22 @@ def test_table1_smoke_rewinds_kept_weights_and_reinitialises(tmp_path: Path) -> 
     theta0 = torch.load(runs / dense["run_id"] / "theta_0.pt", weights_only=True)
     assert not torch.equal(reinit.state_dict()["conv1.weight"], theta0["conv1.weight"])
 
-    assert table1.run_table("resnet20", ["l1", "random"], [1], [0, 75, "reinit"], 1, BUDGET, data, store,
-                            runs=runs, progress=False) == []
+    assert (
+        table1.run_table(
+            "resnet20", ["l1", "random"], [1], [0, 75, "reinit"], 1, BUDGET, data, store, runs=runs, progress=False
+        )
+        == []
+    )
     text = table1.report(store.records(table1.TABLE))
-    assert "| θ_0 | θ_75 | re-init | seeds |" in text and text.count("| l1 | 1 |") == 1 and "epoch 0 for θ_0, 1 for θ_75" in text
+    assert (
+        "| θ_0 | θ_75 | re-init | seeds |" in text
+        and text.count("| l1 | 1 |") == 1
+        and "epoch 0 for θ_0, 1 for θ_75" in text
+    )
     diffs = table1.differences(records)
     assert list(diffs) == [("l1", 1), ("random", 1)]
-    assert diffs["l1", 1] == {r["rewind"]: [r["accuracy"] - dense["accuracy"]] for r in records if r["criterion"] == "l1"}
+    assert diffs["l1", 1] == {
+        r["rewind"]: [r["accuracy"] - dense["accuracy"]] for r in records if r["criterion"] == "l1"
+    }
     [plot] = paper_tables.plot_rewinds(store.records(table1.TABLE), tmp_path)
     assert plot.name == "table1_resnet20_p1_smoke.png" and plot.stat().st_size > 1000

@@ -110,11 +110,13 @@ def test_snip_importance_is_torch_prunings_taylor_importance() -> None:
     scores = filter_scores(model, "snip", (x, y))
     F.cross_entropy(model(x), y).backward()
     group = _conv1_group(model, x[:1])
-    taylor = tp.importance.GroupTaylorImportance(group_reduction="sum", normalizer=None,
-                                                 target_types=[nn.Conv2d, nn.Linear])(group)
+    taylor = tp.importance.GroupTaylorImportance(
+        group_reduction="sum", normalizer=None, target_types=[nn.Conv2d, nn.Linear]
+    )(group)
     got = ScoreImportance({model.get_submodule(k): v for k, v in scores.items()})(group)
-    hand = _per_filter((model.conv1.weight * model.conv1.weight.grad).abs(),
-                       (model.conv2.weight * model.conv2.weight.grad).abs())
+    hand = _per_filter(
+        (model.conv1.weight * model.conv1.weight.grad).abs(), (model.conv2.weight * model.conv2.weight.grad).abs()
+    )
     assert torch.allclose(got, taylor, rtol=1e-5) and torch.allclose(got, hand.detach(), rtol=1e-5)
 
 
@@ -129,10 +131,12 @@ def test_snip_importance_matches_taylor_on_every_group_of_a_resnet() -> None:
             m.train()
     F.cross_entropy(model(x), y).backward()
     ours = ScoreImportance({model.get_submodule(k): v for k, v in scores.items()})
-    taylor = tp.importance.GroupTaylorImportance(group_reduction="sum", normalizer=None,
-                                                 target_types=[nn.Conv2d, nn.Linear])
-    groups = list(tp.DependencyGraph().build_dependency(model, example_inputs=x[:1]).get_all_groups(
-        ignored_layers=[model.fc]))
+    taylor = tp.importance.GroupTaylorImportance(
+        group_reduction="sum", normalizer=None, target_types=[nn.Conv2d, nn.Linear]
+    )
+    groups = list(
+        tp.DependencyGraph().build_dependency(model, example_inputs=x[:1]).get_all_groups(ignored_layers=[model.fc])
+    )
     assert len(groups) == 12  # per stage: 3 block-internal groups and the residual stream (fc reads layer3's)
     for group in groups:
         assert torch.allclose(ours(group), taylor(group), rtol=1e-4)
@@ -145,8 +149,10 @@ def test_table3_smoke(tmp_path: Path) -> None:
     run = dict(runs=tmp_path / "runs", progress=False)
     records = table3.run_table("resnet20", ["snip"], [1], 1, budget, data, store, **run)
     assert [r["run_id"] for r in records] == ["resnet20-smoke-filter-snip-p1-seed0"]
-    assert sorted(r["run_id"] for r in store.records(table2.TABLE)) == ["resnet20-smoke-dense-p0-seed0",
-                                                                         "resnet20-smoke-snip-p1-seed0"]
+    assert sorted(r["run_id"] for r in store.records(table2.TABLE)) == [
+        "resnet20-smoke-dense-p0-seed0",
+        "resnet20-smoke-snip-p1-seed0",
+    ]
     (record,) = records
     dense, layer = (store.records(table2.TABLE)[i] for i in (0, 1))
     assert record["target_filters"] == count_filters(build("resnet20", layer["removed"])) < 784

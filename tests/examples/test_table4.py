@@ -24,8 +24,7 @@ def test_training_memory_counts_weights_three_times_and_activations_per_image() 
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.eval()
     params = sum(p.numel() for p in model.parameters())
-    small, medium, large = (training_memory(model, torch.randn(n, 3, 32, 32), torch.arange(n) % 10)
-                             for n in (4, 8, 12))
+    small, medium, large = (training_memory(model, torch.randn(n, 3, 32, 32), torch.arange(n) % 10) for n in (4, 8, 12))
     assert small["weights"] == large["weights"] == 3 * 4 * params  # float32 weights, gradients, momentum
     per_four = medium["activations"] - small["activations"]  # saved activations grow linearly with the batch
     assert per_four > 0 and large["activations"] - medium["activations"] == per_four
@@ -52,8 +51,18 @@ def test_energy_meter_measures_a_span() -> None:
 def test_table4_smoke_and_the_generated_page(tmp_path: Path) -> None:
     budget = dataclasses.replace(BUDGETS["smoke"], schedule=Schedule(epochs=1, batch_size=16))
     store = ResultsStore(tmp_path / "results")
-    record = table4.run_table("resnet20", "snip", [1, 3], 1, budget, _random_data(train=160, test=40), store,
-                              runs=tmp_path / "runs", progress=False, repeats=2)
+    record = table4.run_table(
+        "resnet20",
+        "snip",
+        [1, 3],
+        1,
+        budget,
+        _random_data(train=160, test=40),
+        store,
+        runs=tmp_path / "runs",
+        progress=False,
+        repeats=2,
+    )
     assert set(record["step_seconds"]) == {"0", "1", "3"} and all(s > 0 for s in record["step_seconds"].values())
     trained = store.records(table2.TABLE)
     assert sorted(r["p"] for r in trained) == [0, 1, 3]
@@ -71,9 +80,24 @@ def test_table4_smoke_and_the_generated_page(tmp_path: Path) -> None:
         assert f"(img/{image})" in page and (tmp_path / "docs" / "img" / image).stat().st_size > 1000
     assert "was not available" in page and "paper |" not in page  # no numbers file: no paper column
     # with the paper's numbers (made up here): a column in Tables 2 and 4, and the section names their source
-    (tmp_path / "paper.json").write_text(json.dumps({"source": "made-up test numbers", "rows": [
-        {"table": "table2", "arch": "resnet20", "criterion": "snip", "p": 3, "difference": -0.5},
-        {"table": "table4", "arch": "resnet20", "criterion": "snip", "p": 3, "flops_saved": 0.25, "speedup": 1.5}]}))
+    (tmp_path / "paper.json").write_text(
+        json.dumps(
+            {
+                "source": "made-up test numbers",
+                "rows": [
+                    {"table": "table2", "arch": "resnet20", "criterion": "snip", "p": 3, "difference": -0.5},
+                    {
+                        "table": "table4",
+                        "arch": "resnet20",
+                        "criterion": "snip",
+                        "p": 3,
+                        "flops_saved": 0.25,
+                        "speedup": 1.5,
+                    },
+                ],
+            }
+        )
+    )
     page = paper_tables.generate(tmp_path / "results", tmp_path / "docs" / "paper_tables.md", tmp_path / "paper.json")
     assert "2 rows taken from: made-up test numbers." in page and "was not available" not in page
     table2_part, table4_part = page.split("## Table 2")[1].split("## Table 4")

@@ -28,7 +28,7 @@ def _images(n: int = 4) -> torch.Tensor:
     x = torch.stack([ramp[None, :].expand(32, 32), ramp[:, None].expand(32, 32), torch.full((32, 32), 90.0)])
     images = x.repeat(n, 1, 1, 1)
     for i in range(n):
-        images[i, :, 8 + i:20 + i, 10:22] = 230.0 - 20 * i
+        images[i, :, 8 + i : 20 + i, 10:22] = 230.0 - 20 * i
     return images.round().to(torch.uint8)
 
 
@@ -169,8 +169,14 @@ def test_table5_smoke(tmp_path: Path) -> None:
     budget = dataclasses.replace(BUDGETS["smoke"], schedule=Schedule(epochs=1, batch_size=16))
     store = ResultsStore(tmp_path / "results")
     data = _random_data(train=160, test=24)
-    kwargs = dict(runs=tmp_path / "runs", corruptions=["gaussian_noise", "frost"], severities=[1, 3], limit=8,
-                  cache_dir=tmp_path / "c10c", progress=False)
+    kwargs = dict(
+        runs=tmp_path / "runs",
+        corruptions=["gaussian_noise", "frost"],
+        severities=[1, 3],
+        limit=8,
+        cache_dir=tmp_path / "c10c",
+        progress=False,
+    )
     records = table5.run_table("resnet20", ["snip"], [1], 1, budget, data, store, **kwargs)
     assert len(store.records(table2.TABLE)) == 2  # Table 2 trained on the way
     assert [(r["criterion"], r["p"]) for r in records] == [("dense", 0), ("snip", 1)]
@@ -178,8 +184,11 @@ def test_table5_smoke(tmp_path: Path) -> None:
         assert set(r["corruptions"]) == {"gaussian_noise", "frost"} and set(r["corruption_by_severity"]) == {"1", "3"}
         assert 0 <= r["corruption_mean"] <= 100 and 0 <= r["clean_accuracy"] <= 100
         assert r["corruption_images"] == 8 and r["cifar102_accuracy"] is None and r["pgd"] is None
-        assert r["budget"] == "smoke" and r["data"] == "random test images" and "imagecorruptions" in \
-            r["corruption_generator"]
+        assert (
+            r["budget"] == "smoke"
+            and r["data"] == "random test images"
+            and "imagecorruptions" in r["corruption_generator"]
+        )
     assert records[1]["removed"] and records[1]["params"] < records[0]["params"]
     assert table5.run_table("resnet20", ["snip"], [1], 1, budget, data, store, **kwargs) == []  # nothing reruns
     assert "not measured" in table5.report(store.records(table5.TABLE))
@@ -187,7 +196,10 @@ def test_table5_smoke(tmp_path: Path) -> None:
     c102 = write_cifar102(tmp_path / "cifar102_test.npz", n=10)
     added = table5.run_table("resnet20", ["snip"], [1], 1, budget, data, store, cifar102=c102, pgd=4, **kwargs)
     assert len(added) == 2 and all(0 <= r["cifar102_accuracy"] <= 100 for r in added)
-    assert all(r["pgd"]["images"] == 4 and r["corruptions"] == old["corruptions"] for r, old in zip(added, records, strict=True))
+    assert all(
+        r["pgd"]["images"] == 4 and r["corruptions"] == old["corruptions"]
+        for r, old in zip(added, records, strict=True)
+    )
     text = table5.report(store.records(table5.TABLE))
     assert text.startswith("## Table 5: robustness") and "### resnet20, budget `smoke`" in text
     assert text.count("| snip | 1 |") == 2 and "| dense | 0 |" in text and "8 test images per corruption" in text
