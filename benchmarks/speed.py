@@ -582,8 +582,9 @@ FIXES = (
     "`ShapeProp`'s memory-format detection. The `GraphModule` is built only where sub-layer surgery needs it.",
     "`apply_plan` deep-copied the whole model, removed blocks included; the removed blocks are no longer copied.",
     "GraSP ran every batch forward twice, for the gradient and then for the Hessian-gradient product; the last "
-    "batch's graph now serves both (with one batch, its default, a single forward). GraSP also failed on every model with fused attention (timm ViT: no double "
-    "backward for the CPU flash kernel); it now runs attention on the composite kernel.",
+    "batch's graph now serves both (with one batch, its default, a single forward). GraSP also failed on every "
+    "model with fused attention (timm ViT: no double backward for the CPU flash kernel); it now runs attention "
+    "on the composite kernel.",
 )
 
 

@@ -437,6 +437,7 @@ def _main_path_is_identity(graph: _Graph, inp: int, path: list[int], joins: dict
     if not layout:
         return True
     shape = graph.shape(inp)
+    assert shape is not None, "layout ops run on the unit's input, so it is one tensor"
     probe = torch.arange(math.prod(shape), dtype=torch.float64).reshape(shape)
     values: dict[fx.Node, Any] = {graph.nodes[inp]: probe}
 
@@ -459,27 +460,32 @@ def _main_path_is_identity(graph: _Graph, inp: int, path: list[int], joins: dict
                 kwargs = fx.node.map_arg(node.kwargs, value_of)
             except KeyError:
                 return False
+            target = node.target
             if node.op == "call_method":
-                values[node] = getattr(args[0], node.target)(*args[1:], **kwargs)
+                assert isinstance(target, str), "fx: a call_method's target is the method's name"
+                values[node] = getattr(args[0], target)(*args[1:], **kwargs)
             elif node.op == "call_function":
-                values[node] = node.target(*args, **kwargs)
+                assert callable(target), "fx: a call_function's target is the function"
+                values[node] = target(*args, **kwargs)
             else:
-                values[node] = graph.module(node)(*args, **kwargs)
+                module = graph.module(node)
+                assert module is not None, "_is_layout chose it as a layout module"
+                values[node] = module(*args, **kwargs)
     result = values[graph.nodes[path[-1]]]
     return isinstance(result, torch.Tensor) and result.shape == probe.shape and torch.equal(result, probe)
 
 
 def _paper_protected(units: list[_Unit], graph: _Graph) -> list[_Unit]:
     """Units right before or after a downsampling (Jordao et al., Appendix A.1)."""
-    placed = sorted((u for u in units if u.inp is not None), key=lambda u: u.out)
+    placed = sorted(((u, u.inp) for u in units if u.inp is not None), key=lambda pair: pair[0].out)
     protected: dict[str, _Unit] = {}
-    for u in placed:
-        before = [p for p in placed if p is not u and graph.is_ancestor(p.out, u.inp)]
+    for u, u_inp in placed:
+        before = [(p, p_inp) for p, p_inp in placed if p is not u and graph.is_ancestor(p.out, u_inp)]
         if not before:
             continue
-        p = max(before, key=lambda q: q.out)
-        p_in, p_out = graph.shape(p.inp), graph.shape(p.out)
-        u_in, u_out = graph.shape(u.inp), graph.shape(u.out)
+        p, p_inp = max(before, key=lambda pair: pair[0].out)
+        p_in, p_out = graph.shape(p_inp), graph.shape(p.out)
+        u_in, u_out = graph.shape(u_inp), graph.shape(u.out)
         if p_in != p_out or p_out != u_in or u_in != u_out:  # a downsampling in, between or after
             protected.update({u.name: u, p.name: p})
     return list(protected.values())
@@ -681,13 +687,8 @@ def branch_modules(graph: _Graph, join: _Join) -> tuple[list[str], list[str]]:
         if all(i in branch for i, stack in enumerate(graph.stacks) if p in stack and graph.carries_tensor(i))
     }
     modules = sorted(p for p in whole if not any(p.startswith(f"{q}.") for q in whole))
-    tensors = sorted(
-        {
-            graph.nodes[i].target
-            for i in branch
-            if graph.nodes[i].op == "get_attr" and not any(graph.nodes[i].target.startswith(f"{m}.") for m in modules)
-        }
-    )
+    reads = [graph.nodes[i].target for i in branch if graph.nodes[i].op == "get_attr"]  # qualified names (str)
+    tensors = sorted({t for t in reads if isinstance(t, str) and not any(t.startswith(f"{m}.") for m in modules)})
     return modules, tensors
 
 

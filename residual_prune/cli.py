@@ -159,12 +159,12 @@ def build_model(spec: str, *, pretrained: bool = False, input_size: Sequence[int
             f"residual_prune.models.{name}()",
         )
     elif family == "torchvision":
-        size = 299 if name == "inception_v3" else 224
+        side = 299 if name == "inception_v3" else 224
         built = BuiltModel(
             _torchvision_model(name, pretrained),
             spec,
             "torchvision",
-            (3, size, size),
+            (3, side, side),
             "import torchvision",
             f"torchvision.models.get_model({name!r}, weights=None)",
         )
@@ -252,8 +252,9 @@ def _calibration(
             "with the model's classes) or --data synthetic, or choose a data-free criterion (synflow, l1, random)"
         )
     else:
+        _, height, width = shape  # an image model's C H W
         batches, description = image_folder_batches(
-            args.data, shape[1:], batch_size=args.batch_size, num_batches=args.num_batches, seed=args.seed
+            args.data, (height, width), batch_size=args.batch_size, num_batches=args.num_batches, seed=args.seed
         )
     return batches, batches[0][0][:_PROBE_SAMPLES], description
 
@@ -269,21 +270,27 @@ def _ranks(plan: PruningPlan) -> dict[str, int]:
     return {name: i + 1 for i, name in enumerate(order)}
 
 
+def _total_flops(model: nn.Module, x: torch.Tensor) -> int | None:
+    """The model's FLOPs on ``x``, or None where they cannot be counted."""
+    flops = count_flops_by_module(model, (x,))
+    return flops[""] if flops else None
+
+
 def _prune_and_report(model: nn.Module, plan: PruningPlan, probe: torch.Tensor) -> nn.Module:
     """Apply and verify the plan; print the before/after table and the removed blocks."""
     _step(f"removing {len(plan.removed)} blocks and verifying the result")
     pruned = apply_plan(model, plan)
     error = verify(model, pruned, plan, probe)
     _step("counting FLOPs before and after")
-    flops = [count_flops_by_module(m, (probe[:1],)) for m in (model, pruned)]
-    params = [sum(p.numel() for p in m.parameters()) for m in (model, pruned)]
+    flops_before, flops_after = (_total_flops(m, probe[:1]) for m in (model, pruned))
+    params_before, params_after = (sum(p.numel() for p in m.parameters()) for m in (model, pruned))
     removable = len(plan.scores)
     print()
     print(
         summary_table(
             [
-                ("params", *params),
-                ("FLOPs", *(f[""] if f else None for f in flops)),
+                ("params", params_before, params_after),
+                ("FLOPs", flops_before, flops_after),
                 ("removable residual blocks", removable, removable - len(plan.removed)),
             ]
         )
@@ -304,8 +311,7 @@ def _analyze(args: argparse.Namespace) -> int:
     x = torch.randn(1, *built.input_size, generator=torch.Generator().manual_seed(0))
     _step(f"tracing {args.model} with input {_size(built.input_size)}")
     blocks = find_blocks(built.module, x, policy=args.policy, granularity=args.granularity)
-    flops = count_flops_by_module(built.module, (x,))
-    total = flops[""] if flops else None
+    total = _total_flops(built.module, x)
     params = sum(p.numel() for p in built.module.parameters())
     if args.json:
         print(

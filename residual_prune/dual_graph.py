@@ -11,7 +11,7 @@ import copy
 import functools
 import types
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import torch.fx as fx
 from torch import nn
@@ -103,7 +103,7 @@ def _mode_switch(
 ) -> Callable[..., Any]:
     """A ``forward`` that runs ``train_forward`` in train mode and ``eval_forward`` otherwise."""
 
-    def refuse() -> None:
+    def refuse() -> NoReturn:
         raise TraceError(
             f"this pruned {name} cannot run in train mode: {refusal or 'it has no train-mode graph'}. Use it in "
             "eval mode (.eval()), or prune with granularity='block', which keeps the modules' Python code"

@@ -15,12 +15,14 @@ import logging
 import math
 import operator
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
+from torch.fx.passes.shape_prop import TensorMetadata
 from torch.overrides import TorchFunctionMode
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -104,7 +106,8 @@ def _norm_per_element(normalises: bool, affine: bool) -> int:
 # calls, the level that torch.jit.trace (hence fvcore) records. The aten ops below that level change between
 # torch releases, and so does whether FlopCounterMode decomposes them before looking up a formula (torch 2.6 to
 # 2.14 at least turn batch norm and nearest upsampling into uncounted elementwise ops, and have no formula for
-# the CPU attention kernel; adaptive pooling to 1x1 runs as an uncounted mean); the functions do not. Each formula takes the call's arguments by name and its result.
+# the CPU attention kernel; adaptive pooling to 1x1 runs as an uncounted mean); the functions do not. Each
+# formula takes the call's arguments by name and its result.
 _Call = dict[str, Any]
 
 
@@ -204,23 +207,24 @@ class _FunctionFlops(TorchFunctionMode):
 # Nodes whose FLOPs follow from their shapes alone, without running them under the counting modes
 # (the modes cost more than these layers on small inputs). Exact classes only: a subclass may
 # override forward. Same numbers as fvcore (tests compare).
-def _conv_flops(m: nn.Module, inp: torch.Size, out: torch.Size) -> int:
+def _conv_flops(m: nn.Conv1d | nn.Conv2d | nn.Conv3d, inp: torch.Size, out: torch.Size) -> int:
     return out[0] * m.weight.numel() * math.prod(out[2:])
 
 
-def _linear_flops(m: nn.Module, inp: torch.Size, out: torch.Size) -> int:
+def _linear_flops(m: nn.Linear, inp: torch.Size, out: torch.Size) -> int:
     return math.prod(inp) * m.out_features
 
 
-def _batch_norm_flops(m: nn.Module, inp: torch.Size, out: torch.Size) -> int:
+def _batch_norm_flops(m: nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d, inp: torch.Size, out: torch.Size) -> int:
     return math.prod(inp) * _norm_per_element(m.training or m.running_mean is None, m.weight is not None)
 
 
-def _norm_flops(m: nn.Module, inp: torch.Size, out: torch.Size) -> int:
+def _norm_flops(m: nn.LayerNorm | nn.GroupNorm, inp: torch.Size, out: torch.Size) -> int:
     return math.prod(inp) * _norm_per_element(True, m.weight is not None)
 
 
-_MODULE_FLOPS = {
+# class -> formula(module of exactly that class, input shape, output shape)
+_MODULE_FLOPS: dict[type[nn.Module], Callable[..., int]] = {
     **dict.fromkeys((nn.Conv1d, nn.Conv2d, nn.Conv3d), _conv_flops),
     nn.Linear: _linear_flops,
     **dict.fromkeys((nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d), _batch_norm_flops),
@@ -324,7 +328,7 @@ class NodeFlopCounter:
         """Run ``run()`` (the node's computation; ``module`` for a call_module) and add its FLOPs."""
         formula = _MODULE_FLOPS.get(type(module)) if module is not None else None
         source = node.args[0].meta.get("tensor_meta") if node.args and isinstance(node.args[0], fx.Node) else None
-        if formula is not None and hasattr(source, "shape"):
+        if formula is not None and isinstance(source, TensorMetadata):
             result = run()
             flops = formula(module, source.shape, result.shape) if isinstance(result, torch.Tensor) else 0
         elif (

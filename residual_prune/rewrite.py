@@ -40,7 +40,7 @@ import contextlib
 import dataclasses
 import itertools
 import operator
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -93,13 +93,14 @@ def resolve_leaf_modules(
         if isinstance(cls, type) and issubclass(cls, nn.Module):
             known.setdefault(_class_name(cls), cls)
     by_qualname = {c.__qualname__: c for c in given}
-    classes, unknown = [], []
+    classes: list[type[nn.Module]] = []
+    unknown: list[str] = []
     for name in names:
-        cls = known.get(name) or by_qualname.get(name.partition(":")[2])
-        if cls is None:
+        found = known.get(name) or by_qualname.get(name.partition(":")[2])
+        if found is None:
             unknown.append(name)
         else:
-            classes.append(cls)
+            classes.append(found)
     if unknown:
         raise PlanMismatchError(
             f"the plan was made with {', '.join(unknown)} kept opaque (leaf_modules), but no module of this "
@@ -107,6 +108,13 @@ def resolve_leaf_modules(
             "classes the plan was made with: leaf_modules=(TheClass, ...)"
         )
     return tuple(dict.fromkeys((*classes, *given)))
+
+
+def _join_operands(join: fx.Node) -> tuple[fx.Node, fx.Node]:
+    """The two operands of a residual addition (a join stays an addition while branches are removed)."""
+    operands = add_operands(join)
+    assert operands is not None, f"{join.name} is a residual addition"
+    return operands
 
 
 @dataclasses.dataclass
@@ -119,7 +127,7 @@ class _Branch:
 
     def shortcut(self) -> fx.Node:
         """The other operand, read when needed: removing an earlier branch may have replaced it."""
-        return next(a for a in add_operands(self.join) if a is not self.branch)
+        return next(a for a in _join_operands(self.join) if a is not self.branch)
 
 
 def _replay_arguments(
@@ -154,7 +162,7 @@ def _traced_branches(
         if sub.reason is not None:
             raise PlanMismatchError(f"the residual branch {name} cannot be removed: {sub.reason}")
         members = {graph.nodes[i] for i in sub.join.branch}
-        a, b = add_operands(sub.join.node)
+        a, b = _join_operands(sub.join.node)
         modules, tensors = branch_modules(graph, sub.join)
         branches.append(_Branch(name, sub.join.node, a if a in members else b, members, frozenset(modules + tensors)))
     return graph.traced, branches
@@ -173,6 +181,7 @@ _INPLACE_OPERATORS = {
 def _mutates(root: nn.Module, node: fx.Node) -> bool:
     """Whether ``node`` may write into one of its inputs."""
     if node.op == "call_method":
+        assert isinstance(node.target, str), "fx: a call_method's target is the method's name"
         return node.target.endswith("_") and not node.target.endswith("__")
     if node.op == "call_function":
         return (
@@ -181,6 +190,7 @@ def _mutates(root: nn.Module, node: fx.Node) -> bool:
             or (getattr(node.target, "__name__", "").endswith("_"))
         )
     if node.op == "call_module":
+        assert isinstance(node.target, str), "fx: a call_module's target is the module's qualified name"
         return bool(getattr(root.get_submodule(node.target), "inplace", False))
     return False
 
@@ -227,7 +237,8 @@ class _Recorder(fx.Interpreter):
 
     def __init__(self, gm: fx.GraphModule, wanted: set[fx.Node]):
         super().__init__(gm)
-        self.wanted, self.values = wanted, {}
+        self.wanted = wanted
+        self.values: dict[fx.Node, Any] = {}
 
     def run_node(self, n: fx.Node) -> Any:
         result = super().run_node(n)
@@ -258,13 +269,19 @@ def _check_batch_invariant(traced: TracedModel, inputs: tuple[torch.Tensor, ...]
             )
 
 
+def _traced_value_for(size: fx.Node) -> Callable[[fx.Node], Any]:
+    """For ``fx.node.map_arg``: ``size``'s traced value in place of ``size``, any other node unchanged."""
+    return lambda node: size.meta["value"] if node is size else node
+
+
 def _fix_sizes(graph: fx.Graph, sizes: dict[fx.Node, str], inputs: tuple[torch.Tensor, ...]) -> None:
     """Give the kept users of ``sizes`` their traced values, and make the graph refuse inputs of
     other shapes than ``inputs`` (but any batch size), for which those values would be wrong."""
     for size in sizes:
+        traced_value = _traced_value_for(size)
         for user in list(size.users):
-            user.args = fx.node.map_arg(user.args, lambda a, s=size: s.meta["value"] if a is s else a)
-            user.kwargs = fx.node.map_arg(user.kwargs, lambda a, s=size: s.meta["value"] if a is s else a)
+            user.args = fx.node.map_arg(user.args, traced_value)
+            user.kwargs = fx.node.map_arg(user.kwargs, traced_value)
     placeholders = [n for n in graph.nodes if n.op == "placeholder"][: len(inputs)]
     first = next(n for n in graph.nodes if n.op != "placeholder")
     names = ", ".join(sorted(set(sizes.values())))

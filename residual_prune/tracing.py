@@ -386,15 +386,15 @@ def trace(
         try:
             flops = _propagate(model, graph, inputs, count_flops)
         except Exception as exc:
-            shapes = ", ".join(str(tuple(t.shape)) for t in inputs)
+            given = ", ".join(str(tuple(t.shape)) for t in inputs)
             raise DataError(
-                f"example_inputs of shape {shapes} do not fit {type(model).__name__}: "
+                f"example_inputs of shape {given} do not fit {type(model).__name__}: "
                 f"{type(exc).__name__}: {exc}. Pass inputs shaped as the model expects "
                 "(e.g. torch.randn(1, 3, 224, 224) for ImageNet models)."
             ) from exc
         constants = _lifted_constants(model, graph, attributes, prefix="_train" if training else "")
     nodes = list(graph.nodes)
-    shapes = {}
+    shapes: dict[fx.Node, tuple[int, ...] | None] = {}
     for node in nodes:
         meta = node.meta.get("tensor_meta")
         shapes[node] = tuple(meta.shape) if hasattr(meta, "shape") else None

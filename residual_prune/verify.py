@@ -34,11 +34,13 @@ def verify(
 
     The plan is checked against ``original`` first (as :func:`apply_plan` does), on
     ``example_inputs``, which must fit ``original`` (else :class:`DataError`). Both models run in
-    eval mode under ``no_grad`` (modes are restored; neither model is modified). Returns the largest absolute difference over all outputs and raises
-    :class:`VerificationError` when it exceeds ``atol + rtol * max|reference|``.
+    eval mode under ``no_grad`` (modes are restored; neither model is modified). Returns the largest
+    absolute difference over all outputs and raises :class:`VerificationError` when it exceeds
+    ``atol + rtol * max|reference|``.
     """
     inputs = as_input_tuple(example_inputs)
     check_plan(original, plan, example_inputs=inputs)
+    reference: nn.Module
     if plan.granularity == "sublayer":
         reference = zero_sublayers(copy.deepcopy(original), plan, example_inputs=inputs)
     else:

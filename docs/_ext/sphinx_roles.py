@@ -11,6 +11,7 @@ an exported class (``PruningPlan.load``) is linked under that name.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -67,4 +68,4 @@ class SphinxRoles(griffe.Extension):
         for obj in _documented(pkg):
             if obj.docstring is not None:
                 scope = obj if obj.is_module or obj.is_class else obj.parent or obj
-                obj.docstring.value = _ROLE.sub(lambda m: _link(scope, m, public), obj.docstring.value)
+                obj.docstring.value = _ROLE.sub(functools.partial(_link, scope, public=public), obj.docstring.value)

@@ -1,7 +1,8 @@
 """How similar the representations of a ticket and the dense network are: linear CKA (Kornblith et al. 2019).
 
-For every trained layer-pruned ticket of Table 2 and the dense network of the same seed: the outputs of the three stages (``layer1..3``, flattened) and the pooled features
-(``avgpool``) on the first test images, compared with :func:`residual_prune.similarity.linear_cka`.
+For every trained layer-pruned ticket of Table 2 and the dense network of the same seed: the outputs of the
+three stages (``layer1..3``, flattened) and the pooled features (``avgpool``) on the first test images,
+compared with :func:`residual_prune.similarity.linear_cka`.
 The paper uses CKA to discuss why layer-pruned tickets keep the dense network's accuracy.
 
     python -m examples.cifar.cka --budget cpu --data ../shared/data/cifar10_jpeg.npz

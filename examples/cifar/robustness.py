@@ -19,12 +19,12 @@ Deviations from the original CIFAR-10-C, precisely:
    ``frost`` and ``elastic_transform`` are therefore applied at 224x224 (nearest-neighbour x7
    up-sampling, then 7x7 box down-sampling back to 32x32; this round trip is the identity on an
    uncorrupted image), which keeps their extent relative to the image as in ImageNet-C
-   (CIFAR-10-C's re-tuned constants shrink these lengths for 32x32 images too). The other ten run at 32x32: the noises, brightness,
-   contrast and JPEG are per-pixel; pixelate, zoom blur and fog scale with the image size (fog's
-   plasma fractal is 32x32, so it has fewer fine octaves than at 224). ``glass_blur`` also runs at
-   32x32 because its pixel-shuffling loop is pure Python (about 1 s per image at 224x224), so its blur
-   (sigma 0.7-1.5 px) and shuffle radius (1-4 px) are about 7x larger relative to the image than in
-   ImageNet-C: much harsher than CIFAR-10-C's glass blur.
+   (CIFAR-10-C's re-tuned constants shrink these lengths for 32x32 images too). The other ten run at
+   32x32: the noises, brightness, contrast and JPEG are per-pixel; pixelate, zoom blur and fog scale
+   with the image size (fog's plasma fractal is 32x32, so it has fewer fine octaves than at 224).
+   ``glass_blur`` also runs at 32x32 because its pixel-shuffling loop is pure Python (about 1 s per
+   image at 224x224), so its blur (sigma 0.7-1.5 px) and shuffle radius (1-4 px) are about 7x larger
+   relative to the image than in ImageNet-C: much harsher than CIFAR-10-C's glass blur.
 3. Motion blur (and the motion-blurred snow layer) is ``imagecorruptions``' numpy re-implementation,
    not ImageMagick's (Wand) motion blur that Hendrycks used.
 4. Images: the first ``limit`` images of the given test split (``CifarData`` interleaves the classes,

@@ -180,10 +180,14 @@ def report(records_table2: list[dict[str, Any]], records_table3: list[dict[str, 
                 f"{_span([t['params'] for t in ticket], _k) if ticket else 'n/a'} / "
                 f"{_span([r['params'] for r in runs], _k)}"
             )
-            flops = f"{_span([t['flops'] for t in ticket], _m) if ticket else 'n/a'} / {_span([r['flops'] for r in runs], _m)}"
+            flops = (
+                f"{_span([t['flops'] for t in ticket], _m) if ticket else 'n/a'} / "
+                f"{_span([r['flops'] for r in runs], _m)}"
+            )
             lines.append(
                 f"| {criterion} | {p} | {filters} | {params} | {flops} | {mean_std(layer_acc) if layer_acc else 'n/a'} "
-                f"| {mean_std([r['accuracy'] for r in runs])} | {signed(layer_diff)} | {signed(filter_diff)} | {len(runs)} |"
+                f"| {mean_std([r['accuracy'] for r in runs])} | {signed(layer_diff)} | {signed(filter_diff)} "
+                f"| {len(runs)} |"
             )
         lines.append("")
     return "\n".join(lines)

@@ -144,13 +144,14 @@ def report(trained: list[dict[str, Any]], timings: list[dict[str, Any]], referen
             recorded = statistics.mean(x["train_seconds"] for x in dense) / statistics.mean(
                 x["train_seconds"] for x in runs
             )
+            difference = [x["accuracy"] - dense_acc[x["seed"]] for x in runs if x["seed"] in dense_acc]
             lines.append(
                 f"| {p} | {r['params'] / 1e3:.0f}K | {r['flops'] / 1e6:.1f}M | {1 - r['flops'] / d['flops']:.1%} | "
                 f"{_mb(mem)} | {1 - mem / d['training_memory']['total']:.1%} | "
-                f"{'n/a' if energy is None else f'{energy * 1e3:.2f}'} | {'n/a' if co2 is None else f'{co2 * 1e3:.2f}'} | "
+                f"{'n/a' if energy is None else f'{energy * 1e3:.2f}'} | "
+                f"{'n/a' if co2 is None else f'{co2 * 1e3:.2f}'} | "
                 f"{step[0] / step[p]:.2f}x | {recorded:.2f}x | {mean_std([x['accuracy'] for x in runs])} | "
-                f"{'' if p == 0 else signed([x['accuracy'] - dense_acc[x['seed']] for x in runs if x['seed'] in dense_acc])} |"
-                + paper.cell(criterion, p)
+                f"{'' if p == 0 else signed(difference)} |" + paper.cell(criterion, p)
             )
         lines.append("")
     return "\n".join(lines)

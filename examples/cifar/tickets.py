@@ -35,8 +35,9 @@ def build(arch: str, removed: Sequence[str] = ()) -> nn.Module:
             removed=list(removed),
             scores={},
             criterion="record",
-            policy="paper",
+            policy="default",  # the records come from policy="paper" plans, whose units "default" allows too
             fingerprint=architecture_fingerprint(model),
+            input_shapes=[[1, 3, 32, 32]],  # the plan is checked against the model on CIFAR-sized inputs
         )
         model = apply_plan(model, plan, inplace=True)
     return model

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import numbers
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -43,7 +43,9 @@ def weight_parameters(module: nn.Module, name: str = "weight") -> list[torch.nn.
     iteration never updates ``_u``/``_v``.
     """
     if parametrize.is_parametrized(module, name):
-        return list(module.parametrizations[name].parameters())
+        parametrizations = module.parametrizations
+        assert isinstance(parametrizations, nn.ModuleDict), "parametrize keeps them in a ModuleDict"
+        return list(parametrizations[name].parameters())
     own = module._parameters.get(name)
     if own is not None or name not in module.__dict__:
         return [own] if own is not None else []
@@ -104,7 +106,7 @@ def accumulate(totals: Sequence[torch.Tensor], grads: Iterable[torch.Tensor | No
 
 
 def block_sums(
-    blocks: Sequence[ResidualBlock], weights: dict[str, list[torch.Tensor]], per_weight: Iterable[torch.Tensor]
+    blocks: Sequence[ResidualBlock], weights: Mapping[str, Sequence[torch.Tensor]], per_weight: Iterable[torch.Tensor]
 ) -> dict[str, float]:
     """Sum per-weight scores into one importance per block (``weights`` gives the layout)."""
     scores = iter(per_weight)

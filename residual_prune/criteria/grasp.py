@@ -61,7 +61,8 @@ def grasp_importance(
     hg = [torch.zeros_like(w) for w in flat]
     # the fused CPU/GPU attention kernels have no double backward: use the composite one
     with preserved_state(model, bn_mode, needs_grad=flat), torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
-        seen = []  # the second pass must see the same batches, even from a shuffling loader
+        # the second pass must see the same batches, even from a shuffling loader
+        seen: list[tuple[int, torch.Tensor, torch.Tensor]] = []
         with progress_bar("grasp gradient pass", batch_count(data, num_batches), progress) as bar:
             for batch in labelled_batches(data, num_batches, "grasp", progress=False):
                 if seen:  # not the last batch: its gradient only
@@ -91,7 +92,7 @@ def _loss(model: nn.Module, batch: tuple[int, torch.Tensor, torch.Tensor], tempe
 
 
 def _add_hessian_gradient(
-    hg: list[torch.Tensor], g: list[torch.Tensor], grads: Sequence[torch.Tensor | None], flat: list[torch.Tensor]
+    hg: list[torch.Tensor], g: list[torch.Tensor], grads: Sequence[torch.Tensor | None], flat: Sequence[torch.Tensor]
 ) -> None:
     """``hg += d(g . grads)/dtheta``: one batch's Hessian-gradient product (``grads`` has a graph)."""
     z = sum((gi * gf).sum() for gi, gf in zip(g, grads) if gf is not None)

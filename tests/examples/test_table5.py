@@ -1,4 +1,5 @@
-"""Table 5: the CIFAR-10-C-style corruptions, their cache, the CIFAR-10.2 loader, PGD, and the table at a smoke budget."""
+"""Table 5: the CIFAR-10-C-style corruptions, their cache, the CIFAR-10.2 loader, PGD, and the table at a
+smoke budget."""
 
 from __future__ import annotations
 
