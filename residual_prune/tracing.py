@@ -393,6 +393,11 @@ def trace(
                 "(e.g. torch.randn(1, 3, 224, 224) for ImageNet models)."
             ) from exc
         constants = _lifted_constants(model, graph, attributes, prefix="_train" if training else "")
+    for node in graph.nodes:
+        if isinstance(node.type, str):
+            # an annotation left a string (``from __future__ import annotations``): torch 2.9 cannot
+            # pickle a GraphModule whose code names it, and the type is only informational
+            node.type = None
     nodes = list(graph.nodes)
     shapes: dict[fx.Node, tuple[int, ...] | None] = {}
     for node in nodes:
