@@ -117,6 +117,12 @@ def _bad_input_cases(temporary_criteria):
     temporary_criteria("nan_scores", lambda model, blocks, data, **kw: {b.name: float("nan") for b in blocks})
     temporary_criteria("partial_scores", lambda model, blocks, data, **kw: {blocks[0].name: 1.0})
     temporary_criteria("broken", lambda model, blocks, data, **kw: 1 / 0)
+    temporary_criteria("huge", lambda model, blocks, data, **kw: {b.name: 10**400 for b in blocks})
+
+    def type_error_inside(model, blocks, data, seed: int = 0):
+        return {b.name: len(b) for b in blocks}  # a bug of the criterion: ResidualBlock has no len()
+
+    temporary_criteria("type_error_inside", type_error_inside)
     good = (torch.randn(4, 3, 32, 32), torch.randint(0, 10, (4,)))
     return [
         (dict(criterion="snip", n=1, example_inputs=X), rp.MissingDataError, "needs labelled data"),
@@ -129,6 +135,9 @@ def _bad_input_cases(temporary_criteria):
         (dict(criterion="nan_scores", n=1, example_inputs=X), rp.CriterionError, "must be finite"),
         (dict(criterion="partial_scores", n=1, example_inputs=X), rp.CriterionError, "no score for block"),
         (dict(criterion="broken", n=1, example_inputs=X), rp.CriterionError, "ZeroDivisionError"),
+        (dict(criterion="huge", n=1, example_inputs=X), rp.CriterionError, "the score inf; scores must be finite"),
+        (dict(criterion="type_error_inside", n=1, example_inputs=X, seed=1), rp.CriterionError, "failed: TypeError"),
+        (dict(criterion="type_error_inside", n=1, example_inputs=X, sed=1), rp.InvalidArgumentError, "options"),
         (dict(criterion="snip", n=1, data=[(torch.randn(4, 1, 28, 28), good[1])]), rp.DataError, "do not fit"),
         (dict(criterion="snip", n=1, data=[good[0]], example_inputs=X), rp.DataError, r"\(inputs, targets\)"),
         (
@@ -173,3 +182,16 @@ def test_registered_notrace_module_is_used() -> None:
         from residual_prune.tracing import _notrace_modules
 
         _notrace_modules.discard(DataDependent)
+
+
+def test_verify_with_inputs_the_model_does_not_accept_is_a_data_error(cifar_model) -> None:
+    plan = rp.plan_pruning(cifar_model, criterion="l1", n=1, example_inputs=X)
+    pruned = rp.apply_plan(cifar_model, plan)
+    with pytest.raises(rp.DataError, match=r"example_inputs of shape \(1, 5, 32, 32\) do not fit"):
+        rp.verify(cifar_model, pruned, plan, torch.randn(1, 5, 32, 32))
+
+
+def test_verify_blames_a_pruned_model_that_fails_where_the_original_works(cifar_model) -> None:
+    plan = rp.plan_pruning(cifar_model, criterion="l1", n=1, example_inputs=X)
+    with pytest.raises(rp.VerificationError, match="fails on inputs the original accepts"):
+        rp.verify(cifar_model, nn.Linear(3, 3), plan, X)
