@@ -1,8 +1,32 @@
-"""Assertions shared by the tests."""
+"""Assertions and tiny residual blocks shared by the tests."""
 
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+
+class Res(nn.Module):
+    """``x + conv(x)``: the smallest removable residual unit."""
+
+    def __init__(self, c: int = 4):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
+class NormedRes(nn.Module):
+    """``x + bn(conv(x))`` on 4 channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        return x + self.bn(self.conv(x))
 
 
 def state_snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:

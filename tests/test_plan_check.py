@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 import residual_prune as rp
-from tests.helpers import assert_same_state, state_snapshot
+from tests.helpers import Res, assert_same_state, state_snapshot
 
 X = torch.randn(1, 3, 64, 64)
 
@@ -62,15 +62,6 @@ def test_a_plan_is_checked_with_its_own_policy(resnet18: nn.Module) -> None:
     plan = rp.plan_pruning(resnet18, criterion="l1", n=1, example_inputs=X, policy="paper")
     with pytest.raises(rp.PlanMismatchError, match="'layer1.1', which cannot be removed: policy='paper'"):
         rp.apply_plan(resnet18, dataclasses.replace(plan, removed=["layer1.1"]))
-
-
-class Res(nn.Module):
-    def __init__(self, c: int = 4):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, padding=1)
-
-    def forward(self, x):
-        return x + self.conv(x)
 
 
 class Outer(Res):

@@ -14,16 +14,7 @@ from torch import nn
 
 import residual_prune as rp
 from residual_prune.surgery import Bypass
-from tests.helpers import assert_unchanged, observable_state
-
-
-class Res(nn.Module):
-    def __init__(self, c: int = 4):
-        super().__init__()
-        self.conv = nn.Conv2d(c, c, 3, padding=1)
-
-    def forward(self, x):
-        return x + self.conv(x)
+from tests.helpers import Res, assert_unchanged, observable_state
 
 
 class Outer(Res):

@@ -8,20 +8,11 @@ from torch import nn
 
 import residual_prune as rp
 from residual_prune import modes
+from tests.helpers import NormedRes as Block
 from tests.helpers import assert_unchanged, observable_state
 
 X = torch.randn(2, 4, 8, 8)
 Y = torch.tensor([0, 2])
-
-
-class Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(4, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-
-    def forward(self, x):
-        return x + self.bn(self.conv(x))
 
 
 class Stateful(nn.Module):

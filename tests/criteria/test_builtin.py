@@ -12,7 +12,7 @@ from torch import nn
 
 import residual_prune as rp
 from residual_prune.criteria import collapse_causes, scored_weights
-from tests.helpers import assert_same_state, state_snapshot
+from tests.helpers import NormedRes, assert_same_state, state_snapshot
 
 
 class LinearResidual(nn.Module):
@@ -258,23 +258,13 @@ def test_tiny_layer_scale_is_detected() -> None:
     )
 
 
-class NormedBlock(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(4, 4, 3, padding=1)
-        self.bn = nn.BatchNorm2d(4)
-
-    def forward(self, x):
-        return x + self.bn(self.conv(x))
-
-
 class NormedNet(nn.Module):
     """A small residual net whose blocks' convolutions carry a weight parametrization."""
 
     def __init__(self, parametrization):
         super().__init__()
         self.stem = nn.Conv2d(3, 4, 3, padding=1)
-        self.blocks = nn.Sequential(NormedBlock(), NormedBlock())
+        self.blocks = nn.Sequential(NormedRes(), NormedRes())
         self.head = nn.Linear(4, 3)
         for block in self.blocks:
             parametrization(block.conv)
