@@ -609,6 +609,11 @@ def _before_after(after: dict[str, Any], before: dict[str, Any]) -> list[str]:
         "",
         *(f"- {fix}" for fix in FIXES),
         "",
+        "Since then, `apply_plan` (and `verify`) check every plan against the model before changing anything, "
+        "which costs one more trace and shape pass, and tracing leaves the caller's model bit-identical, which "
+        "costs a copy and a comparison of every tensor: the price of never returning a model other than the plan "
+        "describes. The two runs may come from different machines: each table below names its own.",
+        "",
         *_table(["model", "find_blocks, ms", "plan_pruning(random), ms", "apply_plan, ms", "pipeline, ms"], rows),
     ]
 
