@@ -113,7 +113,10 @@ class ResidualBlock:
         order: position of the unit among all units, in execution order.
         removable: whether the unit can be removed under the policy used.
         reason: why not, in words, when ``removable`` is False.
-        params: number of parameters of the unit.
+        params: number of parameters that removing this unit alone frees: its own, less those
+            of layers the network also runs elsewhere (a module shared with another unit).
+            Removing several units that share a layer frees it too, so counts of units that
+            share layers do not add up.
         flops: FLOPs of the unit for the example input in fvcore's convention (a multiply-add
             is one FLOP); None if not counted.
         input_shape: shape of the unit's input for the example input.
@@ -564,7 +567,7 @@ def report(model: nn.Module, analysis: Analysis, granularity: str) -> list[Resid
                 order=order,
                 removable=unit.reason is None,
                 reason=unit.reason,
-                params=sum(p.numel() for p in module.parameters()),
+                params=_own_parameters(graph, module.parameters(), _inside(graph, name)),
                 flops=None if flops is None else flops.get(name, 0),
                 input_shape=graph.shape(unit.inp) if unit.inp is not None else None,
                 output_shape=graph.shape(unit.out),
@@ -673,7 +676,37 @@ def _check_sublayer(graph: _Graph, unit: _Unit, join: _Join) -> str | None:
     ]
     if shared:
         return f"{_describe(graph, shared)} in its branch is also used outside it"
+    modules, tensors = branch_modules(graph, join)
+    layers = [i for i in join.branch if _reads_weights(graph, graph.nodes[i])]
+    if layers and not modules and not [t for t in tensors if t not in graph.traced.constants]:
+        return (
+            f"its layers ({_describe(graph, layers)}) also run outside it (a module called more than once), so "
+            "removing this branch alone would remove no layer"
+        )
     return None
+
+
+def _inside(graph: _Graph, name: str) -> set[int]:
+    """Positions of the nodes the module ``name`` makes."""
+    return {i for i, stack in enumerate(graph.stacks) if name in stack}
+
+
+def _own_parameters(graph: _Graph, parameters: Iterable[nn.Parameter], inside: set[int]) -> int:
+    """How many of ``parameters`` no node outside ``inside`` uses (a shared layer stays when one user goes)."""
+    elsewhere: set[int] = set()
+    for i, node in enumerate(graph.nodes):
+        module = graph.module(node)
+        if i not in inside and module is not None:
+            elsewhere.update(id(p) for p in module.parameters())
+    return sum(p.numel() for p in {id(p): p for p in parameters if id(p) not in elsewhere}.values())
+
+
+def _reads_weights(graph: _Graph, node: fx.Node) -> bool:
+    """Whether ``node`` calls a module with parameters or reads a tensor of the model."""
+    module = graph.module(node)
+    if module is not None:
+        return any(True for _ in module.parameters())
+    return node.op == "get_attr" and node.target not in graph.traced.constants
 
 
 def branch_modules(graph: _Graph, join: _Join) -> tuple[list[str], list[str]]:
@@ -716,7 +749,7 @@ def _sublayer_block(
         order=order,
         removable=sub.reason is None,
         reason=sub.reason,
-        params=sum(p.numel() for p in params.values()),
+        params=_own_parameters(graph, params.values(), set(join.branch)),
         flops=None if flops is None else sum(flops.get(m, 0) for m in modules),
         input_shape=graph.shape(join.fork),
         output_shape=graph.shape(graph.index[join.node]),

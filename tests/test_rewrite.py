@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import pickle
 import sys
 
@@ -448,3 +449,61 @@ def test_a_model_whose_train_mode_cannot_be_traced_refuses_to_train() -> None:
     assert rp.verify(model, pruned, plan, x) <= 1e-5
     with pytest.raises(rp.TraceError, match="cannot run in train mode: its train-mode forward cannot be analysed"):
         pruned.train()(x)
+
+
+class _SharedLayerAttention(nn.Module):
+    """Its own layer, then one shared with the other blocks (as CoaT's ``crpe``)."""
+
+    def __init__(self, shared: nn.Module):
+        super().__init__()
+        self.own = nn.Linear(16, 16)
+        self.shared = shared
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shared(self.own(x))
+
+
+class _SharingBlock(nn.Module):
+    def __init__(self, shared: nn.Module, pos: nn.Module):
+        super().__init__()
+        self.pos = pos
+        self.attn = _SharedLayerAttention(shared)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.pos(x)  # a branch made only of a layer every block calls (CoaT's shared ``cpe``)
+        return x + self.attn(x)
+
+
+class _SharingNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.shared, self.pos = nn.Linear(16, 16), nn.Linear(16, 16)
+        self.blocks = nn.Sequential(*[_SharingBlock(self.shared, self.pos) for _ in range(3)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+@pytest.mark.parametrize("granularity", ["block", "sublayer"])
+def test_params_count_what_removing_a_unit_frees_when_layers_are_shared(granularity: str) -> None:
+    torch.manual_seed(0)
+    model, x = _SharingNet().eval(), torch.randn(2, 4, 16)
+    blocks = rp.find_blocks(model, x, granularity=granularity)
+    plan = rp.plan_pruning(model, criterion="l1", n=1, example_inputs=x, granularity=granularity)
+    total = sum(p.numel() for p in model.parameters())
+    removable = [b for b in blocks if b.removable]
+    assert len(removable) == 3 and all(b.params == 16 * 16 + 16 for b in removable)  # the own layer only
+    for block in removable:
+        pruned = rp.apply_plan(model, dataclasses.replace(plan, removed=[block.name]))
+        assert total - sum(p.numel() for p in pruned.parameters()) == block.params, block.name
+
+
+def test_a_branch_made_only_of_a_shared_layer_is_not_removable() -> None:
+    model, x = _SharingNet().eval(), torch.randn(2, 4, 16)
+    reasons = {b.name: b.reason for b in rp.find_blocks(model, x, granularity="sublayer")}
+    assert reasons["blocks.0#0"] == (
+        "its layers (`pos`) also run outside it (a module called more than once), so removing this branch alone "
+        "would remove no layer"
+    )
+    assert reasons["blocks.0#1"] is None
+    rp.plan_pruning(model, criterion="l1", n=2, example_inputs=x, granularity="sublayer")  # scores every branch
