@@ -44,7 +44,7 @@ def test_quick_zoo_subset(records, spec: str) -> None:
 
 def test_report_summarises_and_lists_failures(records) -> None:
     failing = {"model": "timm:broken", "zoo": "timm", "status": "error", "error": "trace: TraceError: boom", "units": 3}
-    text = coverage.report({**records, "timm:broken": failing}, coverage.machine())
+    text = coverage.report({**records, "timm:broken": failing})
     residual = sum(1 for r in records.values() if r.get("units")) + 1
     pruned = sum(r["status"] == "pruned" for r in records.values())
     handled = pruned + sum(r["status"] == "no removable block" for r in records.values())
@@ -84,8 +84,32 @@ def test_report_shows_the_versions_stored_with_the_results(monkeypatch, tmp_path
     assert f"torch {torch.__version__}" not in text
 
 
+def test_a_partial_rerun_keeps_the_environment_of_the_older_results(monkeypatch, tmp_path) -> None:
+    old = {"cpu": "Old CPU", "cores": 2, "python": "3.11.0", "torch": "2.9.1", "torchvision": "0.24.1", "timm": "1.0"}
+    results = {
+        "machine": old,  # the format before records kept their own environment
+        "command": coverage.COMMAND,
+        "models": [{"model": "torchvision:vgg11", "zoo": "torchvision", "status": "not residual", "units": 0}],
+    }
+    (tmp_path / "coverage.json").write_text(json.dumps(results))
+    monkeypatch.setattr(coverage, "RESULTS", tmp_path / "coverage.json")
+    monkeypatch.setattr(coverage, "machine", lambda: {**old, "cpu": "New CPU", "torch": "2.14.1"})
+    monkeypatch.setattr(
+        coverage, "_run_isolated", lambda spec, timeout: {"model": spec, "zoo": "timm", "status": "not residual"}
+    )
+    records = coverage.sweep(["torchvision:vgg11", "timm:new"])
+    text = coverage.report(records)
+    assert "the results come from 2 environments" in text
+    assert (
+        "Old CPU, 2 cores, one thread per model; Python 3.11.0, torch 2.9.1, torchvision 0.24.1, timm 1.0 (1 models)"
+        in (text)
+    )
+    assert "New CPU, 2 cores, one thread per model; Python 3.11.0, torch 2.14.1" in text
+    assert coverage._load()["torchvision:vgg11"]["machine"]["torch"] == "2.9.1"  # saved with its own environment
+
+
 def test_report_of_results_without_a_machine_says_so() -> None:
-    text = coverage.report({}, None)
+    text = coverage.report({})
     assert "not recorded with the results" in text and "torch " not in text
 
 
@@ -103,7 +127,7 @@ def test_sweep_resumes_and_writes_atomically(monkeypatch, tmp_path) -> None:
     assert calls == ["torchvision:a", "timm:b", "timm:c"]
     data = json.loads((tmp_path / "coverage.json").read_text())
     assert [r["model"] for r in data["models"]] == ["timm:b", "timm:c", "torchvision:a"]
-    assert data["machine"]["cores"] >= 1 and not list(tmp_path.glob(".coverage.*"))
+    assert all(r["machine"]["cores"] >= 1 for r in data["models"]) and not list(tmp_path.glob(".coverage.*"))
     coverage.sweep(["timm:b"], force=True)
     assert calls[-1] == "timm:b"
 
