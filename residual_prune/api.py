@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .blocks import ResidualBlock, find_blocks
+from .blocks import ResidualBlock, discover
 from .criteria import CriterionInfo, accepted_options, get_criterion_info, warn_if_collapsed
 from .criteria._registry import call_criterion
 from .errors import (
@@ -23,8 +23,9 @@ from .errors import (
     ResidualPruneError,
 )
 from .plan import PruningPlan, architecture_fingerprint
-from .rewrite import leaf_module_names
-from .surgery import apply_plan
+from .plan_check import CheckedPlan
+from .rewrite import check_inplace, leaf_module_names
+from .surgery import apply_checked
 from .tracing import as_input_tuple, check_leaf_modules
 
 __all__ = ["plan_pruning", "prune_layers"]
@@ -176,6 +177,71 @@ def _score(
         raise CriterionError(f"criterion {info.name!r} failed: {type(exc).__name__}: {exc}") from exc
 
 
+def _planned(
+    model: nn.Module,
+    *,
+    criterion: str = "grasp",
+    n: int | None = None,
+    ratio: float | None = None,
+    data: Any = None,
+    example_inputs: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
+    policy: str = "default",
+    leaf_modules: Iterable[type[nn.Module]] = (),
+    granularity: str = "block",
+    **criterion_kwargs: Any,
+) -> CheckedPlan:
+    """:func:`plan_pruning`, also returning the analysis the plan was made on (so it need not be redone)."""
+    info = get_criterion_info(criterion)
+    _check_one_of(n, ratio)
+    if info.requires_data and data is None:
+        raise MissingDataError(
+            f"criterion {criterion!r} needs labelled data: pass data=<a DataLoader or an iterable of (inputs, "
+            "targets) batches>, or use a data-free criterion ('synflow', 'l1', 'random')"
+        )
+    if example_inputs is None:
+        if data is None:
+            raise InvalidArgumentError(
+                "pass example_inputs (e.g. torch.randn(1, 3, 224, 224)) so the model can be traced, or data"
+            )
+        example_inputs, data = _first_inputs(data)
+    leaf_modules = check_leaf_modules(leaf_modules)
+    analysis, blocks = discover(
+        model, example_inputs, policy=policy, leaf_modules=leaf_modules, granularity=granularity, count_flops=False
+    )
+    removable = [b for b in blocks if b.removable]
+    if not removable:
+        found = (
+            f"{len(blocks)} residual units were found but none is removable, e.g. {blocks[0].name}: {blocks[0].reason}"
+            if blocks
+            else "no residual connection (identity shortcut + addition) was found"
+        )
+        raise NoRemovableBlocksError(
+            f"{type(model).__name__} has no removable residual block: {found}. Layer pruning needs a residual "
+            "network; try policy='default' if you used 'paper', or a filter-pruning library for plain networks."
+        )
+    k = _count(n, ratio, len(removable))
+    _check_capacity(removable, k)
+    raw = _score(info, model, removable, data, example_inputs, dict(criterion_kwargs))
+    scores = _validated(raw, removable, criterion)
+    if info.gradient_based:
+        warn_if_collapsed(model, removable, scores, criterion)
+    plan = PruningPlan(
+        removed=_select(removable, scores, k),
+        scores=scores,
+        criterion=criterion,
+        policy=policy,
+        fingerprint=architecture_fingerprint(model),
+        model=type(model).__name__,
+        num_params=sum(p.numel() for p in model.parameters()),
+        criterion_kwargs=dict(criterion_kwargs),
+        granularity=granularity,
+        input_shapes=[list(t.shape) for t in as_input_tuple(example_inputs)],
+        leaf_modules=leaf_module_names(leaf_modules),
+        input_dtypes=[str(t.dtype).removeprefix("torch.") for t in as_input_tuple(example_inputs)],
+    )
+    return CheckedPlan(plan, analysis, [b for b in removable if b.name in plan.removed])
+
+
 def plan_pruning(
     model: nn.Module,
     *,
@@ -214,54 +280,18 @@ def plan_pruning(
         DataError: the inputs or batches do not fit the model.
         CriterionError: the criterion failed, returned NaN/inf, or missed a block.
     """
-    info = get_criterion_info(criterion)
-    _check_one_of(n, ratio)
-    if info.requires_data and data is None:
-        raise MissingDataError(
-            f"criterion {criterion!r} needs labelled data: pass data=<a DataLoader or an iterable of (inputs, "
-            "targets) batches>, or use a data-free criterion ('synflow', 'l1', 'random')"
-        )
-    if example_inputs is None:
-        if data is None:
-            raise InvalidArgumentError(
-                "pass example_inputs (e.g. torch.randn(1, 3, 224, 224)) so the model can be traced, or data"
-            )
-        example_inputs, data = _first_inputs(data)
-    leaf_modules = check_leaf_modules(leaf_modules)
-    blocks = find_blocks(
-        model, example_inputs, policy=policy, leaf_modules=leaf_modules, granularity=granularity, count_flops=False
-    )
-    removable = [b for b in blocks if b.removable]
-    if not removable:
-        found = (
-            f"{len(blocks)} residual units were found but none is removable, e.g. {blocks[0].name}: {blocks[0].reason}"
-            if blocks
-            else "no residual connection (identity shortcut + addition) was found"
-        )
-        raise NoRemovableBlocksError(
-            f"{type(model).__name__} has no removable residual block: {found}. Layer pruning needs a residual "
-            "network; try policy='default' if you used 'paper', or a filter-pruning library for plain networks."
-        )
-    k = _count(n, ratio, len(removable))
-    _check_capacity(removable, k)
-    raw = _score(info, model, removable, data, example_inputs, dict(criterion_kwargs))
-    scores = _validated(raw, removable, criterion)
-    if info.gradient_based:
-        warn_if_collapsed(model, removable, scores, criterion)
-    return PruningPlan(
-        removed=_select(removable, scores, k),
-        scores=scores,
+    return _planned(
+        model,
         criterion=criterion,
+        n=n,
+        ratio=ratio,
+        data=data,
+        example_inputs=example_inputs,
         policy=policy,
-        fingerprint=architecture_fingerprint(model),
-        model=type(model).__name__,
-        num_params=sum(p.numel() for p in model.parameters()),
-        criterion_kwargs=dict(criterion_kwargs),
+        leaf_modules=leaf_modules,
         granularity=granularity,
-        input_shapes=[list(t.shape) for t in as_input_tuple(example_inputs)],
-        leaf_modules=leaf_module_names(leaf_modules),
-        input_dtypes=[str(t.dtype).removeprefix("torch.") for t in as_input_tuple(example_inputs)],
-    )
+        **criterion_kwargs,
+    ).plan
 
 
 def prune_layers(
@@ -284,7 +314,9 @@ def prune_layers(
     The model is copied unless ``inplace=True``. See :func:`plan_pruning` for the arguments;
     use :func:`plan_pruning` + :func:`apply_plan` to keep the plan.
     """
-    plan = plan_pruning(
+    check_inplace(kwargs.get("granularity", "block"), inplace)  # before any scoring
+    checked = _planned(
         model, criterion=criterion, n=n, ratio=ratio, data=data, example_inputs=example_inputs, policy=policy, **kwargs
     )
-    return apply_plan(model, plan, inplace=inplace)
+    leaf_modules = check_leaf_modules(kwargs.get("leaf_modules", ()))
+    return apply_checked(model, checked, inplace=inplace, leaf_modules=leaf_modules)

@@ -531,11 +531,31 @@ def find_blocks(
         The units in execution order, removable or not; ``reason`` says why not.
             A model without residual joins (VGG, AlexNet) gives an empty list.
     """
+    return discover(
+        model,
+        example_inputs,
+        policy=policy,
+        leaf_modules=leaf_modules,
+        granularity=granularity,
+        count_flops=count_flops,
+    )[1]
+
+
+def discover(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    policy: str = "default",
+    leaf_modules: Iterable[type[nn.Module]] = (),
+    granularity: str = "block",
+    count_flops: bool = True,
+) -> tuple[Analysis, list[ResidualBlock]]:
+    """:func:`find_blocks`, also returning the analysis behind it (for callers that go on to prune)."""
     if granularity not in GRANULARITIES:
         raise InvalidArgumentError(f"unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}")
     inputs = as_input_tuple(example_inputs)
     analysis = analyse(model, inputs, policy=policy, leaf_modules=leaf_modules, count_flops=count_flops)
-    return report(model, analysis, granularity)
+    return analysis, report(model, analysis, granularity)
 
 
 def report(model: nn.Module, analysis: Analysis, granularity: str) -> list[ResidualBlock]:

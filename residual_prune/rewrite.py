@@ -465,8 +465,9 @@ def zero_sublayers(
     return gm
 
 
-def check_inplace(plan: PruningPlan, inplace: bool) -> None:
-    if inplace and plan.granularity == "sublayer":
+def check_inplace(granularity: str, inplace: bool) -> None:
+    """Refuse ``inplace=True`` for sub-layer pruning, which builds a new module."""
+    if inplace and granularity == "sublayer":
         raise InvalidArgumentError(
             "sub-layer pruning returns a new torch.fx.GraphModule and cannot modify the model in place; "
             "pass inplace=False (the default)"

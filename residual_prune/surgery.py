@@ -13,7 +13,7 @@ from .plan_check import CheckedPlan, check_plan
 from .rewrite import check_inplace, remove_sublayers
 from .tracing import check_leaf_modules
 
-__all__ = ["Bypass", "apply_plan", "replace_with_identity"]
+__all__ = ["Bypass", "apply_checked", "apply_plan", "replace_with_identity"]
 
 
 class Bypass(nn.Identity):
@@ -113,9 +113,23 @@ def apply_plan(
             something that is not a removable unit of this model.
         CorruptPlanError: a field of the plan has an invalid value.
     """
-    check_inplace(plan, inplace)
+    check_inplace(plan.granularity, inplace)
     leaf_modules = check_leaf_modules(leaf_modules)
     checked = check_plan(model, plan, example_inputs=example_inputs, leaf_modules=leaf_modules)
+    return apply_checked(model, checked, inplace=inplace, example_inputs=example_inputs, leaf_modules=leaf_modules)
+
+
+def apply_checked(
+    model: nn.Module,
+    checked: CheckedPlan,
+    *,
+    inplace: bool = False,
+    example_inputs: Any = None,
+    leaf_modules: tuple[type[nn.Module], ...] = (),
+) -> nn.Module:
+    """:func:`apply_plan` for a plan already checked against ``model`` (by :func:`check_plan`, or made from the
+    same analysis of this model by :func:`~residual_prune.plan_pruning`)."""
+    plan = checked.plan
     if plan.granularity == "sublayer":
         return remove_sublayers(copy.deepcopy(model), plan, example_inputs=example_inputs, leaf_modules=leaf_modules)
     deletable = {name: _deletable(model, checked, name) for name in plan.removed}

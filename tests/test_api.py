@@ -195,3 +195,23 @@ def test_verify_blames_a_pruned_model_that_fails_where_the_original_works(cifar_
     plan = rp.plan_pruning(cifar_model, criterion="l1", n=1, example_inputs=X)
     with pytest.raises(rp.VerificationError, match="fails on inputs the original accepts"):
         rp.verify(cifar_model, nn.Linear(3, 3), plan, X)
+
+
+def test_prune_layers_analyses_the_model_once(cifar_model, monkeypatch) -> None:
+    import residual_prune.blocks as blocks
+
+    calls = []
+    trace = blocks.trace
+    monkeypatch.setattr(blocks, "trace", lambda *args, **kwargs: calls.append(1) or trace(*args, **kwargs))
+    pruned = rp.prune_layers(cifar_model, criterion="l1", n=2, example_inputs=X)
+    assert len(calls) == 1  # the plan is applied on the analysis it was made on
+    plan = rp.plan_pruning(cifar_model, criterion="l1", n=2, example_inputs=X)
+    assert rp.verify(cifar_model, pruned, plan, X) == 0
+
+
+def test_prune_layers_refuses_inplace_sublayer_pruning_before_scoring(cifar_model, temporary_criteria) -> None:
+    calls = []
+    temporary_criteria("counted", lambda model, blocks, data, **kw: calls.append(1) or {b.name: 0.0 for b in blocks})
+    with pytest.raises(rp.InvalidArgumentError, match="cannot modify the model in place"):
+        rp.prune_layers(cifar_model, criterion="counted", n=1, example_inputs=X, granularity="sublayer", inplace=True)
+    assert not calls
