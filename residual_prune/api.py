@@ -13,7 +13,6 @@ from torch import nn
 
 from .blocks import ResidualBlock, discover
 from .criteria import CriterionInfo, accepted_options, get_criterion_info, warn_if_collapsed
-from .criteria._registry import call_criterion
 from .errors import (
     CriterionError,
     DataError,
@@ -159,9 +158,9 @@ def _score(
     criterion_kwargs: dict[str, Any],
 ) -> Any:
     """Call the criterion; a wrong option is the caller's error, anything raised inside it the criterion's."""
-    optional = {"example_inputs": example_inputs}
+    options = accepted_options(info, {"example_inputs": example_inputs})  # passed where the signature takes them
     try:
-        inspect.signature(info.fn).bind(model, blocks, data, **accepted_options(info, optional), **criterion_kwargs)
+        inspect.signature(info.fn).bind(model, blocks, data, **options, **criterion_kwargs)
     except TypeError as exc:
         raise InvalidArgumentError(
             f"criterion {info.name!r} does not accept the options {sorted(criterion_kwargs)} ({exc}); check their "
@@ -170,7 +169,7 @@ def _score(
     except ValueError:  # no signature to check (a builtin): let the call decide
         pass
     try:
-        return call_criterion(info, model, blocks, data, optional, criterion_kwargs)
+        return info.fn(model, blocks, data, **options, **criterion_kwargs)
     except ResidualPruneError:
         raise
     except Exception as exc:

@@ -167,10 +167,3 @@ def accepted_options(info: CriterionInfo, candidates: Mapping[str, Any]) -> dict
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return dict(candidates)
     return {k: v for k, v in candidates.items() if k in params}
-
-
-def call_criterion(
-    info: CriterionInfo, model: Any, blocks: Any, data: Any, optional: Mapping[str, Any], kwargs: Mapping[str, Any]
-) -> Any:
-    """Call a criterion with the user's ``kwargs`` plus those ``optional`` ones its signature accepts."""
-    return info.fn(model, blocks, data, **accepted_options(info, optional), **kwargs)
