@@ -1,18 +1,24 @@
-"""Coverage of the model zoos: does every residual model in torchvision and timm prune exactly?
+"""Coverage of the model zoos: does every residual model of each zoo prune exactly?
 
-For every torchvision classification model and one model per timm family (the variant
-with the fewest parameters, ``test_*`` models excluded), random init, small input where the model allows it:
+The zoos are those of :mod:`benchmarks.zoos`: torchvision's classification, detection,
+segmentation, video and optical-flow models, one model per timm family (the variant with the
+fewest parameters, ``test_*`` models excluded), one tiny model per Hugging Face transformers
+family, segmentation_models_pytorch's architectures and MONAI's residual networks. For every
+model, random init, small input where the model allows it, its example inputs in the form it is
+called with (a tensor, positional arguments or keyword arguments), passed as they are:
 trace -> find_blocks -> prune_layers(criterion="random", n=min(2, removable)) (single residual
 branches, ``granularity="sublayer"``, where no whole block is removable) -> verify ->
-forward + backward of the pruned model -> torch.save(state_dict) + PruningPlan JSON round
-trip into a freshly built model (outputs must match).
+forward + backward of the pruned model (the sum of its floating outputs) -> torch.save(state_dict)
++ PruningPlan JSON round trip into a freshly built model (outputs must match). A model that
+cannot be built is recorded as ``not built``, with the cause.
 
 Each model runs in its own subprocess (a crash or a hang loses only that model) and its
 record is written atomically into ``benchmarks/results/coverage.json`` as soon as it is
 done; a rerun skips the models already there (``--force`` redoes them). The report
 ``docs/coverage.md`` is generated from that file, never edited by hand.
 
-    python -m benchmarks.coverage                     # the full sweep (about 40 minutes on 2 CPU cores)
+    python -m benchmarks.coverage                     # every zoo (torchvision and timm: about 40 minutes on 2 cores)
+    python -m benchmarks.coverage --zoo smp monai     # some zoos (the records of the others are kept)
     python -m benchmarks.coverage --models timm:resnet18 torchvision:vit_b_16
     python -m benchmarks.coverage --report            # regenerate docs/coverage.md only
 """
@@ -29,86 +35,63 @@ import tempfile
 import time
 import traceback
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from benchmarks import zoos
 from benchmarks._common import machine, write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "coverage.json"
 REPORT = ROOT / "docs" / "coverage.md"
 COMMAND = "python -m benchmarks.coverage"
-SMALL = 64  # first try at this input size; the model's own size if it refuses it
 DEFAULT_TIMEOUT = 300.0  # seconds per model
 
 
-def _meta_params(name: str) -> float:
-    """Parameter count of a timm model built on the meta device (no memory, no init); inf if it cannot."""
-    import timm
+def zoo_models(names: list[str] | None = None) -> list[str]:
+    """The specs of every model of the zoos ``names`` (default: every registered zoo)."""
+    return zoos.list_models(names)
+
+
+def _one_sample(inputs: Any) -> Any:
+    """The inputs of one sample: a batched tensor cut to its first row (a list of images is one already)."""
     import torch
 
-    try:
-        with torch.device("meta"):
-            model = timm.create_model(name, pretrained=False)
-    except Exception:
-        return float("inf")
-    return float(sum(p.numel() for p in model.parameters()))
+    if isinstance(inputs, torch.Tensor):
+        return inputs[:1]
+    return tuple(a[:1] if isinstance(a, torch.Tensor) else a for a in inputs)
 
 
-def smallest(names: list[str]) -> str:
-    """The variant with the fewest parameters (timm's ``test_*`` models excluded), ties by name."""
-    candidates = [n for n in names if not n.startswith("test_")] or names
-    return min(candidates, key=lambda n: (_meta_params(n), len(n), n))
-
-
-def zoo_models() -> list[str]:
-    """Every torchvision classification model and the smallest model of every timm family (module)."""
-    import timm  # noqa: F401 - registers the models
-    import torchvision
-    from timm.models._registry import _module_to_models
-    from tqdm import tqdm
-
-    specs = [f"torchvision:{n}" for n in torchvision.models.list_models(module=torchvision.models)]
-    families = [(family, sorted(names)) for family, names in sorted(_module_to_models.items()) if names]
-    for _, names in tqdm(families, desc="choosing the smallest model per timm family", unit="family"):
-        specs.append(f"timm:{smallest(names)}")
-    return specs
-
-
-def _build(spec: str):
-    import timm
-    import torchvision
-
-    zoo, name = spec.split(":", 1)
-    if zoo == "timm":
-        model = timm.create_model(name, pretrained=False)
-        cfg = getattr(model, "pretrained_cfg", {}) or {}
-        native = tuple(cfg.get("input_size", (3, 224, 224)))
-        fixed = bool(cfg.get("fixed_input_size", False))
-    else:
-        model = torchvision.models.get_model(name, weights=None)
-        native = (3, 299, 299) if name == "inception_v3" else (3, 224, 224)
-        fixed = False
-    return model, native, fixed
-
-
-def _flops(model, x) -> int | None:
+def _flops(model, inputs) -> int | None:
+    """FLOPs of one sample; ``None`` for keyword inputs (fvcore passes positional arguments only)."""
     from residual_prune.flops import count_flops_by_module
 
-    counts = count_flops_by_module(model, (x,))
+    if isinstance(inputs, Mapping):
+        return None
+    sample = _one_sample(inputs)
+    counts = count_flops_by_module(model, sample if isinstance(sample, tuple) else (sample,))
     return None if counts is None else counts[""]
 
 
-def _first_tensor(out):
-    import torch
+def _max_difference(expected: Any, actual: Any) -> float:
+    """Largest absolute difference between two outputs of the same structure (inf where ints differ)."""
+    pairs = list(zip(zoos.output_tensors(expected), zoos.output_tensors(actual)))
+    lengths = len(list(zoos.output_tensors(expected))), len(list(zoos.output_tensors(actual)))
+    if lengths[0] != lengths[1] or any(a.shape != b.shape for a, b in pairs):
+        raise AssertionError(f"the reloaded model's outputs have other shapes ({lengths[1]} tensors, not {lengths[0]})")
+    largest = 0.0
+    for a, b in pairs:
+        if a.is_floating_point() or a.is_complex():
+            difference = float((a - b).abs().max()) if a.numel() else 0.0
+        else:
+            difference = 0.0 if bool((a == b).all()) else float("inf")
+        largest = max(largest, difference)
+    return largest
 
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)):
-        return _first_tensor(out[0])
-    if isinstance(out, dict):
-        return _first_tensor(next(iter(out.values())))
-    raise TypeError(f"output of type {type(out).__name__}")
+
+def _failure(stage: str, exc: Exception) -> str:
+    return f"{stage}: {type(exc).__name__}: {str(exc)[:400]}"
 
 
 def check_model(spec: str) -> dict[str, Any]:
@@ -118,24 +101,29 @@ def check_model(spec: str) -> dict[str, Any]:
     import residual_prune as rp
 
     torch.manual_seed(0)
-    record: dict[str, Any] = {"model": spec, "zoo": spec.split(":")[0], "status": "error", "error": None}
+    zoo = spec.split(":")[0]
+    record: dict[str, Any] = {"model": spec, "zoo": zoo, "status": "error", "error": None}
+    record["zoo_package"] = zoos.package_version(zoo)
     start = time.perf_counter()
     stage = "build"
     try:
-        model, native, fixed = _build(spec)
+        model, inputs = zoos.build(spec)
+        stage = "forward"
+        with torch.no_grad():
+            zoos.call(model, inputs)
+    except Exception as exc:  # a model the zoo cannot make or run is a result too, not a failure of the library
+        record.update(status="not built", error=_failure(stage, exc), traced=False)
+        record["traceback"] = traceback.format_exc(limit=-3)[-1500:]
+        record["seconds"] = round(time.perf_counter() - start, 2)
+        return record
+    stage = "trace"
+    try:  # from here on, a failure is the library's
         record["params_before"] = sum(p.numel() for p in model.parameters())
-        stage = "trace"
-        sizes = [native] if fixed or native[1] <= SMALL else [(native[0], SMALL, SMALL), native]
-        for i, size in enumerate(sizes):
-            x = torch.randn(2, *size)
-            try:
-                blocks = rp.find_blocks(model, x)
-                break
-            except rp.DataError:
-                if i == len(sizes) - 1:
-                    raise
+        record["inputs"] = zoos.describe(inputs)
+        if isinstance(inputs, torch.Tensor):
+            record["input_size"] = list(inputs.shape[1:])
+        blocks = rp.find_blocks(model, inputs)
         record.update(
-            input_size=list(size),
             traced=True,
             joins=sum(b.joins for b in blocks),
             units=len(blocks),
@@ -148,7 +136,7 @@ def check_model(spec: str) -> dict[str, Any]:
         granularity, removable = "block", record["removable"]
         if removable == 0:  # no whole block can go: try single residual branches
             stage = "sublayers"
-            branches = rp.find_blocks(model, x, granularity="sublayer")
+            branches = rp.find_blocks(model, inputs, granularity="sublayer")
             granularity, removable = "sublayer", sum(b.removable for b in branches)
             record["removable_sublayers"] = removable
             if removable == 0:
@@ -157,34 +145,34 @@ def check_model(spec: str) -> dict[str, Any]:
         record["granularity"] = granularity
         stage = "plan"
         plan = rp.plan_pruning(
-            model, criterion="random", n=min(2, removable), example_inputs=x, seed=0, granularity=granularity
+            model, criterion="random", n=min(2, removable), example_inputs=inputs, seed=0, granularity=granularity
         )
         pruned = rp.apply_plan(model, plan)
         record["removed"] = plan.removed
         stage = "verify"
-        record["verify_max_error"] = rp.verify(model, pruned, plan, x)
+        record["verify_max_error"] = rp.verify(model, pruned, plan, inputs)
         stage = "flops"
-        record["flops_before"], record["flops_after"] = _flops(model, x[:1]), _flops(pruned, x[:1])
+        record["flops_before"], record["flops_after"] = _flops(model, inputs), _flops(pruned, inputs)
         record["params_after"] = sum(p.numel() for p in pruned.parameters())
         stage = "forward+backward"
-        pruned.train()
-        _first_tensor(pruned(x)).float().sum().backward()
+        pruned.train(zoos.get_zoo(zoo).trains)  # detection models need targets in train mode
+        zoos.training_loss(zoos.call(pruned, inputs)).backward()
         stage = "save+reload"
         with tempfile.TemporaryDirectory() as tmp:
             plan.save(Path(tmp) / "plan.json")
             torch.save(pruned.state_dict(), Path(tmp) / "pruned.pt")
-            fresh = rp.apply_plan(_build(spec)[0], rp.PruningPlan.load(Path(tmp) / "plan.json"))
+            fresh = rp.apply_plan(zoos.build(spec)[0], rp.PruningPlan.load(Path(tmp) / "plan.json"))
             fresh.load_state_dict(torch.load(Path(tmp) / "pruned.pt", weights_only=True))
         with torch.no_grad():
-            expected = _first_tensor(pruned.eval()(x))
-            record["roundtrip_max_error"] = float((_first_tensor(fresh.eval()(x)) - expected).abs().max())
+            expected = zoos.call(pruned.eval(), inputs)
+            record["roundtrip_max_error"] = _max_difference(expected, zoos.call(fresh.eval(), inputs))
         if record["roundtrip_max_error"] != 0:
             raise AssertionError(f"reloaded model differs by {record['roundtrip_max_error']:.3g}")
         record["status"] = "pruned"
     except Exception as exc:  # a record of the failure is the point of the sweep
-        record["error"] = f"{stage}: {type(exc).__name__}: {str(exc)[:400]}"
+        record["error"] = _failure(stage, exc)
         record["traceback"] = traceback.format_exc(limit=-3)[-1500:]
-        record.setdefault("traced", stage not in ("build", "trace"))
+        record.setdefault("traced", stage != "trace")
     record["seconds"] = round(time.perf_counter() - start, 2)
     return record
 
@@ -245,12 +233,14 @@ def _run_isolated(spec: str, timeout: float) -> dict[str, Any]:
 def sweep(
     specs: list[str], *, force: bool = False, timeout: float = DEFAULT_TIMEOUT, only: bool = False
 ) -> dict[str, dict[str, Any]]:
-    """Run the models not yet recorded (all with ``force``); ``only`` drops records of other models."""
+    """Run the models not yet recorded (all with ``force``); ``only`` drops the records of models that
+    the swept zoos no longer list (those of other zoos stay)."""
     from tqdm import tqdm
 
     records = _load()
     if only:
-        records = {spec: r for spec, r in records.items() if spec in specs}
+        swept = {spec.split(":")[0] for spec in specs}
+        records = {spec: r for spec, r in records.items() if spec in specs or r["zoo"] not in swept}
     todo = [s for s in specs if force or s not in records]
     environment = {**machine(), "threads_per_model": 1}
     bar = tqdm(todo, desc="coverage", unit="model")
@@ -298,31 +288,69 @@ def _machine_line(rows: list[dict[str, Any]]) -> str:
     return f"Machines (the results come from {len(parts)} environments): {'; '.join(parts)}."
 
 
+def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """How many models pruned, handled, residual (a model that failed before its blocks were counted
+    counts as residual), not residual, failed and not built."""
+    residual = [r for r in rows if r.get("units")]
+    pruned = sum(r["status"] == "pruned" for r in residual)
+    errors = [r for r in rows if r["status"] == "error"]
+    return {
+        "pruned": pruned,
+        "handled": pruned + sum(r["status"] == "no removable block" for r in residual),
+        "residual": len(residual) + sum(1 for r in errors if not r.get("units")),
+        "plain": sum(r["status"] == "not residual" for r in rows),
+        "errors": len(errors),
+        "unbuilt": sum(r["status"] == "not built" for r in rows),
+        "models": len(rows),
+    }
+
+
+def _zoo_line(zoo: str, rows: list[dict[str, Any]]) -> str:
+    """One zoo's summary, with the versions of the package its models came from."""
+    c = _counts(rows)
+    packages = sorted({r["zoo_package"] for r in rows if r.get("zoo_package")})
+    label = f"`{zoo}`" + (f" ({', '.join(packages)})" if packages else "")
+    return (
+        f"- {label}: **{c['pruned']} of {c['residual']} residual models pruned exactly**; {c['handled']} of "
+        f"{c['residual']} ({100 * c['handled'] / max(c['residual'], 1):.1f}%) handled exactly; {c['models']} "
+        f"models: {c['plain']} not residual, {c['errors']} failure{'s' if c['errors'] != 1 else ''}, "
+        f"{c['unbuilt']} not built."
+    )
+
+
 def report(records: dict[str, dict[str, Any]]) -> str:
     """The Markdown page, labelled with the environments stored with the records (those that produced them)."""
     rows = sorted(records.values(), key=lambda r: (r["zoo"], r["model"]))
     residual = [r for r in rows if r.get("units")]
-    pruned = [r for r in residual if r["status"] == "pruned"]
-    plain = [r for r in rows if r["status"] == "not residual"]
     errors = [r for r in rows if r["status"] == "error"]
+    unbuilt = [r for r in rows if r["status"] == "not built"]
     stuck = [r for r in residual if r["status"] == "no removable block"]
-    total = len(residual) + sum(1 for r in errors if not r.get("units"))
+    c = _counts(rows)
+    total = c["residual"]
+    by_zoo: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_zoo.setdefault(r["zoo"], []).append(r)
     lines = [
         "# Model-zoo coverage",
         "",
         f"Generated by `{COMMAND}` from `benchmarks/results/coverage.json`; do not edit by hand.",
         f"{_machine_line(rows)} Random init, no data. Time limit per model: {_timeouts(rows)}.",
         "",
-        f"**{len(pruned)} of {total} residual models pruned exactly**; **{len(pruned) + len(stuck)} of {total} "
-        f"({100 * (len(pruned) + len(stuck)) / max(total, 1):.1f}%) handled exactly**: pruned and verified, or "
+        f"**{c['pruned']} of {total} residual models pruned exactly**; **{c['handled']} of {total} "
+        f"({100 * c['handled'] / max(total, 1):.1f}%) handled exactly**: pruned and verified, or "
         f"reported with no removable block and the reason (every unit downsamples, its shortcut is not the "
-        f"identity, ...). {len(rows)} models: {len(plain)} not residual (reported as such), {len(errors)} "
+        f"identity, ...). {len(rows)} models: {c['plain']} not residual (reported as such), {len(errors)} "
         f"failure{'s' if len(errors) != 1 else ''} (listed below with their cause; a model that could not be "
-        "traced counts as residual).",
+        f"traced counts as residual), {len(unbuilt)} not built (the zoo could not make them or run them on "
+        "the inputs it made; listed below).",
+        "",
+        *[_zoo_line(zoo, zoo_rows) for zoo, zoo_rows in by_zoo.items()],
         "",
         'Per model: trace, `find_blocks`, `prune_layers(criterion="random", n=min(2, removable))`, `verify`, '
-        "forward + backward of the pruned model, `state_dict` + plan JSON round trip into a fresh model. "
-        "*joins*: residual additions found; *units*: residual units reported; *removable*: removable units, or, "
+        "forward + backward of the pruned model (the sum of its floating outputs), `state_dict` + plan JSON "
+        "round trip into a fresh model. *input*: the shape of one sample where the model takes one batched "
+        "tensor (batch 2), else the shapes of all its arguments; *joins*: residual additions found; *units*: "
+        "residual units reported; *removable*: removable units, or, "
         'where none is, the removable single branches (`granularity="sublayer"`) that were pruned instead; '
         "*verify*: max abs error against the original with the removed blocks as identities.",
         "",
@@ -331,7 +359,7 @@ def report(records: dict[str, dict[str, Any]]) -> str:
         "| --- | --- | --- | ---: | ---: | --- | --- | --- | ---: | ---: |",
     ]
     for r in rows:
-        size = "x".join(map(str, r.get("input_size", []))) or "-"
+        size = r.get("inputs") or "x".join(map(str, r.get("input_size", []))) or "-"
         params = f"{_fmt(r.get('params_before'))} → {_fmt(r.get('params_after'))}" if r.get("params_after") else "-"
         flops = f"{_fmt(r.get('flops_before'))} → {_fmt(r.get('flops_after'))}" if r.get("flops_after") else "-"
         error = r.get("verify_max_error")
@@ -345,6 +373,8 @@ def report(records: dict[str, dict[str, Any]]) -> str:
         )
     lines += ["", "## Failures", ""]
     lines += [f"- `{r['model']}`: {r['error']}" for r in errors] or ["None."]
+    lines += ["", "## Not built", ""]
+    lines += [f"- `{r['model']}`: {r['error']}" for r in unbuilt] or ["None."]
     lines += ["", "## Residual models with no removable block", ""]
     lines += [f"- `{r['model']}`: " + "; ".join(f"{k} ({v}x)" for k, v in r["excluded"].items()) for r in stuck] or [
         "None."
@@ -359,7 +389,15 @@ def report(records: dict[str, dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", help="MODEL specs (default: the whole zoo)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--models", nargs="+", metavar="ZOO:NAME", help="model specs (default: every model of --zoo)")
+    which.add_argument(
+        "--zoo",
+        nargs="+",
+        choices=zoos.list_zoos(),
+        metavar="NAME",
+        help=f"zoos (default: all: {', '.join(zoos.list_zoos())})",
+    )
     parser.add_argument("--force", action="store_true", help="redo models already in the results")
     parser.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds per model (default: %(default)s)"
@@ -368,6 +406,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--record", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for spec in args.models or []:
+        try:
+            zoos.split_spec(spec)
+        except ValueError as exc:
+            parser.error(str(exc))
     if args.one:  # child process: one model, one record
         import warnings
 
@@ -380,11 +423,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         records = _load()
     else:
-        specs = args.models or zoo_models()
+        specs = args.models or zoo_models(args.zoo)
         records = sweep(specs, force=args.force, timeout=args.timeout, only=not args.models)
     text = report(records)  # labelled with the versions that produced the results, not this process's
     REPORT.write_text(text)
-    print(text.split("\n")[5])
+    print("\n".join(line for line in text.splitlines() if "residual models pruned exactly**;" in line))
     return 0
 
 

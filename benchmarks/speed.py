@@ -14,12 +14,19 @@ repeats after warm-up, medians, a fixed number of threads):
 * ``cost``: wall-clock of ``find_blocks``, ``plan_pruning(criterion="random")``, ``apply_plan``
   and of the gradient criteria per batch (relative to one training step at the same batch),
   against torch-pruning's copy + dependency graph + one-shot magnitude pruning.
+* ``capture``: the capture front-ends at scale: a Llama with 7B-scale dimensions built on the
+  ``meta`` device and timm's ``deepseek_vit_412m`` (fx, export, export on ``meta``), each run cold
+  in a fresh process (:mod:`benchmarks.capture`: wall-clock and peak resident memory, stopped
+  after 300 s); torchvision ResNet-50's find + plan (l1) + apply with ``frontend="fx"`` and
+  ``"export"`` side by side with torch-pruning, as in ``cost``.
 
 Results go to ``benchmarks/results/speed.json`` (one entry per section, replaced when the
-section is rerun) and ``docs/benchmarks.md`` is generated from that file:
+section is rerun; the ``capture`` section to ``capture.json`` beside it) and ``docs/benchmarks.md``
+is generated from those files:
 
-    python -m benchmarks.speed                        # all sections (about 20 minutes on 2 CPU cores)
+    python -m benchmarks.speed                        # all sections (about 25 minutes on 2 CPU cores)
     python -m benchmarks.speed --sections cost        # one section
+    python -m benchmarks.speed --sections capture     # the front-ends at scale (about 3 minutes)
     python -m benchmarks.speed --quick                # tiny models and budgets: a smoke test, not a result
     python -m benchmarks.speed --report               # regenerate docs/benchmarks.md only
 """
@@ -47,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "speed.json"
 REPORT = ROOT / "docs" / "benchmarks.md"
 COMMAND = "python -m benchmarks.speed"
-SECTIONS = ("limit", "filters", "cost")
+SECTIONS = ("limit", "filters", "cost", "capture")
 SEED = 0
 
 
@@ -110,7 +117,15 @@ CASES = {
 LIMIT = [("resnet32", (1, 3, 4)), ("resnet56", (3, 4, 5, 12)), ("resnet50", (4,)), ("vit_s", (3,))]
 FILTERS = [("resnet56", (5, 12))]
 COST = [("resnet56", 6), ("resnet50", 4), ("vit_s", 3)]
-QUICK = {"limit": [("resnet20", (2,))], "filters": [("resnet20", (2,))], "cost": [("resnet20", 2)]}
+# capture: the LLM and ViT (benchmarks.capture.SUBJECTS, in fresh processes) and the CNN (fx vs export, here)
+CAPTURE = {"llm": ("llama_7b", 8), "vit": "deepseek_vit_412m", "cnn": ("resnet50", 4)}
+CAPTURE_TARGETS = {"llm_seconds": 30.0, "llm_rss_gb": 2.0, "vit_seconds": 30.0}
+QUICK = {
+    "limit": [("resnet20", (2,))],
+    "filters": [("resnet20", (2,))],
+    "cost": [("resnet20", 2)],
+    "capture": {"llm": ("llama_tiny", 1), "vit": "deepseek_vit_tiny", "cnn": ("resnet20", 2)},
+}
 
 
 def _inputs(case: Case, batch: int) -> torch.Tensor:
@@ -299,6 +314,41 @@ def _dependency_graph(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
     return lambda: tp.DependencyGraph().build_dependency(model, example_inputs=x)
 
 
+def _torch_pruning_steps(model: nn.Module, x: torch.Tensor) -> dict[str, Callable[[], Any]]:
+    """torch-pruning's job on ``model``, to time beside layer pruning: one-shot pruning, and its graph alone."""
+    return {"torch_pruning": _torch_pruning_one_shot(model, x), "torch_pruning_graph": _dependency_graph(model, x)}
+
+
+def _pipeline_steps(
+    model: nn.Module, x: torch.Tensor, case: Case, p: int, *, criterion: str = "random", frontend: str = "auto"
+) -> tuple[Any, dict[str, Callable[[], Any]]]:
+    """The plan removing ``p`` blocks by ``criterion``, and each step of layer pruning as a function to time:
+    ``find_blocks``, ``plan_pruning(<criterion>)``, ``apply_plan`` (of that plan) and the three in a row."""
+    from residual_prune import apply_plan, find_blocks, plan_pruning
+
+    options: dict[str, Any] = {"example_inputs": x, "policy": case.policy, "frontend": frontend}
+    if criterion == "random":
+        options["seed"] = SEED
+    plan = plan_pruning(model, criterion=criterion, n=p, **options)
+
+    def find() -> Any:
+        return find_blocks(model, x, policy=case.policy, frontend=frontend)
+
+    def make_plan() -> Any:
+        return plan_pruning(model, criterion=criterion, n=p, **options)
+
+    def pipeline() -> nn.Module:
+        find()
+        return apply_plan(model, make_plan())
+
+    return plan, {
+        "find_blocks": find,
+        f"plan_pruning({criterion})": make_plan,
+        "apply_plan": lambda: apply_plan(model, plan),
+        "pipeline": pipeline,
+    }
+
+
 def cost_section(items: Sequence[tuple[str, int]], budget: dict[str, int], progress: Callable) -> list:
     """Wall-clock of each step of pruning, and of torch-pruning's one-shot pruning of the same model."""
     records = []
@@ -309,31 +359,15 @@ def cost_section(items: Sequence[tuple[str, int]], budget: dict[str, int], progr
 
 
 def _cost(key: str, p: int, budget: dict[str, int]) -> dict[str, Any]:
-    from residual_prune import apply_plan, find_blocks, get_criterion, plan_pruning
+    from residual_prune import find_blocks, get_criterion
 
     timing = {"warmup": budget["warmup"], "repeats": budget["repeats"]}
     case = CASES[key]
     torch.manual_seed(SEED)
     model = case.build(None)
     x = _inputs(case, 1)
-    plan = _plan(model, case, p)
-    options = {"example_inputs": x, "policy": case.policy}
-
-    def pipeline() -> nn.Module:
-        find_blocks(model, x, policy=case.policy)
-        return apply_plan(model, plan_pruning(model, criterion="random", n=p, seed=SEED, **options))
-
-    steps = side_by_side(
-        {
-            "find_blocks": lambda: find_blocks(model, x, policy=case.policy),
-            "plan_pruning(random)": lambda: plan_pruning(model, criterion="random", n=p, seed=SEED, **options),
-            "apply_plan": lambda: apply_plan(model, plan),
-            "pipeline": pipeline,
-            "torch_pruning": _torch_pruning_one_shot(model, x),
-            "torch_pruning_graph": _dependency_graph(model, x),
-        },
-        **timing,
-    )
+    _, pipeline = _pipeline_steps(model, x, case, p)
+    steps = side_by_side({**pipeline, **_torch_pruning_steps(model, x)}, **timing)
     blocks = [b for b in find_blocks(model, x, policy=case.policy) if b.removable]
     xb = _inputs(case, case.criterion_batch)
     batches = [(xb, torch.arange(case.criterion_batch) % case.num_classes)] * budget["criterion_batches"]
@@ -366,11 +400,104 @@ def _cost(key: str, p: int, budget: dict[str, int]) -> dict[str, Any]:
     }
 
 
+FRONTENDS = ("fx", "export")
+
+
+def capture_section(items: dict[str, Any], budget: dict[str, int], progress: Callable) -> dict[str, Any]:
+    """The capture front-ends at scale: the LLM (on ``meta``) and the ViT in fresh processes, each run once
+    and cold (:mod:`benchmarks.capture`), then the CNN's pruning steps with fx and export side by side here."""
+    import os
+
+    from benchmarks.capture import SUBJECTS, Job, in_fresh_process
+
+    threads = budget["threads"]
+    llm, n = items["llm"]
+    vit = items["vit"]
+    jobs = {
+        "llm": {
+            "find": Job(llm, meta=True, threads=threads),
+            "prune": Job(llm, ("plan_pruning", "apply_plan"), meta=True, n=n, threads=threads),
+        },
+        "vit": {
+            "fx": Job(vit, frontend="fx", threads=threads),
+            "export": Job(vit, frontend="export", threads=threads),
+            "export_meta": Job(vit, frontend="export", meta=True, threads=threads),
+        },
+    }
+    records: dict[str, Any] = {"load_average": {"start": list(os.getloadavg())}}
+    for group, runs in jobs.items():
+        records[group] = {}
+        for label, job in runs.items():
+            progress(f"capture {job.subject} {label} (fresh process)")
+            records[group][label] = {"name": SUBJECTS[job.subject].name, **in_fresh_process(job)}
+    key, p = items["cnn"]
+    progress(f"capture {key} fx vs export")
+    records["cnn"] = _frontends_side_by_side(key, p, budget)
+    records["load_average"]["end"] = list(os.getloadavg())
+    records["versions"] = _versions("transformers", "torch_pruning")
+    return records
+
+
+def _frontends_side_by_side(key: str, p: int, budget: dict[str, int], criterion: str = "l1") -> dict[str, Any]:
+    """find + plan + apply with each front-end, against torch-pruning, timed side by side."""
+    case = CASES[key]
+    torch.manual_seed(SEED)
+    model = case.build(None)
+    x = _inputs(case, 1)
+    fns, removed = {}, {}
+    for frontend in FRONTENDS:
+        plan, steps = _pipeline_steps(model, x, case, p, criterion=criterion, frontend=frontend)
+        removed[frontend] = plan.removed
+        fns.update({f"{frontend}/{step}": fn for step, fn in steps.items()})
+    seconds = side_by_side(
+        {**fns, **_torch_pruning_steps(model, x)}, warmup=budget["warmup"], repeats=budget["repeats"]
+    )
+    nested: dict[str, Any] = {frontend: {} for frontend in FRONTENDS}
+    for name, value in seconds.items():
+        frontend, _, step = name.rpartition("/")
+        (nested[frontend] if frontend else nested)[step] = value
+    return {
+        "model": key,
+        "name": case.name,
+        "p": p,
+        "criterion": criterion,
+        "input": list(x.shape),
+        "removed": removed,
+        "seconds": nested,
+    }
+
+
+def _versions(*modules: str) -> dict[str, str]:
+    """``__version__`` of each module (``"not installed"`` where it cannot be imported)."""
+    import importlib
+
+    versions = {}
+    for module in modules:
+        try:
+            versions[module] = importlib.import_module(module).__version__
+        except ImportError:
+            versions[module] = "not installed"
+    return versions
+
+
 # --- results store and report ---------------------------------------------------------------------------------
 
 
 def load(path: Path = RESULTS) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def section_path(section: str, path: Path = RESULTS) -> Path:
+    """Where ``section`` is stored: ``capture.json`` beside ``path`` for the capture section, else ``path``."""
+    return path.with_name("capture.json") if section == "capture" else path
+
+
+def load_all(path: Path = RESULTS) -> dict[str, Any]:
+    """The results of every section: ``path`` with the capture section's file merged in, label by label."""
+    results = load(path)
+    for label, sections in load(section_path("capture", path)).items():
+        results.setdefault(label, {}).update(sections)
+    return results
 
 
 def _library_revision() -> str:
@@ -401,12 +528,18 @@ def run(
     path: Path = RESULTS,
     progress: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run ``sections`` and store each under ``label`` (``"after"``, or ``"before"`` for a baseline checkout)."""
+    """Run ``sections`` and store each under ``label`` (``"after"``, or ``"before"`` for a baseline checkout)
+    in ``path`` (the capture section in :func:`section_path`)."""
     torch.set_num_threads(budget["threads"])
-    functions = {"limit": limit_section, "filters": filters_section, "cost": cost_section}
-    plans = QUICK if quick else {"limit": LIMIT, "filters": FILTERS, "cost": COST}
-    results = load(path)
+    functions: dict[str, Callable[..., Any]] = {
+        "limit": limit_section,
+        "filters": filters_section,
+        "cost": cost_section,
+        "capture": capture_section,
+    }
+    plans = QUICK if quick else {"limit": LIMIT, "filters": FILTERS, "cost": COST, "capture": CAPTURE}
     for section in sections:
+        results = load(section_path(section, path))
         start = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -424,8 +557,8 @@ def run(
             "date": time.strftime("%Y-%m-%d"),
             "library": _library_revision(),
         }
-        write_json_atomic(path, results)
-    return results
+        write_json_atomic(section_path(section, path), results)
+    return load_all(path)
 
 
 def _ms(seconds: float) -> str:
@@ -549,7 +682,80 @@ def targets(results: dict[str, Any]) -> list[tuple[str, bool, str]]:
                     else f"GraSP fails on {cost[1]}",
                 )
             )
+    if "capture" in after:
+        out += capture_targets(after["capture"]["records"])
     return out
+
+
+def capture_targets(records: dict[str, Any]) -> list[tuple[str, bool, str]]:
+    """The capture targets: the LLM's analysis time and memory, the ViT's analysis time per front-end, and
+    the CNN's pipeline against torch-pruning per front-end."""
+    limits = CAPTURE_TARGETS
+    find, prune = records["llm"]["find"], records["llm"]["prune"]
+    rss = find.get("peak_rss", math.inf) / 1e9
+    vit, cnn = records["vit"], records["cnn"]
+    size = "x".join(map(str, vit["export"].get("input", [])[-2:])) or "its default size"
+    out = [
+        (
+            f"{find['name']} on the meta device: find_blocks ≤ {limits['llm_seconds']:.0f} s",
+            _step_seconds(find, "find_blocks") <= limits["llm_seconds"],
+            f"{_seconds_cell(find, 'find_blocks')}{_units(find)}; plan_pruning(criterion='random', n={prune['n']}) "
+            f"{_seconds_cell(prune, 'plan_pruning')}, apply_plan {_seconds_cell(prune, 'apply_plan')}",
+        ),
+        (
+            f"{find['name']}: peak resident memory ≤ {limits['llm_rss_gb']:.0f} GB (a fresh process that builds "
+            "and analyses it)",
+            rss <= limits["llm_rss_gb"],
+            f"{rss:.2f} GB ({find['rss_after_imports'] / 1e9:.2f} GB after the imports alone)"
+            if math.isfinite(rss)
+            else _seconds_cell(find, "find_blocks"),
+        ),
+        (
+            f"{vit['export']['name']} at {size}: analysis ≤ {limits['vit_seconds']:.0f} s with frontend='export'",
+            max(_step_seconds(vit[k], "find_blocks") for k in ("export", "export_meta")) <= limits["vit_seconds"],
+            f"{_seconds_cell(vit['export'], 'find_blocks')} with random weights, "
+            f"{_seconds_cell(vit['export_meta'], 'find_blocks')} built on the meta device",
+        ),
+        (
+            f"{vit['fx']['name']} at {size}: analysis ≤ {limits['vit_seconds']:.0f} s with frontend='fx'",
+            _step_seconds(vit["fx"], "find_blocks") <= limits["vit_seconds"],
+            _seconds_cell(vit["fx"], "find_blocks"),
+        ),
+    ]
+    s = cnn["seconds"]
+    for frontend in FRONTENDS:
+        ratio = s[frontend]["pipeline"] / s["torch_pruning"]
+        out.append(
+            (
+                f"{cnn['name']}: find_blocks + plan_pruning({cnn['criterion']}) + apply_plan with "
+                f"frontend='{frontend}' faster than torch-pruning's one-shot pruning",
+                ratio < 1,
+                f"{ratio:.2f} of torch-pruning's time ({_ms(s[frontend]['pipeline'])} ms vs "
+                f"{_ms(s['torch_pruning'])} ms)",
+            )
+        )
+    return out
+
+
+def _step_seconds(record: dict[str, Any], step: str) -> float:
+    """Seconds a fresh-process step took (infinite where it was stopped, failed or not run)."""
+    return record.get("seconds", {}).get(step, math.inf)
+
+
+def _seconds_cell(record: dict[str, Any], step: str) -> str:
+    if record.get("timed_out"):
+        return f"> {record['timeout']:.0f} s (stopped)"
+    if "error" in record:
+        return f"failed: {record['error']}"
+    if step not in record.get("seconds", {}):
+        return "—"
+    return f"{record['seconds'][step]:.1f} s"
+
+
+def _units(record: dict[str, Any]) -> str:
+    if "units" not in record:
+        return ""
+    return f" (front-end {record['frontend_used']}, {record['removable']} of {record['units']} units removable)"
 
 
 def _per_batch(record: dict[str, Any], criterion: str) -> float:
@@ -623,7 +829,8 @@ def report(results: dict[str, Any]) -> str:
     lines = [
         "# Speed benchmarks",
         "",
-        f"Generated by `{COMMAND}` from `benchmarks/results/speed.json`; do not edit by hand. Every ratio compares "
+        f"Generated by `{COMMAND}` from `benchmarks/results/speed.json` and `capture.json`; do not edit by hand. "
+        "Every ratio compares "
         "timings taken side by side in one process. Speed-up = dense time / pruned time.",
         "",
         "## Targets",
@@ -777,7 +984,104 @@ def report(results: dict[str, Any]) -> str:
                     crit_rows,
                 ),
             ]
+    if "capture" in after:
+        lines += capture_lines(after["capture"])
     return "\n".join(lines).rstrip() + "\n"
+
+
+def capture_lines(entry: dict[str, Any]) -> list[str]:
+    """Section 5 of the page: the fresh-process runs and the CNN's front-ends side by side."""
+    from benchmarks.capture import LLAMA_7B, TIMEOUT
+
+    records = entry["records"]
+    load, versions = records["load_average"], records["versions"]
+    runs = [*records["llm"].values(), *records["vit"].values()]
+    cnn = records["cnn"]
+    s, plan_step = cnn["seconds"], f"plan_pruning({cnn['criterion']})"
+    same = cnn["removed"]["fx"] == cnn["removed"]["export"]
+    return [
+        "## 5. Capture front-ends at scale",
+        "",
+        f"{_header(entry)} Load average {load['start'][0]:.1f} at the start and {load['end'][0]:.1f} at the end "
+        f"(1 minute; {entry['machine']['cores']} cores); transformers {versions['transformers']}, torch-pruning "
+        f"{versions['torch_pruning']}.",
+        "",
+        "Fresh processes (`benchmarks/capture.py`): each row is one cold run in a new Python process that builds "
+        "the model, with random weights or on the `meta` device (no weights at all), and runs the listed steps "
+        "once; times exclude the imports and the construction (build). Peak RSS: the process's `ru_maxrss` at its "
+        f"end, imports included (in brackets: after the imports alone); GB = 10^9 bytes. A run is stopped after "
+        f"{TIMEOUT} s. Llama: transformers `LlamaForCausalLM(LlamaConfig("
+        + ", ".join(f"{k}={v}" for k, v in LLAMA_7B.items())
+        + "))` called as `model(input_ids=<1 x 16>, use_cache=False)`; plan_pruning with `criterion='random'`. "
+        "ViT: `timm.create_model('deepseek_vit_412m')` at its default input size.",
+        "",
+        *_table(
+            [
+                "model",
+                "weights",
+                "frontend (used)",
+                "input",
+                "params",
+                "build, s",
+                "find_blocks",
+                "plan_pruning(random)",
+                "apply_plan",
+                "peak RSS, GB",
+                "result",
+            ],
+            [_fresh_row(r) for r in runs],
+        ),
+        f"{cnn['name']}, input {'x'.join(map(str, cnn['input']))}, in this process: milliseconds, medians as in "
+        f"the header; `{plan_step}` with n={cnn['p']}. torch-pruning as in section 4: `deepcopy` + `MetaPruner` "
+        f"+ one magnitude step of 30% of the filters, {_ms(s['torch_pruning'])} ms; its "
+        f"`DependencyGraph().build_dependency` alone {_ms(s['torch_pruning_graph'])} ms. Both front-ends remove "
+        + ("the same blocks" if same else "different blocks")
+        + f" ({', '.join(cnn['removed']['fx'])}).",
+        "",
+        *_table(
+            ["frontend", "find_blocks", plan_step, "apply_plan", "pipeline", "pipeline / torch-pruning"],
+            [
+                [
+                    frontend,
+                    *(_ms(s[frontend][k]) for k in ("find_blocks", plan_step, "apply_plan", "pipeline")),
+                    f"{s[frontend]['pipeline'] / s['torch_pruning']:.2f}",
+                ]
+                for frontend in FRONTENDS
+            ],
+        ),
+    ]
+
+
+def _fresh_row(r: dict[str, Any]) -> list[Any]:
+    used = r.get("frontend_used")
+    rss = f"{r['peak_rss'] / 1e9:.2f} ({r['rss_after_imports'] / 1e9:.2f})" if "peak_rss" in r else "—"
+    if "units" in r:
+        result = f"{r['removable']} of {r['units']} units removable"
+    elif "removed" in r:
+        result = f"{len(r['removed'])} removed: {_count(r['params'])} → {_count(r['params_pruned'])} params"
+    else:
+        result = "—"
+    return [
+        r["name"],
+        "meta" if r["meta"] else "random",
+        r["frontend"] + (f" ({used})" if used and used != r["frontend"] else ""),
+        _shape_cell(r.get("input")),
+        _count(r["params"]) if "params" in r else "—",
+        f"{r['build_seconds']:.1f}" if "build_seconds" in r else "—",
+        *(_seconds_cell(r, step) for step in ("find_blocks", "plan_pruning", "apply_plan")),
+        rss,
+        result,
+    ]
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
+
+
+def _shape_cell(shape: Any) -> str:
+    if isinstance(shape, dict):
+        return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shape.items())
+    return "x".join(map(str, shape)) if shape else "—"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -793,7 +1097,12 @@ def main(argv: list[str] | None = None) -> int:
         default="after",
         help="store the results under this label; 'before' is shown as the baseline of the fixes",
     )
-    parser.add_argument("--output", type=Path, default=RESULTS, help=f"results JSON (default {RESULTS})")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS,
+        help=f"results JSON (default {RESULTS}; the capture section goes to capture.json beside it)",
+    )
     parser.add_argument("--report", action="store_true", help="only regenerate the report from the results")
     parser.add_argument("--report-path", type=Path, default=REPORT)
     args = parser.parse_args(argv)
@@ -813,7 +1122,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=lambda msg: print(f"[speed] {msg}", flush=True),
         )
     args.report_path.parent.mkdir(parents=True, exist_ok=True)
-    args.report_path.write_text(report(load(args.output)))
+    args.report_path.write_text(report(load_all(args.output)))
     print(f"wrote {args.report_path}")
     return 0
 

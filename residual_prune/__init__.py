@@ -1,4 +1,4 @@
-"""residual_prune: prune whole residual blocks from torchvision- and timm-style networks.
+"""residual_prune: prune whole residual blocks from residual networks (torchvision, timm, Hugging Face, yours).
 
 Implements "When Layers Play the Lottery, all Tickets Win at Initialization"
 (Jordao, de Araujo, Maia, Pedrini): score residual blocks (at initialization with SNIP
@@ -8,6 +8,7 @@ shallower network.
 
 from .api import plan_pruning, prune_layers
 from .blocks import POLICIES, ResidualBlock, find_blocks
+from .capture import FRONTENDS
 from .criteria import (
     ENTRY_POINT_GROUP,
     get_criterion,
@@ -33,6 +34,8 @@ from .errors import (
     UnknownCriterionError,
     VerificationError,
 )
+from .inputs import ModelInputs
+from .ops import register_identity_module, register_layout_module
 from .plan import PruningPlan, architecture_fingerprint
 from .surgery import apply_plan
 from .tracing import register_notrace_function, register_notrace_module
@@ -42,6 +45,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "FRONTENDS",
     "POLICIES",
     "CorruptPlanError",
     "CriterionError",
@@ -49,6 +53,7 @@ __all__ = [
     "FlopCountWarning",
     "InvalidArgumentError",
     "MissingDataError",
+    "ModelInputs",
     "NoRemovableBlocksError",
     "PlanError",
     "PlanMismatchError",
@@ -69,6 +74,8 @@ __all__ = [
     "plan_pruning",
     "prune_layers",
     "register_criterion",
+    "register_identity_module",
+    "register_layout_module",
     "register_notrace_function",
     "register_notrace_module",
     "reload_plugins",

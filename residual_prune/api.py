@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -21,11 +21,12 @@ from .errors import (
     NoRemovableBlocksError,
     ResidualPruneError,
 )
+from .inputs import ModelInputs
 from .plan import PruningPlan, architecture_fingerprint
 from .plan_check import CheckedPlan
 from .rewrite import check_inplace, leaf_module_names
 from .surgery import apply_checked
-from .tracing import as_input_tuple, check_leaf_modules
+from .tracing import check_leaf_modules
 
 __all__ = ["plan_pruning", "prune_layers"]
 
@@ -54,10 +55,29 @@ def _count(n: int | None, ratio: float | None, available: int) -> int:
     return int(math.floor(ratio * available + 0.5))
 
 
+def _batch_inputs(batch: Any) -> Any:
+    """A batch's inputs: one sample of an ``(inputs, targets)`` pair's inputs, or a dict batch without its
+    ``"labels"`` (all of it)."""
+    if isinstance(batch, Mapping):
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if not any(isinstance(v, torch.Tensor) for v in inputs.values()):
+            raise DataError(
+                f"the first batch is a dict whose inputs (all but 'labels': {sorted(inputs)}) hold no tensor; pass "
+                "dicts of the model's keyword arguments, or example_inputs"
+            )
+        return inputs
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"the first batch's inputs are a {type(x).__name__}, not a tensor")
+    return x[:1]
+
+
 def _first_inputs(data: Any) -> tuple[Any, Any]:
-    """The first batch's inputs (one sample) and a ``data`` that still yields every batch."""
-    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        return data[0][:1], data
+    """The first batch's inputs (see :func:`_batch_inputs`) and a ``data`` that still yields every batch."""
+    if (isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor)) or isinstance(
+        data, Mapping
+    ):  # a single batch
+        return _batch_inputs(data), data
     try:
         iterator = iter(data)
     except TypeError:
@@ -70,10 +90,7 @@ def _first_inputs(data: Any) -> tuple[Any, Any]:
         raise DataError("data gave no batches; pass at least one (inputs, targets) batch") from None
     if iterator is data:  # a one-shot iterator: put the batch back
         data = itertools.chain([first], iterator)
-    x = first[0] if isinstance(first, (tuple, list)) else first
-    if not isinstance(x, torch.Tensor):
-        raise DataError(f"the first batch's inputs are a {type(x).__name__}, not a tensor")
-    return x[:1], data
+    return _batch_inputs(first), data
 
 
 def _validated(scores: Any, blocks: Sequence[ResidualBlock], criterion: str) -> dict[str, float]:
@@ -156,9 +173,22 @@ def _score(
     data: Any,
     example_inputs: Any,
     criterion_kwargs: dict[str, Any],
+    functions: dict[str, Any],
 ) -> Any:
-    """Call the criterion; a wrong option is the caller's error, anything raised inside it the criterion's."""
-    options = accepted_options(info, {"example_inputs": example_inputs})  # passed where the signature takes them
+    """Call the criterion; a wrong option is the caller's error, anything raised inside it the criterion's.
+
+    ``functions``: the ``loss_fn``/``forward_fn`` the caller gave (not None), which the criterion must accept.
+    """
+    for name, fn in functions.items():
+        if not callable(fn):
+            raise InvalidArgumentError(f"{name} must be a function, got {type(fn).__name__}")
+    options = accepted_options(info, {"example_inputs": example_inputs, **functions})  # where the signature takes them
+    ignored = sorted(set(functions) - set(options))
+    if ignored:
+        raise InvalidArgumentError(
+            f"criterion {info.name!r} does not take {' or '.join(ignored)}, which would be ignored; leave it out, "
+            "or use a criterion that takes it (loss_fn: snip, grasp; forward_fn: also kl, pls, hrank, expectabs)"
+        )
     try:
         inspect.signature(info.fn).bind(model, blocks, data, **options, **criterion_kwargs)
     except TypeError as exc:
@@ -183,10 +213,13 @@ def _planned(
     n: int | None = None,
     ratio: float | None = None,
     data: Any = None,
-    example_inputs: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
+    example_inputs: Any = None,
     policy: str = "default",
     leaf_modules: Iterable[type[nn.Module]] = (),
     granularity: str = "block",
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    forward_fn: Callable[[nn.Module, Any], Any] | None = None,
+    frontend: str = "auto",
     **criterion_kwargs: Any,
 ) -> CheckedPlan:
     """:func:`plan_pruning`, also returning the analysis the plan was made on (so it need not be redone)."""
@@ -204,8 +237,21 @@ def _planned(
             )
         example_inputs, data = _first_inputs(data)
     leaf_modules = check_leaf_modules(leaf_modules)
+    inputs = ModelInputs.of(example_inputs)
+    if info.reads_weights and any(p.is_meta for p in model.parameters()):
+        raise InvalidArgumentError(
+            f"criterion {criterion!r} reads the weights, but {type(model).__name__} is on the meta device and has "
+            "none; plan on the architecture alone with criterion='random', or load the weights first "
+            "(model.to_empty(device='cpu') and model.load_state_dict(...))"
+        )
     analysis, blocks = discover(
-        model, example_inputs, policy=policy, leaf_modules=leaf_modules, granularity=granularity, count_flops=False
+        model,
+        inputs,
+        policy=policy,
+        leaf_modules=leaf_modules,
+        granularity=granularity,
+        count_flops=False,
+        frontend=frontend,
     )
     removable = [b for b in blocks if b.removable]
     if not removable:
@@ -220,7 +266,8 @@ def _planned(
         )
     k = _count(n, ratio, len(removable))
     _check_capacity(removable, k)
-    raw = _score(info, model, removable, data, example_inputs, dict(criterion_kwargs))
+    functions = {name: fn for name, fn in (("loss_fn", loss_fn), ("forward_fn", forward_fn)) if fn is not None}
+    raw = _score(info, model, removable, data, example_inputs, dict(criterion_kwargs), functions)
     scores = _validated(raw, removable, criterion)
     if info.gradient_based:
         warn_if_collapsed(model, removable, scores, criterion)
@@ -234,9 +281,11 @@ def _planned(
         num_params=sum(p.numel() for p in model.parameters()),
         criterion_kwargs=dict(criterion_kwargs),
         granularity=granularity,
-        input_shapes=[list(t.shape) for t in as_input_tuple(example_inputs)],
+        input_shapes=[list(t.shape) for t in inputs.tensors()],
         leaf_modules=leaf_module_names(leaf_modules),
-        input_dtypes=[str(t.dtype).removeprefix("torch.") for t in as_input_tuple(example_inputs)],
+        input_dtypes=[str(t.dtype).removeprefix("torch.") for t in inputs.tensors()],
+        frontend=analysis.graph.traced.frontend,
+        inputs=inputs.to_json(),
     )
     return CheckedPlan(plan, analysis, [b for b in removable if b.name in plan.removed])
 
@@ -248,10 +297,13 @@ def plan_pruning(
     n: int | None = None,
     ratio: float | None = None,
     data: Any = None,
-    example_inputs: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
+    example_inputs: Any = None,
     policy: str = "default",
     leaf_modules: Iterable[type[nn.Module]] = (),
     granularity: str = "block",
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    forward_fn: Callable[[nn.Module, Any], Any] | None = None,
+    frontend: str = "auto",
     **criterion_kwargs: Any,
 ) -> PruningPlan:
     """Score the removable residual blocks of ``model`` and choose the least important ones.
@@ -261,21 +313,34 @@ def plan_pruning(
         criterion: a name from :func:`list_criteria` (built-in: random, l1, snip, grasp,
             synflow; for trained networks: hrank, expectabs, pls, kl).
         n: number of blocks to remove, or ``ratio``: the fraction of the removable blocks.
-        data: labelled batches for data-driven criteria: a DataLoader or an iterable of ``(x, y)``.
-        example_inputs: inputs for tracing; defaults to one sample of the first batch of ``data``.
+        data: batches for data-driven criteria: a DataLoader or an iterable of ``(x, y)`` pairs, or of
+            dicts of keyword arguments (Hugging Face style, called as ``model(**batch)``; the targets
+            under ``"labels"``, the loss the model's ``outputs.loss``).
+        example_inputs: what the model is called with, for capturing its graph: a tensor, a tuple of
+            positional arguments, or a dict of keyword arguments (see :func:`find_blocks`); defaults to
+            one sample of the first batch of ``data`` (for dict batches: the first batch without its
+            ``"labels"``).
         policy: ``"default"`` or ``"paper"`` (see :func:`find_blocks`).
         leaf_modules: module classes to keep opaque while tracing.
         granularity: ``"block"`` (remove whole residual units) or ``"sublayer"`` (remove single
             residual branches, e.g. only the MLP of a transformer block; see :func:`find_blocks`).
+        loss_fn: ``loss_fn(outputs, batch) -> scalar loss`` for the gradient criteria (snip, grasp),
+            in place of the cross-entropy of ``(x, y)`` pairs or the ``outputs.loss`` of dict batches.
+        forward_fn: ``forward_fn(model, batch) -> outputs`` for data-driven criteria, in place of
+            ``model(x)`` / ``model(**batch)``: for batches of other forms (it moves them to the
+            model's device itself). Neither is stored in the plan.
+        frontend: the capture front-end, ``"auto"``, ``"fx"``, ``"export"`` or ``"export-strict"``
+            (see :func:`find_blocks`); the plan records the one that found the blocks.
         **criterion_kwargs: options of the criterion, e.g. ``num_batches=4``, ``bn_mode="eval"``, ``seed=1``.
 
     Raises:
         UnknownCriterionError: no criterion has that name (the message lists the known ones).
         MissingDataError: a data-driven criterion was given no ``data``.
-        InvalidArgumentError: ``n``/``ratio``, ``policy``, ``granularity`` or a criterion option is invalid.
+        InvalidArgumentError: ``n``/``ratio``, ``policy``, ``granularity`` or a criterion option is invalid,
+            or the criterion does not take ``loss_fn``/``forward_fn``.
         NoRemovableBlocksError: the model has no removable residual unit.
-        TraceError: torch.fx cannot trace the model (the message names the failing module and
-            suggests ``leaf_modules``).
+        TraceError: no front-end can capture the model (the message gives each one's reason, the
+            failing module or line, and what to pass instead).
         DataError: the inputs or batches do not fit the model.
         CriterionError: the criterion failed, returned NaN/inf, or missed a block.
     """
@@ -289,6 +354,9 @@ def plan_pruning(
         policy=policy,
         leaf_modules=leaf_modules,
         granularity=granularity,
+        loss_fn=loss_fn,
+        forward_fn=forward_fn,
+        frontend=frontend,
         **criterion_kwargs,
     ).plan
 
@@ -300,7 +368,7 @@ def prune_layers(
     n: int | None = None,
     ratio: float | None = None,
     data: Any = None,
-    example_inputs: torch.Tensor | tuple[torch.Tensor, ...] | None = None,
+    example_inputs: Any = None,
     policy: str = "default",
     inplace: bool = False,
     **kwargs: Any,

@@ -1,4 +1,4 @@
-"""Find the residual units of a traced network and decide which can be removed.
+"""Find the residual units of a captured network and decide which can be removed.
 
 A *residual join* is an addition (``a + b``, ``+=``, ``torch.add``, ``Tensor.add``/``add_``)
 of two tensors of the output's shape that share an ancestor, the *fork*. The side that
@@ -6,9 +6,9 @@ reaches the join through fewer operations is the *shortcut*, the other the *bran
 The *unit* of a join is the innermost module whose forward holds the join, its branch
 and its shortcut; a unit's removal makes that part of the network the identity when:
 
-1. it has one tensor input and one output of the same shape (no downsampling); extra
-   non-tensor arguments (a feature size, a ``None`` mask) are allowed,
-2. its main path, from output back to input, runs only through the shortcuts of
+1. it has one tensor output of the shape of the tensor it gets as first argument (no
+   downsampling); extra arguments (a feature size, a mask) may feed its branches,
+2. its main path, from output back to that first argument, runs only through the shortcuts of
    identity joins, parameter-free element-wise operations (e.g. the ReLU after the
    addition of a torchvision ``BasicBlock``) and layout operations (reshape, permute, ...)
    that together give back the input, checked by running them on a probe tensor,
@@ -20,16 +20,18 @@ Sums of parallel paths without an identity side (e.g. inside an attention module
 not residual units and are not reported when they lie inside another unit; neither are
 parameter-free modules written with an addition (e.g. a hand-written GELU).
 
-Policies: ``"default"`` removes every unit that meets these rules. ``"paper"`` also
-protects the units immediately before and after every downsampling (a unit or layer
-that changes the shape), the conservative rule of Jordao et al., Appendix A.1.
+Policies are sets of optional rules (:class:`Policy`). ``"default"`` removes every unit
+that meets the rules above and lets a unit's main path also run through normalization
+layers (a post-norm transformer layer, ``LayerNorm(x + f(x))``, as in BERT). ``"paper"``
+keeps the main path free of them and also protects the units immediately before and after
+every downsampling (a unit or layer that changes the shape), the conservative rule of
+Jordao et al., Appendix A.1.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import operator
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -37,67 +39,38 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from .capture import capture
 from .errors import InvalidArgumentError
-from .tracing import TracedModel, as_input_tuple, trace
+from .tracing import TracedModel
 
 __all__ = ["ResidualBlock", "find_blocks", "POLICIES", "GRANULARITIES", "analyse", "report", "sublayers"]
 
-POLICIES = ("default", "paper")
-"""The removability policies: ``"default"`` removes every unit that meets the rules, ``"paper"`` also
-protects the units next to every downsampling (see the module docstring)."""
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """A removability policy: the optional rules it applies on top of the rules every unit meets.
+
+    Attributes:
+        norms_on_main_path: a unit whose main path runs through normalization layers (post-norm,
+            ``LayerNorm(x + f(x))``) may be removed, with them.
+        protect_downsampling: the units right before and after a downsampling are kept
+            (Jordao et al., Appendix A.1).
+    """
+
+    name: str
+    norms_on_main_path: bool
+    protect_downsampling: bool
+
+
+_POLICIES = {
+    "default": Policy("default", norms_on_main_path=True, protect_downsampling=False),
+    "paper": Policy("paper", norms_on_main_path=False, protect_downsampling=True),
+}
+POLICIES = tuple(_POLICIES)
+"""The removability policies: ``"default"`` removes every unit that meets the rules (post-norm units
+included), ``"paper"`` keeps normalization off the main path and protects the units next to every
+downsampling (see the module docstring and :class:`Policy`)."""
 GRANULARITIES = ("block", "sublayer")
-
-_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add, torch.Tensor.add, torch.Tensor.add_}
-_ADD_METHODS = {"add", "add_"}
-_IDENTITY_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
-_IDENTITY_METHODS = {"contiguous", "clone"}
-_IDENTITY_FUNCTIONS = {torch.clone}
-_POOLING = (
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.MaxPool3d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AvgPool3d,
-    nn.LPPool1d,
-    nn.LPPool2d,
-)
-_UPSAMPLING_MODULES = (nn.Upsample, nn.PixelShuffle, nn.modules.conv._ConvTransposeNd)
-_LAYOUT_METHODS = {
-    "reshape",
-    "view",
-    "permute",
-    "transpose",
-    "flatten",
-    "unflatten",
-    "squeeze",
-    "unsqueeze",
-    "contiguous",
-    "movedim",
-    "swapaxes",
-    "swapdims",
-}
-_LAYOUT_FUNCTIONS = {
-    torch.reshape,
-    torch.permute,
-    torch.transpose,
-    torch.flatten,
-    torch.unflatten,
-    torch.squeeze,
-    torch.unsqueeze,
-    torch.movedim,
-    torch.swapaxes,
-    torch.swapdims,
-}
-_LAYOUT_MODULES: tuple[type[nn.Module], ...] = (nn.Flatten, nn.Unflatten)
-try:  # torchvision's Permute module is kept opaque when tracing (a torchvision.ops leaf)
-    from torchvision.ops.misc import Permute as _TorchvisionPermute
-
-    _LAYOUT_MODULES += (_TorchvisionPermute,)
-except ImportError:  # pragma: no cover - torchvision is a dependency
-    pass
-_UPSAMPLING_FUNCTIONS = {torch.nn.functional.interpolate, torch.nn.functional.pixel_shuffle, torch.pixel_shuffle}
-_DOWNSAMPLING_FUNCTIONS = {torch.nn.functional.pixel_unshuffle, torch.pixel_unshuffle}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +101,9 @@ class ResidualBlock:
             layer scale held by the block itself).
         contains: names of the other reported units nested inside this one (removing this
             unit removes them too, so a plan never removes both).
+        kind: ``"block"`` (a module) or ``"sublayer"`` (one residual branch of the unit ``unit``).
+        unit: the module the unit or branch belongs to (``name`` itself for a block).
+        frontend: the capture front-end that found it (``"fx"``, ``"export"`` or ``"export-strict"``).
     """
 
     name: str
@@ -145,6 +121,9 @@ class ResidualBlock:
     modules: tuple[str, ...] = ()
     direct_parameters: tuple[str, ...] = ()
     contains: tuple[str, ...] = ()
+    kind: str = "block"
+    unit: str = ""
+    frontend: str = "fx"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -162,27 +141,31 @@ class _Join:
 class _Graph:
     """Index of a traced graph: node positions and ancestor sets as integer bitsets."""
 
-    def __init__(self, traced: TracedModel, num_inputs: int):
+    def __init__(self, traced: TracedModel):
         self.traced = traced
         self.nodes = traced.nodes
         self.index = {n: i for i, n in enumerate(self.nodes)}
-        self.modules = dict(traced.root.named_modules())
+        self.ops = traced.ops
         self.ancestors: list[int] = []  # through value edges: a shape read (x.shape) does not count
         self.data = 0  # nodes whose values depend on the example inputs (not on defaulted arguments)
-        placeholders = 0
+        inputs = set(traced.inputs)
         for i, node in enumerate(self.nodes):
             values = [self.index[a] for a in node.all_input_nodes if "tensor_meta" in a.meta]
             bits = 1 << i
             for j in values:
                 bits |= self.ancestors[j]
             self.ancestors.append(bits)
-            if node.op == "placeholder":
-                placeholders += 1
-                if placeholders <= num_inputs:
-                    self.data |= 1 << i
-            elif "tensor_meta" in node.meta and any(self.data >> j & 1 for j in values):
+            if node in inputs or ("tensor_meta" in node.meta and any(self.data >> j & 1 for j in values)):
                 self.data |= 1 << i
         self.stacks = [TracedModel.module_stack(n) for n in self.nodes]
+        self._made_by: dict[str, int] = {}
+        for i, stack in enumerate(self.stacks):
+            for path in stack:
+                self._made_by[path] = self._made_by.get(path, 0) | 1 << i
+
+    def made_by(self, path: str) -> int:
+        """The nodes the module ``path`` makes, as a bitset."""
+        return self._made_by.get(path, 0)
 
     def is_ancestor(self, a: int, b: int) -> bool:
         return bool(self.ancestors[b] >> a & 1)
@@ -201,9 +184,6 @@ class _Graph:
     def shape(self, i: int) -> tuple[int, ...] | None:
         return self.traced.shapes[self.nodes[i]]
 
-    def module(self, node: fx.Node) -> nn.Module | None:
-        return self.modules.get(node.target) if node.op == "call_module" else None
-
 
 def _bits(x: int) -> Iterator[int]:
     while x:
@@ -212,52 +192,13 @@ def _bits(x: int) -> Iterator[int]:
         x ^= low
 
 
-def add_operands(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
-    """The two tensor operands if ``node`` is an addition in any spelling, else None."""
-    if node.op == "call_function" and node.target in _ADD_FUNCTIONS:
-        args = list(node.args[:2]) + [node.kwargs.get("other")]
-    elif node.op == "call_method" and node.target in _ADD_METHODS:
-        args = list(node.args[:2]) + [node.kwargs.get("other")]
-    else:
-        return None
-    operands = [a for a in args if isinstance(a, fx.Node)]
-    return (operands[0], operands[1]) if len(operands) >= 2 else None
-
-
-def _is_identity(graph: _Graph, i: int) -> bool:
-    node = graph.nodes[i]
-    if node.op == "call_module":
-        return isinstance(graph.module(node), _IDENTITY_MODULES)
-    if node.op == "call_method":
-        return node.target in _IDENTITY_METHODS
-    return node.op == "call_function" and node.target in _IDENTITY_FUNCTIONS
-
-
-def _resampling_op(graph: _Graph, i: int) -> tuple[str, str] | None:
-    """``("down"|"up", description)`` if node ``i`` changes the spatial resolution, else None."""
-    node = graph.nodes[i]
-    module = graph.module(node)
-    if isinstance(module, _UPSAMPLING_MODULES):
-        return "up", f"`{node.target}` ({type(module).__name__})"
-    if isinstance(module, (nn.modules.conv._ConvNd, *_POOLING)):
-        stride = getattr(module, "stride", 1)
-        stride = getattr(module, "kernel_size", 1) if stride is None else stride
-        if any(s > 1 for s in (stride if isinstance(stride, tuple) else (stride,))):
-            return "down", f"`{node.target}` ({type(module).__name__}, stride {stride})"
-    if isinstance(module, nn.PixelUnshuffle) or (node.op == "call_function" and node.target in _DOWNSAMPLING_FUNCTIONS):
-        return "down", f"`{getattr(node.target, '__name__', node.target)}`"
-    if node.op == "call_function" and node.target in _UPSAMPLING_FUNCTIONS:
-        return "up", f"`{node.target.__name__}`"
-    return None
-
-
 def _unet_skip(graph: _Graph, branch: list[int]) -> str | None:
     """Describe the resampling if the branch goes down and back up in resolution (a U-Net-like long skip).
 
     A branch that only reduces the resolution of keys and values (PVT's spatial-reduction
     attention) keeps its output at the input's resolution without upsampling: not a long skip.
     """
-    ops = [op for op in (_resampling_op(graph, i) for i in sorted(branch)) if op]
+    ops = [op for op in (graph.ops.resampling(graph.nodes[i]) for i in sorted(branch)) if op]
     if not any(kind == "up" for kind, _ in ops):
         return None
     return ", ".join(description for _, description in ops[:3]) + (", ..." if len(ops) > 3 else "")
@@ -266,7 +207,7 @@ def _unet_skip(graph: _Graph, branch: list[int]) -> str | None:
 def _find_joins(graph: _Graph) -> list[_Join]:
     joins = []
     for node in graph.nodes:
-        operands = add_operands(node)
+        operands = graph.ops.add_operands(node)
         if operands is None:
             continue
         out_shape = graph.traced.shapes[node]
@@ -289,7 +230,7 @@ def _find_joins(graph: _Graph) -> list[_Join]:
             _Join(
                 node=node,
                 fork=fork,
-                identity=all(_is_identity(graph, i) for i in shortcut),
+                identity=all(graph.ops.is_identity(graph.nodes[i]) for i in shortcut),
                 branch=_with_private_inputs(graph, graph.between(fork, branch_end)),
                 shortcut=shortcut,
             )
@@ -304,17 +245,28 @@ def _with_private_inputs(graph: _Graph, nodes: list[int]) -> list[int]:
     while frontier:
         for a in graph.nodes[frontier.pop()].all_input_nodes:
             j = graph.index[a]
-            if j not in members and not graph.data >> j & 1 and all(graph.index[u] in members for u in a.users):
+            private = a.op != "placeholder" and all(graph.index[u] in members for u in a.users)
+            if j not in members and not graph.data >> j & 1 and private:
                 members.add(j)
                 frontier.append(j)
     return sorted(members)
 
 
 def _unit_of(graph: _Graph, join: _Join) -> str:
-    """Innermost module whose forward holds the join, its branch and its shortcut."""
-    members = join.branch + join.shortcut
+    """Innermost module whose forward holds the join, its shortcut and its branch, and trim the branch
+    to that module. What the branch reads that was computed before the module was called (a mask
+    made from the inputs and passed as an argument) belongs to the caller, but the branch must
+    start inside the module, from the fork."""
+    fork = graph.nodes[join.fork]
     for path in reversed(graph.stacks[graph.index[join.node]]):
-        if all(path in graph.stacks[i] for i in members):
+        inside = graph.made_by(path)
+        starts_inside = any(inside >> i & 1 and fork in graph.nodes[i].all_input_nodes for i in join.branch)
+        if (
+            starts_inside
+            and all(inside >> i & 1 for i in join.shortcut)
+            and all(inside >> i & 1 or not graph.ancestors[i] & inside for i in join.branch)
+        ):
+            join.branch = [i for i in join.branch if inside >> i & 1]
             return path
     return ""
 
@@ -322,17 +274,16 @@ def _unit_of(graph: _Graph, join: _Join) -> str:
 def _describe(graph: _Graph, nodes: Iterable[int]) -> str:
     names = []
     for i in nodes:
-        node = graph.nodes[i]
-        label = node.target if node.op == "call_module" else node.name
+        label = graph.ops.label(graph.nodes[i])
         if label not in names:
-            names.append(str(label))
+            names.append(label)
     return ", ".join(f"`{n}`" for n in names[:3]) + (", ..." if len(names) > 3 else "")
 
 
 def _check_unit(
-    graph: _Graph, name: str, joins: list[_Join], all_joins: dict[int, _Join]
+    graph: _Graph, name: str, joins: list[_Join], all_joins: dict[int, _Join], policy: Policy
 ) -> tuple[str | None, int | None, int | None]:
-    """Return (reason or None, input node, output node) for one unit.
+    """Return (reason or None, input node, output node) for one unit under ``policy``.
 
     ``all_joins`` (node position -> join) lets the main path pass through the joins of
     units nested in this one (e.g. a conditional position encoding ``x + conv(x)``
@@ -344,26 +295,31 @@ def _check_unit(
             None,
             None,
         )
-    inside = [i for i, stack in enumerate(graph.stacks) if name in stack]
+    inside = sorted(_inside(graph, name))
     inside_set = set(inside)
     inputs = {a for i in inside for a in graph.data_inputs(graph.nodes[i]) if a not in inside_set}
     outputs = [i for i in inside if any(graph.index[u] not in inside_set for u in graph.nodes[i].users)]
-    single = len(inputs) == 1 and len(outputs) == 1
+    call = graph.traced.calls.get(name)
+    first = graph.index.get(call.first_argument) if call is not None and call.first_argument is not None else None
+    # extra tensor arguments (a mask, position embeddings) may feed its branches: the unit's input is the
+    # tensor it gets first, and the main path must lead back to it
+    inp = first if first in inputs else (next(iter(inputs)) if len(inputs) == 1 else None)
+    single = inp is not None and len(outputs) == 1
     calls = graph.traced.call_counts.get(name, 1)
     if calls > 1:  # the nodes of every call count as inside: the input/output count would blame the sharing
         return (
             f"the module is called {calls} times (shared weights); removing it would change every call",
-            *((next(iter(inputs)), outputs[0]) if single else (None, None)),
+            *((inp, outputs[0]) if single else (None, None)),
         )
     if not single:
         return (
-            f"it takes {len(inputs)} inputs and gives {len(outputs)} outputs; only single-input, "
-            "single-output units can be replaced by the identity",
+            f"it takes {len(inputs)} inputs, none of them as its first argument, and gives {len(outputs)} outputs; "
+            "only units called as `out = block(x, ...)` with one output can be replaced by the identity",
             None,
             None,
         )
-    (inp,), (out,) = tuple(inputs), outputs
-    call = graph.traced.calls.get(name)
+    assert inp is not None
+    (out,) = outputs
     if call is None or call.first_argument is not graph.nodes[inp] or not call.returns_one_value:
         return (
             "it is not called as `out = block(x, ...)` with the tensor first and a single tensor returned "
@@ -383,6 +339,13 @@ def _check_unit(
     # walk the main path from the output back to the input
     path, cur = [], out
     while cur != inp:
+        if cur not in inside_set:
+            return (
+                f"its main path leads to {_describe(graph, [cur])}, not to the tensor it gets as first argument, so a "
+                "stand-in returning its first argument cannot replace it",
+                inp,
+                out,
+            )
         path.append(cur)
         join = all_joins.get(cur)
         if join is not None:
@@ -398,13 +361,10 @@ def _check_unit(
             cur = join.fork
             continue
         node = graph.nodes[cur]
-        module = graph.module(node)
         tensors = graph.data_inputs(node)
-        parametric = (module is not None and any(True for _ in module.parameters())) or any(
-            a.op == "get_attr" for a in node.all_input_nodes
-        )
         keeps_shape = len(tensors) == 1 and graph.shape(cur) == graph.shape(tensors[0])
-        if parametric or len(tensors) != 1 or not (keeps_shape or _is_layout(graph, node)):
+        weighted = graph.ops.reads_state(node) and not (policy.norms_on_main_path and graph.ops.is_norm(node))
+        if weighted or len(tensors) != 1 or not (keeps_shape or graph.ops.is_layout(node)):
             return (
                 f"{_describe(graph, [cur])} on its main path is outside any residual branch, so "
                 "removing the unit would remove more than a residual branch",
@@ -422,21 +382,13 @@ def _check_unit(
     return None, inp, out
 
 
-def _is_layout(graph: _Graph, node: fx.Node) -> bool:
-    if node.op == "call_method":
-        return node.target in _LAYOUT_METHODS
-    if node.op == "call_function":
-        return node.target in _LAYOUT_FUNCTIONS
-    return isinstance(graph.module(node), _LAYOUT_MODULES)
-
-
 def _main_path_is_identity(graph: _Graph, inp: int, path: list[int], joins: dict[int, _Join]) -> bool:
     """Run the main path without its branches on a tensor of distinct values: is the result the input?
 
     Joins pass their shortcut, shape-keeping element-wise ops pass their input, and layout
     ops (reshape, permute, ...) run for real with the sizes recorded during tracing.
     """
-    layout = [i for i in path if i not in joins and _is_layout(graph, graph.nodes[i])]
+    layout = [i for i in path if i not in joins and graph.ops.is_layout(graph.nodes[i])]
     if not layout:
         return True
     shape = graph.shape(inp)
@@ -463,17 +415,7 @@ def _main_path_is_identity(graph: _Graph, inp: int, path: list[int], joins: dict
                 kwargs = fx.node.map_arg(node.kwargs, value_of)
             except KeyError:
                 return False
-            target = node.target
-            if node.op == "call_method":
-                assert isinstance(target, str), "fx: a call_method's target is the method's name"
-                values[node] = getattr(args[0], target)(*args[1:], **kwargs)
-            elif node.op == "call_function":
-                assert callable(target), "fx: a call_function's target is the function"
-                values[node] = target(*args, **kwargs)
-            else:
-                module = graph.module(node)
-                assert module is not None, "_is_layout chose it as a layout module"
-                values[node] = module(*args, **kwargs)
+            values[node] = graph.ops.run(node, args, kwargs)
     result = values[graph.nodes[path[-1]]]
     return isinstance(result, torch.Tensor) and result.shape == probe.shape and torch.equal(result, probe)
 
@@ -504,28 +446,36 @@ def _parent_and_index(model: nn.Module, name: str) -> tuple[str, int]:
 
 def find_blocks(
     model: nn.Module,
-    example_inputs: torch.Tensor | tuple[torch.Tensor, ...],
+    example_inputs: Any,
     *,
     policy: str = "default",
     leaf_modules: Iterable[type[nn.Module]] = (),
     granularity: str = "block",
     count_flops: bool = True,
+    frontend: str = "auto",
 ) -> list[ResidualBlock]:
-    """Trace ``model`` with torch.fx and report one :class:`ResidualBlock` per residual unit.
+    """Capture ``model``'s graph and report one :class:`ResidualBlock` per residual unit.
 
     Args:
-        model: any ``nn.Module`` that torch.fx can trace (timm's and torchvision's
-            not-trace registrations are used).
-        example_inputs: a tensor or tuple of tensors the model accepts; used for
-            shapes and FLOPs (the model runs once, under ``no_grad`` in eval mode).
+        model: any ``nn.Module`` that torch.fx or torch.export can capture (timm's and
+            torchvision's not-trace registrations are used by torch.fx), also one built on the
+            ``meta`` device (torch.export only: nothing is computed).
+        example_inputs: what the model is called with: a tensor, a tuple of positional
+            arguments (tensors or lists of tensors), or a dict of keyword arguments
+            (``model(**example_inputs)``, as Hugging Face models take ``input_ids``); used for
+            shapes and FLOPs (torch.fx runs the model once, under ``no_grad`` in eval mode;
+            torch.export runs it on fake tensors).
         policy: ``"default"`` or ``"paper"`` (see the module docstring).
-        leaf_modules: extra module classes to keep opaque while tracing.
+        leaf_modules: extra module classes to keep opaque while tracing with torch.fx.
         granularity: ``"block"`` (module-level units) or ``"sublayer"``: each residual branch
             on its own, named ``"<unit>#<k>"`` for the k-th addition of the unit (e.g. the
             attention and the MLP branch of a transformer block, ``blocks.3#0`` and
             ``blocks.3#1``); removing one rewrites the traced graph.
         count_flops: count each unit's FLOPs (fvcore's convention: a multiply-add is one
             FLOP) in the same pass; ``False`` reports ``flops=None`` and saves that time.
+        frontend: ``"auto"`` (torch.fx where it applies, then torch.export), ``"fx"``,
+            ``"export"`` (non-strict) or ``"export-strict"``; each block records which one found it.
+            ``granularity="sublayer"`` needs torch.fx.
 
     Returns:
         The units in execution order, removable or not; ``reason`` says why not.
@@ -538,6 +488,7 @@ def find_blocks(
         leaf_modules=leaf_modules,
         granularity=granularity,
         count_flops=count_flops,
+        frontend=frontend,
     )[1]
 
 
@@ -549,12 +500,20 @@ def discover(
     leaf_modules: Iterable[type[nn.Module]] = (),
     granularity: str = "block",
     count_flops: bool = True,
+    frontend: str = "auto",
 ) -> tuple[Analysis, list[ResidualBlock]]:
     """:func:`find_blocks`, also returning the analysis behind it (for callers that go on to prune)."""
     if granularity not in GRANULARITIES:
         raise InvalidArgumentError(f"unknown granularity {granularity!r}; choose one of {', '.join(GRANULARITIES)}")
-    inputs = as_input_tuple(example_inputs)
-    analysis = analyse(model, inputs, policy=policy, leaf_modules=leaf_modules, count_flops=count_flops)
+    analysis = analyse(
+        model,
+        example_inputs,
+        policy=policy,
+        leaf_modules=leaf_modules,
+        count_flops=count_flops,
+        frontend=frontend,
+        sublayers=granularity == "sublayer",
+    )
     return analysis, report(model, analysis, granularity)
 
 
@@ -594,6 +553,9 @@ def report(model: nn.Module, analysis: Analysis, granularity: str) -> list[Resid
                 joins=len(unit.joins),
                 modules=(name,),
                 contains=tuple(u.name for u in analysis.units if u.name.startswith(f"{name}.")),
+                kind="block",
+                unit=name,
+                frontend=graph.traced.frontend,
             )
         )
     return blocks
@@ -618,19 +580,30 @@ class Analysis:
 
 def analyse(
     model: nn.Module,
-    inputs: tuple[torch.Tensor, ...],
+    inputs: Any,
     *,
     policy: str = "default",
     leaf_modules: Iterable[type[nn.Module]] = (),
     count_flops: bool = False,
     training: bool = False,
+    frontend: str = "auto",
+    sublayers: bool = False,
 ) -> Analysis:
-    """Trace ``model`` and find its residual units (the work behind :func:`find_blocks`);
-    ``training=True`` analyses its train-mode graph (see :func:`~residual_prune.tracing.trace`)."""
+    """Capture ``model`` and find its residual units (the work behind :func:`find_blocks`);
+    ``training=True`` analyses its train-mode graph (see :func:`~residual_prune.tracing.trace`);
+    ``sublayers=True`` asks for a front-end whose graph sub-layer removal can rewrite (torch.fx)."""
     if policy not in POLICIES:
         raise InvalidArgumentError(f"unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
-    traced = trace(model, inputs, leaf_modules, count_flops=count_flops, training=training)
-    graph = _Graph(traced, len(inputs))
+    traced = capture(
+        model,
+        inputs,
+        frontend=frontend,
+        leaf_modules=leaf_modules,
+        count_flops=count_flops,
+        training=training,
+        needs_fx=sublayers,
+    )
+    graph = _Graph(traced)
     joins = _find_joins(graph)
     all_joins = {graph.index[j.node]: j for j in joins}
     by_unit: dict[str, list[_Join]] = {}
@@ -646,10 +619,10 @@ def analyse(
     }
     units = []
     for name, unit_joins in by_unit.items():
-        reason, inp, out = _check_unit(graph, name, unit_joins, all_joins)
+        reason, inp, out = _check_unit(graph, name, unit_joins, all_joins, _POLICIES[policy])
         last = max(graph.index[j.node] for j in unit_joins)
         units.append(_Unit(name, unit_joins, reason, inp, out if out is not None else last))
-    if policy == "paper":
+    if _POLICIES[policy].protect_downsampling:
         for unit in _paper_protected(units, graph):
             if unit.reason is None:
                 unit.reason = PAPER_REASON
@@ -697,7 +670,7 @@ def _check_sublayer(graph: _Graph, unit: _Unit, join: _Join) -> str | None:
     if shared:
         return f"{_describe(graph, shared)} in its branch is also used outside it"
     modules, tensors = branch_modules(graph, join)
-    layers = [i for i in join.branch if _reads_weights(graph, graph.nodes[i])]
+    layers = [i for i in join.branch if graph.ops.weights(graph.nodes[i])]
     if layers and not modules and not [t for t in tensors if t not in graph.traced.constants]:
         return (
             f"its layers ({_describe(graph, layers)}) also run outside it (a module called more than once), so "
@@ -708,25 +681,24 @@ def _check_sublayer(graph: _Graph, unit: _Unit, join: _Join) -> str | None:
 
 def _inside(graph: _Graph, name: str) -> set[int]:
     """Positions of the nodes the module ``name`` makes."""
-    return {i for i, stack in enumerate(graph.stacks) if name in stack}
+    return set(_bits(graph.made_by(name)))
 
 
 def _own_parameters(graph: _Graph, parameters: Iterable[nn.Parameter], inside: set[int]) -> int:
     """How many of ``parameters`` no node outside ``inside`` uses (a shared layer stays when one user goes)."""
-    elsewhere: set[int] = set()
-    for i, node in enumerate(graph.nodes):
-        module = graph.module(node)
-        if i not in inside and module is not None:
-            elsewhere.update(id(p) for p in module.parameters())
+    root = graph.traced.root
+    elsewhere = {
+        id(_tensor(root, name))
+        for i, node in enumerate(graph.nodes)
+        if i not in inside
+        for name in graph.ops.weights(node)
+    }
     return sum(p.numel() for p in {id(p): p for p in parameters if id(p) not in elsewhere}.values())
 
 
-def _reads_weights(graph: _Graph, node: fx.Node) -> bool:
-    """Whether ``node`` calls a module with parameters or reads a tensor of the model."""
-    module = graph.module(node)
-    if module is not None:
-        return any(True for _ in module.parameters())
-    return node.op == "get_attr" and node.target not in graph.traced.constants
+def _tensor(root: nn.Module, name: str) -> Any:
+    owner, _, attr = name.rpartition(".")
+    return getattr(root.get_submodule(owner), attr)
 
 
 def branch_modules(graph: _Graph, join: _Join) -> tuple[list[str], list[str]]:
@@ -776,4 +748,7 @@ def _sublayer_block(
         joins=1,
         modules=tuple(modules),
         direct_parameters=tuple(direct),
+        kind="sublayer",
+        unit=sub.unit.name,
+        frontend=graph.traced.frontend,
     )

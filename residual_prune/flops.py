@@ -6,7 +6,8 @@ counts inside the shape propagation that block discovery runs anyway: matmuls an
 with ``torch.utils.flop_counter``, and what fvcore counts beyond them (norms, upsampling, grid
 sampling, adaptive average pooling, attention) with fvcore's formulas on the torch functions
 called, so that the count does not depend on how a torch release dispatches or decomposes them.
-Tests check that both agree module by module.
+:func:`count_graph_flops` counts a ``torch.export`` graph from the shapes recorded on its nodes
+(no forward pass). Tests check that all three agree module by module.
 """
 
 from __future__ import annotations
@@ -14,22 +15,25 @@ from __future__ import annotations
 import logging
 import math
 import operator
+import string
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
+import torch.utils._pytree as pytree
 from torch import nn
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.overrides import TorchFunctionMode
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, flop_registry
 
 from .errors import FlopCountWarning
 from .modes import eval_mode
 
-__all__ = ["NodeFlopCounter", "count_flops_by_module"]
+__all__ = ["NodeFlopCounter", "count_flops_by_module", "count_graph_flops"]
 
 
 def _sdpa_macs(query: Any, key: Any, value: Any) -> int:
@@ -344,3 +348,195 @@ class NodeFlopCounter:
             for path, _ in (node.meta.get("nn_module_stack") or {}).values():
                 self.by_module[path] = self.by_module.get(path, 0) + flops
         return result
+
+
+# torch.export graphs (``torch.export.export``, or its ``run_decompositions()``): FLOPs from the shapes in
+# ``node.meta["val"]``, by fvcore's formulas above applied to the aten op each node calls. The ops are listed
+# at both levels a graph may hold them: the composite ops of export's default IR (conv2d, linear, batch_norm,
+# layer_norm, scaled_dot_product_attention, ...) and what run_decompositions lowers them to (convolution,
+# addmm, _native_batch_norm_legit_no_training, native_layer_norm, bmm, ...). Matrix products without a formula
+# here go to ``torch.utils.flop_counter`` (mm, addmm, bmm, baddbmm, ...).
+_Formula = Callable[[_Call, Any], int]
+aten = torch.ops.aten
+
+
+def _conv_call(transposed: bool) -> _Formula:
+    """Convolutions (fvcore's count, torch's formula halved); ``convolution`` itself says if it is transposed."""
+
+    def formula(call: _Call, out: Any) -> int:
+        x, w, y = list(call["input"].shape), list(call["weight"].shape), list(out.shape)
+        if len(x) == len(w) - 1:  # an unbatched input
+            x, y = [1, *x], [1, *y]
+        return conv_flop_count(x, w, y, transposed=bool(call.get("transposed", transposed))) // 2
+
+    return formula
+
+
+def _contraction_call(call: _Call, out: Any) -> int:
+    """``linear`` and ``matmul``: each output element sums over the first operand's last dimension. fvcore
+    counts the same, except for a matmul whose first operand is broadcast over the other's batch dimensions:
+    it counts ``prod(input.shape) * other.shape[-1]``, that operand once."""
+    return out.numel() * call["input"].shape[-1]
+
+
+def _einsum_subscripts(equation: str, shapes: Sequence[Sequence[int]]) -> tuple[list[str], str, dict[str, int]]:
+    """An einsum's input and output subscripts with ``...`` spelled out in unused letters, and each letter's size."""
+    lhs, arrow, rhs = equation.replace(" ", "").partition("->")
+    terms = lhs.split(",")
+    explicit_dims = [len(term.replace("...", "")) for term in terms]
+    batch = max((len(shape) - n for term, shape, n in zip(terms, shapes, explicit_dims) if "..." in term), default=0)
+    broadcast = "".join(c for c in string.ascii_letters if c not in equation)[:batch]
+    inputs = [
+        term.replace("...", broadcast[batch - len(shape) + n :]) for term, shape, n in zip(terms, shapes, explicit_dims)
+    ]
+    sizes: dict[str, int] = {}
+    for term, shape in zip(inputs, shapes):
+        for letter, size in zip(term, shape):
+            sizes[letter] = max(sizes.get(letter, 1), size)  # size-1 dimensions broadcast
+    joined = "".join(inputs)
+    output = rhs.replace("...", broadcast) if arrow else broadcast + "".join(c for c in sizes if joined.count(c) == 1)
+    return inputs, output, sizes
+
+
+def _einsum_call(call: _Call, out: Any) -> int:
+    """``einsum``: one multiply-add per combination of index values in each pairwise contraction along numpy's
+    optimal path, the path fvcore takes. fvcore reports half numpy's FLOP estimate printed to four significant
+    digits: the same for contractions that sum over an index (up to that rounding), half for those that do not."""
+    if "equation" not in call:  # the sublist overload; torch.einsum passes an equation
+        return 0
+    inputs, output, sizes = _einsum_subscripts(call["equation"], [t.shape for t in call["tensors"]])
+    placeholders = [np.broadcast_to(np.zeros(()), [sizes[c] for c in term]) for term in inputs]
+    path = np.einsum_path(",".join(inputs) + "->" + output, *placeholders, optimize="optimal")[0][1:]
+    macs = 0
+    for step in path:  # numpy's convention: the operands at these positions go, their product goes last
+        letters = set("".join(inputs.pop(i) for i in sorted(step, reverse=True)))
+        macs += math.prod(sizes[c] for c in letters)
+        inputs.append("".join(c for c in letters if c in output or any(c in term for term in inputs)))
+    return macs
+
+
+def _packets(*names: str) -> list[Any]:
+    """The aten ops of these names this torch release has."""
+    return [getattr(aten, name) for name in names if hasattr(aten, name)]
+
+
+# aten op (all overloads) -> formula(call by the schema's argument names, "self" read as "input"; result)
+_ATEN_FLOPS: dict[Any, _Formula] = {
+    **dict.fromkeys(_packets("conv1d", "conv2d", "conv3d", "convolution", "_convolution"), _conv_call(False)),
+    **dict.fromkeys(_packets("conv_transpose1d", "conv_transpose2d", "conv_transpose3d"), _conv_call(True)),
+    **dict.fromkeys(_packets("linear", "matmul"), _contraction_call),
+    aten.einsum: _einsum_call,
+    **dict.fromkeys(
+        _packets(
+            "batch_norm",
+            "native_batch_norm",
+            "_native_batch_norm_legit",
+            "_native_batch_norm_legit_no_training",
+            "_native_batch_norm_legit_functional",
+            "cudnn_batch_norm",
+            "miopen_batch_norm",
+        ),
+        _batch_norm_call,
+    ),
+    **dict.fromkeys(
+        _packets("layer_norm", "native_layer_norm", "group_norm", "native_group_norm", "instance_norm"), _norm_call
+    ),
+    aten.upsample_nearest2d: _per_output_element(1),
+    aten.upsample_bilinear2d: _per_output_element(4),
+    **dict.fromkeys(_packets("grid_sampler", "grid_sampler_2d", "grid_sampler_3d"), _per_output_element(4)),
+    **dict.fromkeys(_packets("adaptive_avg_pool2d", "_adaptive_avg_pool2d"), _per_input_element),
+    **dict.fromkeys(
+        _packets(
+            "scaled_dot_product_attention",
+            "_scaled_dot_product_flash_attention_for_cpu",
+            "_scaled_dot_product_flash_attention",
+            "_scaled_dot_product_efficient_attention",
+            "_scaled_dot_product_cudnn_attention",
+            "_scaled_dot_product_fused_attention_overrideable",
+        ),
+        _sdpa_call,
+    ),
+    aten._native_multi_head_attention: _native_mha_call,
+}
+# higher-order ops that run their one subgraph once, as it is (export makes them of no_grad and autocast regions)
+_RUN_ONCE = frozenset({"wrap_with_set_grad_enabled", "wrap_with_autocast"})
+
+
+def _recorded_values(node: fx.Node) -> tuple[tuple[Any, ...], dict[str, Any], Any] | None:
+    """The node's arguments and result as recorded in ``meta["val"]``; ``None`` when one is not recorded or a
+    tensor among them has a symbolic shape."""
+    unknown: list[fx.Node] = []
+
+    def value(arg: fx.Node) -> Any:
+        if "val" not in arg.meta:
+            unknown.append(arg)
+        return arg.meta.get("val")
+
+    args, kwargs = fx.node.map_arg((node.args, node.kwargs), value)
+    out = node.meta.get("val")
+    tensors = [v for v in pytree.tree_leaves((args, kwargs, out)) if isinstance(v, torch.Tensor)]
+    if unknown or out is None or not all(isinstance(d, int) for t in tensors for d in t.shape):
+        return None
+    return args, dict(kwargs), out
+
+
+def _aten_node_flops(node: fx.Node) -> int:
+    """FLOPs of one aten call from its recorded shapes (0 for an op without a formula)."""
+    op = node.target
+    if not isinstance(op, torch._ops.OpOverload):
+        return 0
+    values = _recorded_values(node)
+    if values is None:
+        return 0
+    args, kwargs, out = values
+    formula = _ATEN_FLOPS.get(op.overloadpacket)
+    if formula is not None:
+        names = ["input" if a.name == "self" else a.name for a in op._schema.arguments]
+        return int(formula({**dict(zip(names, args)), **kwargs}, out))
+    registered = flop_registry.get(op.overloadpacket)
+    return int(registered(*args, out_val=out, **kwargs)) // 2 if registered is not None else 0  # 2 per MAC
+
+
+def _subgraphs_run_once(node: fx.Node, owner: nn.Module | None) -> list[fx.Graph]:
+    """The subgraph a ``wrap_with_set_grad_enabled``/``wrap_with_autocast`` node runs (none for other nodes)."""
+    op = node.target
+    if owner is None or not (isinstance(op, torch._ops.HigherOrderOperator) and op.name() in _RUN_ONCE):
+        return []
+    modules = [owner.get_submodule(str(a.target)) for a in node.args if isinstance(a, fx.Node) and a.op == "get_attr"]
+    return [module.graph for module in modules if isinstance(module, fx.GraphModule)]
+
+
+def _graph_node_flops(graph: fx.Graph) -> Iterator[tuple[fx.Node, int]]:
+    """Each call in the graph (and in the subgraphs it runs once) with its FLOPs."""
+    for node in graph.nodes:
+        if node.op != "call_function":
+            continue
+        subgraphs = _subgraphs_run_once(node, graph.owning_module)
+        for subgraph in subgraphs:
+            yield from _graph_node_flops(subgraph)
+        if not subgraphs:
+            yield node, _aten_node_flops(node)
+
+
+def count_graph_flops(graph: fx.Graph) -> dict[str, int]:
+    """FLOPs of every module of an exported graph (``torch.export.export(..., strict=False).graph``, also after
+    ``run_decompositions()``), in fvcore's convention, computed from the shapes in ``node.meta["val"]`` without
+    running anything. Module path -> FLOPs; ``""`` is the whole model; a node's FLOPs go to every module in
+    its ``nn_module_stack`` (as :class:`NodeFlopCounter` does); modules without FLOPs are left out.
+
+    Counted: convolutions (transposed too), linear, matmul, einsum, mm/addmm/bmm/baddbmm (torch's registry),
+    batch/layer/group/instance norms, nearest and bilinear 2-d upsampling, grid sampling, adaptive average
+    pooling, scaled dot-product attention and ``_native_multi_head_attention``; the subgraphs of no_grad and
+    autocast regions are counted as part of the graph. Other ops count 0, and so does a node whose recorded
+    shapes are symbolic (a dynamic dimension) or missing. Where fvcore differs: a matmul whose first operand
+    is broadcast (fvcore counts it once), baddbmm (fvcore skips it), einsum (see ``_einsum_call``); in a
+    decomposed graph, einsum counts as the bmm's torch lowers it to, and adaptive average pooling to 1x1,
+    which becomes a ``mean``, as 0.
+    """
+    by_module = {"": 0}
+    for node, flops in _graph_node_flops(graph):
+        if not flops:
+            continue
+        for path in {"", *(path for path, _ in (node.meta.get("nn_module_stack") or {}).values())}:
+            by_module[path] = by_module.get(path, 0) + flops
+    return by_module

@@ -39,7 +39,9 @@ class _ModelSnapshot:
     tensors in plain attributes) is cloned with its ``requires_grad`` and ``.grad``.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, unwritten: tuple[str, ...] = ()):
+        self.skip = {id(t) for t in model.parameters()} if "parameters" in unwritten else set()
+        self.skip |= {id(t) for t in model.buffers()} if "buffers" in unwritten else set()
         self.modules = [
             (m, type(m), dict(m.__dict__)) for m in model.modules() if not isinstance(m, torch.jit.ScriptModule)
         ]
@@ -64,7 +66,7 @@ class _ModelSnapshot:
         if id(t) in self.tensors:
             return
         grad = t.grad if t.is_leaf else None
-        self.tensors[id(t)] = (t, t.detach().clone(), t.requires_grad, grad)
+        self.tensors[id(t)] = (t, t if id(t) in self.skip else t.detach().clone(), t.requires_grad, grad)
         if grad is not None:
             self._take_tensor(grad)
 
@@ -85,7 +87,8 @@ class _ModelSnapshot:
                 container.update(contents)
         with torch.no_grad():
             for t, saved, requires_grad, grad in self.tensors.values():
-                _restore_values(t, saved)
+                if saved is not t:
+                    _restore_values(t, saved)
                 if t.is_leaf:
                     if t.requires_grad != requires_grad:
                         t.requires_grad_(requires_grad)
@@ -107,7 +110,7 @@ def _restore_values(t: torch.Tensor, saved: torch.Tensor) -> None:
 
 
 @contextlib.contextmanager
-def model_state_kept(model: nn.Module) -> Iterator[nn.Module]:
+def model_state_kept(model: nn.Module, *, unwritten: tuple[str, ...] = ()) -> Iterator[nn.Module]:
     """Whatever runs inside, leave ``model`` bit-identical afterwards.
 
     Undoes what a forward pass or symbolic tracing writes into the modules: in-place updates
@@ -116,9 +119,12 @@ def model_state_kept(model: nn.Module) -> Iterator[nn.Module]:
     (restored in place, so references to them stay valid), attributes set or deleted (an
     ``fx.Proxy`` cached by a traced forward), replaced parameters or buffers, hooks, modes,
     ``requires_grad`` flags and ``.grad``. Tensors are compared on exit and written back only
-    where they changed. Costs one copy of the model's tensors while inside.
+    where they changed. Costs one copy of the model's tensors while inside, less the kinds named in
+    ``unwritten`` (``"parameters"``, ``"buffers"``), whose values the code inside cannot write:
+    torch.fx tracing proxies parameters, torch.export and the fake-tensor shape pass run on fake
+    copies of parameters and buffers.
     """
-    snapshot = _ModelSnapshot(model)
+    snapshot = _ModelSnapshot(model, unwritten)
     try:
         yield model
     finally:

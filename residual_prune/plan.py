@@ -75,6 +75,8 @@ def _is_finite_number(value: Any) -> bool:
 def _field_problem(plan: PruningPlan) -> str | None:
     """What is wrong with a plan's fields, in words, or None."""
     from .blocks import GRANULARITIES, POLICIES
+    from .capture import FRONTENDS
+    from .inputs import ModelInputs
 
     removed = plan.removed
     if not (isinstance(removed, list) and all(isinstance(r, str) and r for r in removed)):
@@ -114,6 +116,14 @@ def _field_problem(plan: PruningPlan) -> str | None:
         and all(isinstance(d, str) and isinstance(vars(torch).get(d), torch.dtype) for d in dtypes)
     ) or (dtypes and shapes and len(dtypes) != len(shapes)):
         return "'input_dtypes' must name one torch dtype (e.g. 'float32', 'int64') per input shape, or be empty"
+    frontends = [f for f in FRONTENDS if f != "auto"]
+    if plan.frontend not in frontends:
+        return f"'frontend' must be one of {', '.join(map(repr, frontends))}, not {plan.frontend!r}"
+    if plan.inputs is not None:
+        try:
+            ModelInputs.zeros_from_json(plan.inputs, "meta")  # checks the structure; meta tensors cost nothing
+        except (ValueError, RecursionError) as exc:
+            return f"'inputs' must describe the model's arguments: {exc}"
     if not _is_int(plan.version) or plan.version != PLAN_VERSION:
         return f"version {plan.version!r} is not supported (this library reads version {PLAN_VERSION})"
     return None
@@ -135,6 +145,11 @@ class PruningPlan:
             ``input_shapes`` with the ``leaf_modules`` classes kept opaque).
         input_dtypes: dtype names of those inputs (``"int64"`` for token ids); empty in older
             plans, whose inputs are replayed as floats.
+        frontend: the capture front-end the blocks were found with (``"fx"``, ``"export"`` or
+            ``"export-strict"``); the plan is checked again with the same one.
+        inputs: how the model was called: positional and keyword arguments with each tensor's
+            shape and dtype (see :class:`~residual_prune.inputs.ModelInputs`); None in older
+            plans, which replay ``input_shapes`` as positional tensors.
     """
 
     removed: list[str]
@@ -149,6 +164,8 @@ class PruningPlan:
     input_shapes: list[list[int]] = dataclasses.field(default_factory=list)
     leaf_modules: list[str] = dataclasses.field(default_factory=list)
     input_dtypes: list[str] = dataclasses.field(default_factory=list)
+    frontend: str = "fx"
+    inputs: dict[str, Any] | None = None
     version: int = PLAN_VERSION
 
     def to_dict(self) -> dict[str, Any]:

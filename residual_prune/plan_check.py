@@ -17,26 +17,30 @@ from torch import nn
 
 from .blocks import Analysis, ResidualBlock, analyse, report
 from .errors import PlanError, PlanMismatchError
+from .inputs import ModelInputs
 from .plan import PruningPlan
 from .rewrite import resolve_leaf_modules
-from .tracing import as_input_tuple
 
 __all__ = ["CheckedPlan", "check_plan", "plan_inputs"]
 
 
-def plan_inputs(model: nn.Module, plan: PruningPlan, example_inputs: Any = None) -> tuple[torch.Tensor, ...]:
+def plan_inputs(model: nn.Module, plan: PruningPlan, example_inputs: Any = None) -> ModelInputs:
     """``example_inputs`` if given, else zeros of the shapes and dtypes the plan was made with (integer zeros
     are valid token ids), on the model's device."""
     if example_inputs is not None:
-        return as_input_tuple(example_inputs)
+        return ModelInputs.of(example_inputs)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    if plan.inputs is not None:
+        return ModelInputs.zeros_from_json(plan.inputs, device)
     if not plan.input_shapes:
         raise PlanError(
             "this plan records no input shapes, so the model cannot be analysed to check it; pass "
             "example_inputs=<inputs the model accepts> (or re-create the plan with plan_pruning)"
         )
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     dtypes = [vars(torch)[name] for name in plan.input_dtypes] or [None] * len(plan.input_shapes)  # None: float
-    return tuple(torch.zeros(shape, dtype=dtype, device=device) for shape, dtype in zip(plan.input_shapes, dtypes))
+    return ModelInputs.of(
+        tuple(torch.zeros(shape, dtype=dtype, device=device) for shape, dtype in zip(plan.input_shapes, dtypes))
+    )
 
 
 @dataclasses.dataclass
@@ -71,7 +75,14 @@ def check_plan(
     plan.check_model(model)
     inputs = plan_inputs(model, plan, example_inputs)
     leaves = resolve_leaf_modules(plan.leaf_modules, model, leaf_modules)
-    analysis = analyse(model, inputs, policy=plan.policy, leaf_modules=leaves)
+    analysis = analyse(
+        model,
+        inputs,
+        policy=plan.policy,
+        leaf_modules=leaves,
+        frontend=plan.frontend,
+        sublayers=plan.granularity == "sublayer",
+    )
     blocks = {b.name: b for b in report(model, analysis, plan.granularity)}
     kind = "residual branch" if plan.granularity == "sublayer" else "residual unit"
     removed = []

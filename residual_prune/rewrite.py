@@ -47,10 +47,11 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .blocks import add_operands, analyse, branch_modules, sublayers
+from .blocks import analyse, branch_modules, sublayers
 from .dual_graph import DualGraphModule
 from .errors import InvalidArgumentError, PlanError, PlanMismatchError, ResidualPruneError
 from .modes import eval_mode, model_state_kept
+from .ops import fx_add_operands as add_operands
 from .plan import PruningPlan
 from .tracing import TracedModel, check_leaf_modules, get_notrace_modules
 
@@ -137,7 +138,13 @@ def _replay_arguments(
     from .plan_check import plan_inputs  # plan_check imports this module
 
     plan.check_fields()
-    return plan_inputs(model, plan, example_inputs), resolve_leaf_modules(plan.leaf_modules, model, leaf_modules)
+    inputs = plan_inputs(model, plan, example_inputs)
+    if not inputs.is_tensor_tuple:
+        raise InvalidArgumentError(
+            f"sub-layer removal rewrites the torch.fx graph, which takes positional tensor inputs, not "
+            f"{inputs.describe()}; use a plan with granularity='block'"
+        )
+    return inputs.args, resolve_leaf_modules(plan.leaf_modules, model, leaf_modules)
 
 
 def _traced_branches(
@@ -149,7 +156,9 @@ def _traced_branches(
     training: bool = False,
 ) -> tuple[TracedModel, list[_Branch]]:
     """Trace ``model`` (its train-mode forward if ``training``) and find the branches the plan removes."""
-    analysis = analyse(model, inputs, policy=plan.policy, leaf_modules=leaves, training=training)
+    analysis = analyse(
+        model, inputs, policy=plan.policy, leaf_modules=leaves, training=training, frontend="fx", sublayers=True
+    )
     found = {sub.name: sub for sub in sublayers(analysis)}
     missing = [name for name in plan.removed if name not in found]
     if missing:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import itertools
 import math
 import sys
 import warnings
@@ -21,11 +22,14 @@ from typing import Any
 import torch
 import torch.fx as fx
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.shape_prop import TensorMetadata
+from torch.nn.utils.stateless import _reparametrize_module
 
 from .errors import DataError, FlopCountWarning, InvalidArgumentError, TraceError
 from .flops import NodeFlopCounter
 from .modes import eval_mode, model_state_kept
+from .ops import FxOps, OpTable
 
 __all__ = [
     "register_notrace_module",
@@ -183,9 +187,37 @@ def _propagate(
             f"could not count the FLOPs of {type(root).__name__} ({type(failure).__name__}: {failure}); "
             "blocks are reported with flops=None. Pruning is not affected.",
             FlopCountWarning,
-            stacklevel=5,
+            stacklevel=6,
         )
     return None
+
+
+def _propagate_fake(
+    root: nn.Module, graph: fx.Graph, inputs: tuple[torch.Tensor, ...], count_flops: bool
+) -> dict[str, int] | None:
+    """:func:`_propagate` on fake tensors: the inputs, parameters and buffers are replaced by fake
+    copies (shape and dtype, no data), so nothing is computed and nothing of the model is written."""
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        state = {
+            name: mode.from_tensor(t)
+            for name, t in itertools.chain(
+                root.named_parameters(remove_duplicate=False), root.named_buffers(remove_duplicate=False)
+            )
+        }
+        with _reparametrize_module(root, state):
+            return _propagate(root, graph, tuple(mode.from_tensor(t) for t in inputs), count_flops)
+
+
+def _shapes_and_flops(
+    root: nn.Module, graph: fx.Graph, inputs: tuple[torch.Tensor, ...], count_flops: bool
+) -> dict[str, int] | None:
+    """Shapes and FLOPs from a pass on fake tensors; from a real forward (whose writes into the
+    model are undone) when an operation needs real values (``.item()``, ``nonzero``, ...)."""
+    try:
+        return _propagate_fake(root, graph, inputs, count_flops)
+    except Exception:
+        with model_state_kept(root):
+            return _propagate(root, graph, inputs, count_flops)
 
 
 class _Tracer(fx.Tracer):
@@ -237,6 +269,13 @@ class TracedModel:
     # tensors torch.fx lifted out of the forward as attributes of the root (``_tensor_constant0``), which
     # tracing does not leave on the model; a GraphModule over the graph needs them (see attach_constants)
     constants: dict[str, Any] = dataclasses.field(default_factory=dict)
+    ops: OpTable = dataclasses.field(default=None)  # type: ignore[assignment]  # set in __post_init__ for fx
+    inputs: list[fx.Node] = dataclasses.field(default_factory=list)  # the placeholders of the example inputs
+    frontend: str = "fx"  # the front-end that captured the graph: "fx", "export" or "export-strict"
+
+    def __post_init__(self) -> None:
+        if self.ops is None:
+            self.ops = FxOps(self.root, self.constants)
 
     def attach_constants(self, module: nn.Module) -> nn.Module:
         """Set the graph's lifted constants on ``module`` (a copy of the model: this changes it)."""
@@ -255,7 +294,7 @@ class TracedModel:
     def module_stack(node: fx.Node) -> list[str]:
         """Qualified names of the modules whose forward made ``node``, outermost first."""
         stack = node.meta.get("nn_module_stack") or {}
-        return [path for path, _ in stack.values()]
+        return [path for path, _ in stack.values() if path]  # torch.export lists the root as ""
 
 
 def _defaulted_arguments(model: nn.Module, num_inputs: int) -> dict[str, Any] | None:
@@ -291,7 +330,7 @@ def check_leaf_modules(leaf_modules: Any) -> tuple[type[nn.Module], ...]:
     return classes
 
 
-def _unanalysable_wrapper(model: nn.Module) -> str | None:
+def unanalysable_wrapper(model: nn.Module) -> str | None:
     """What to pass instead when ``model`` is a wrapper that torch.fx cannot see through, else None."""
     eval_frame = sys.modules.get("torch._dynamo.eval_frame")  # not imported: nothing can be compiled
     if eval_frame is not None and isinstance(model, eval_frame.OptimizedModule):
@@ -358,10 +397,12 @@ def trace(
     ``training=True`` traces the train-mode forward instead (Python ``if self.training:`` code
     takes its train branch); shapes are still propagated with the modules in eval mode.
 
-    The model runs once, under ``torch.no_grad`` and in eval mode; the same pass counts the
-    FLOPs of every module unless ``count_flops=False``. Afterwards the model is bit-identical to
-    what it was (:func:`~residual_prune.modes.model_state_kept`), even if its forward updates
-    buffers or appends to lists. ``leaf_modules`` must hold ``nn.Module`` classes.
+    Shapes come from one pass over the graph on fake tensors (nothing is computed; a real
+    forward under ``torch.no_grad`` in eval mode only where an operation needs values); the
+    same pass counts the FLOPs of every module unless ``count_flops=False``. Afterwards the
+    model is bit-identical to what it was (:func:`~residual_prune.modes.model_state_kept`),
+    even if its forward updates buffers or appends to lists. ``leaf_modules`` must hold
+    ``nn.Module`` classes.
 
     Raises:
         TraceError: the model is a TorchScript, ``torch.compile`` or ``DataParallel`` wrapper,
@@ -369,13 +410,13 @@ def trace(
         InvalidArgumentError: ``leaf_modules`` is not an iterable of module classes.
         DataError: ``example_inputs`` do not fit the model.
     """
-    wrapper = _unanalysable_wrapper(model)
+    wrapper = unanalysable_wrapper(model)
     if wrapper:
         raise TraceError(f"cannot trace {type(model).__name__}: {wrapper}.")
     inputs = as_input_tuple(example_inputs)
     leaf_classes = tuple(set(check_leaf_modules(leaf_modules)) | set(get_notrace_modules()))
     tracer = _Tracer(leaf_classes, get_notrace_functions())
-    with model_state_kept(model), eval_mode(model):
+    with model_state_kept(model, unwritten=("parameters",)), eval_mode(model):  # fx proxies parameters
         model.train(training)
         attributes = set(vars(model))
         try:
@@ -384,7 +425,7 @@ def trace(
             raise _trace_failure(model, tracer.failed_in, exc) from exc
         model.eval()
         try:
-            flops = _propagate(model, graph, inputs, count_flops)
+            flops = _shapes_and_flops(model, graph, inputs, count_flops)
         except Exception as exc:
             given = ", ".join(str(tuple(t.shape)) for t in inputs)
             raise DataError(
@@ -403,7 +444,10 @@ def trace(
     for node in nodes:
         meta = node.meta.get("tensor_meta")
         shapes[node] = tuple(meta.shape) if hasattr(meta, "shape") else None
-    return TracedModel(model, graph, nodes, shapes, dict(tracer.num_calls), tracer.calls, flops, constants)
+    placeholders = [n for n in nodes if n.op == "placeholder"][: len(inputs)]
+    return TracedModel(
+        model, graph, nodes, shapes, dict(tracer.num_calls), tracer.calls, flops, constants, inputs=placeholders
+    )
 
 
 def _lifted_constants(model: nn.Module, graph: fx.Graph, attributes: set[str], prefix: str) -> dict[str, Any]:

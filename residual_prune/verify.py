@@ -3,27 +3,133 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._pytree import tree_flatten
 
 from .errors import VerificationError
+from .inputs import ModelInputs
 from .modes import eval_mode
 from .plan import PruningPlan
 from .plan_check import check_plan
 from .rewrite import zero_sublayers
 from .surgery import replace_with_identity
-from .tracing import as_input_tuple
 
 __all__ = ["verify"]
+
+
+_EQUAL_BY_VALUE = (str, bool, type(None))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Leaf:
+    """One tensor (or number) of the outputs: where it is, its reference value and the pruned model's."""
+
+    path: str
+    expected: torch.Tensor
+    actual: torch.Tensor
+
+    def errors(self) -> tuple[float, float]:
+        """The largest absolute difference and the largest absolute reference value (NaN-propagating)."""
+        if self.expected.numel() == 0:
+            return 0.0, 0.0
+        dtype = torch.complex128 if self.expected.is_complex() or self.actual.is_complex() else torch.float64
+        expected = self.expected.detach().to(dtype)
+        actual = self.actual.detach().to(device=expected.device, dtype=dtype)
+        return float((expected - actual).abs().max()), float(expected.abs().max())
+
+
+def _children(value: Any) -> tuple[str, list[tuple[str, Any]]] | None:
+    """A container's kind (``"keyed"`` or ``"indexed"``) and its ``(path suffix, item)`` pairs; None for a leaf.
+
+    Dataclasses (Hugging Face's ``ModelOutput``) and named tuples are read by field name (``.logits``),
+    other mappings by key (``['boxes']``), lists and tuples by index (``[1]``).
+    """
+    if isinstance(value, torch.Tensor):
+        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return "keyed", [(f".{f.name}", getattr(value, f.name)) for f in dataclasses.fields(value)]
+    if isinstance(value, Mapping):
+        return "keyed", [(f"[{key!r}]", item) for key, item in value.items()]
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return "keyed", [(f".{field}", item) for field, item in zip(value._fields, value)]
+    if isinstance(value, (list, tuple)):
+        return "indexed", [(f"[{i}]", item) for i, item in enumerate(value)]
+    return None
+
+
+def _as_number(value: Any) -> torch.Tensor | None:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return torch.tensor(value, dtype=torch.float64)
+    return None
+
+
+def _output_name(path: str) -> str:
+    """A leaf's path as a user reads it: ``output logits``, ``output [1]['boxes']``, or ``output`` for the whole."""
+    return f"output {path.removeprefix('.')}" if path else "output"
+
+
+def _structure_error(path: str, what: str) -> VerificationError:
+    return VerificationError(
+        f"the pruned model's {_output_name(path)} {what}; the pruned model does not return what the original "
+        "returns. Was it pruned with this plan (apply_plan(original, plan))?"
+    )
+
+
+def _type_error(path: str, expected: Any, actual: Any) -> VerificationError:
+    return _structure_error(
+        path, f"is a {type(actual).__name__} where the reference returns a {type(expected).__name__}"
+    )
+
+
+def _paired_leaves(expected: Any, actual: Any, path: str = "") -> list[_Leaf]:
+    """The tensor (and number) leaves of both outputs side by side; :class:`VerificationError` at the first
+    place where their structures differ (container kind, keys, length, shape, or a non-numeric value)."""
+    expected_children, actual_children = _children(expected), _children(actual)
+    if expected_children is None or actual_children is None:
+        if expected_children is not None or actual_children is not None:
+            raise _type_error(path, expected, actual)
+        return _paired_leaf(expected, actual, path)
+    (expected_kind, expected_items), (actual_kind, actual_items) = expected_children, actual_children
+    if expected_kind != actual_kind:
+        raise _type_error(path, expected, actual)
+    expected_keys, actual_keys = [k for k, _ in expected_items], [k for k, _ in actual_items]
+    missing = [k for k in expected_keys if k not in actual_keys]
+    extra = [k for k in actual_keys if k not in expected_keys]
+    if missing:
+        raise _structure_error(path + missing[0], "is missing")
+    if extra:
+        raise _structure_error(path + extra[0], "is not in the reference's output")
+    actual_by_key = dict(actual_items)
+    return [leaf for key, item in expected_items for leaf in _paired_leaves(item, actual_by_key[key], path + key)]
+
+
+def _paired_leaf(expected: Any, actual: Any, path: str) -> list[_Leaf]:
+    expected_number, actual_number = _as_number(expected), _as_number(actual)
+    if expected_number is not None and actual_number is not None:
+        if expected_number.shape != actual_number.shape:
+            raise _structure_error(
+                path,
+                f"has shape {tuple(actual_number.shape)} where the reference's has {tuple(expected_number.shape)}",
+            )
+        return [_Leaf(path, expected_number, actual_number)]
+    if type(expected) is not type(actual):
+        raise _type_error(path, expected, actual)
+    if isinstance(expected, _EQUAL_BY_VALUE) and expected != actual:
+        raise _structure_error(path, f"is {actual!r} where the reference's is {expected!r}")
+    return []  # another object: only its type can be compared
 
 
 def verify(
     original: nn.Module,
     pruned: nn.Module,
     plan: PruningPlan,
-    example_inputs: torch.Tensor | tuple[torch.Tensor, ...],
+    example_inputs: Any,
     *,
     rtol: float = 1e-4,
     atol: float = 1e-5,
@@ -32,43 +138,59 @@ def verify(
     (:class:`~residual_prune.surgery.Bypass`), or, for a sub-layer plan, whose removed
     branches are multiplied by zero (``x + 0 * branch``) in the traced graph.
 
-    The plan is checked against ``original`` first (as :func:`apply_plan` does), on
-    ``example_inputs``, which must fit ``original`` (else :class:`DataError`). Both models run in
-    eval mode under ``no_grad`` (modes are restored; neither model is modified). Returns the largest
-    absolute difference over all outputs and raises :class:`VerificationError` when it exceeds
-    ``atol + rtol * max|reference|``.
+    ``example_inputs`` is a tensor, a tuple of positional arguments or a dict of keyword arguments
+    (see :class:`~residual_prune.inputs.ModelInputs`). The plan is checked against ``original`` first
+    (as :func:`apply_plan` does), on ``example_inputs``, which must fit ``original`` (else
+    :class:`DataError`). Both models run in eval mode under ``no_grad`` (modes are restored; neither
+    model is modified). Their outputs may be tensors, or tuples, lists, dicts and dataclasses (Hugging
+    Face's ``ModelOutput``) of them, nested: both must have the same structure and shapes, and every
+    tensor (and number) in them must be within ``atol + rtol * max|reference|`` of the reference, the
+    maximum taken over that tensor. Returns the largest absolute difference over all outputs; raises
+    :class:`VerificationError` naming the first output whose structure differs, else the one with the
+    largest error.
     """
-    inputs = as_input_tuple(example_inputs)
-    check_plan(original, plan, example_inputs=inputs)
+    inputs = ModelInputs.of(example_inputs)
+    check_plan(original, plan, example_inputs=example_inputs)
     reference: nn.Module
     if plan.granularity == "sublayer":
-        reference = zero_sublayers(copy.deepcopy(original), plan, example_inputs=inputs)
+        reference = zero_sublayers(copy.deepcopy(original), plan, example_inputs=example_inputs)
     else:
         reference = replace_with_identity(copy.deepcopy(original), plan.removed)
     with torch.no_grad(), eval_mode(reference), eval_mode(pruned):
-        expected, _ = tree_flatten(reference(*inputs))
+        expected = inputs.call(reference)
         try:
-            actual, _ = tree_flatten(pruned(*inputs))
+            actual = inputs.call(pruned)
         except Exception as exc:
             raise VerificationError(
                 f"the pruned model fails on inputs the original accepts: {type(exc).__name__}: {exc}. Was it "
                 "pruned with this plan (apply_plan(original, plan))?"
             ) from exc
-    expected = [t for t in expected if isinstance(t, torch.Tensor)]
-    actual = [t for t in actual if isinstance(t, torch.Tensor)]
-    if len(expected) != len(actual) or any(e.shape != a.shape for e, a in zip(expected, actual)):
+    leaves = _paired_leaves(expected, actual)
+    if not leaves:
         raise VerificationError(
-            f"the pruned model's outputs {[tuple(a.shape) for a in actual]} do not have the shapes of the "
-            f"reference's {[tuple(e.shape) for e in expected]}"
+            f"the models' outputs ({type(expected).__name__}) hold no tensor, so there is nothing to compare; "
+            "verify needs a model that returns tensors (or containers of them)"
         )
-    error, scale = 0.0, 0.0
-    for e, a in zip(expected, actual):
-        error = max(error, float((e.double() - a.double()).abs().max()) if e.numel() else 0.0)
-        scale = max(scale, float(e.double().abs().max()) if e.numel() else 0.0)
-    if not error <= atol + rtol * scale:  # also catches NaN
+    return _checked_error(leaves, plan, rtol=rtol, atol=atol)
+
+
+def _checked_error(leaves: list[_Leaf], plan: PruningPlan, *, rtol: float, atol: float) -> float:
+    """The largest absolute error over ``leaves``; :class:`VerificationError` if any is out of tolerance."""
+    failures = []
+    largest = 0.0
+    for leaf in leaves:
+        error, scale = leaf.errors()
+        largest = max(largest, error)  # only returned when no error is NaN
+        tolerance = atol + rtol * scale
+        if not error <= tolerance:  # also catches NaN
+            failures.append((leaf, error, scale, tolerance))
+    if failures:
+        leaf, error, scale, tolerance = max(failures, key=lambda f: (f[1] != f[1], f[1]))  # NaN first
+        others = f" ({len(failures) - 1} other outputs differ too)" if len(failures) > 1 else ""
         raise VerificationError(
             f"the pruned model differs from the original with blocks {plan.removed} replaced by the identity: "
-            f"max abs error {error:.3g} > {atol + rtol * scale:.3g} (atol {atol:g} + rtol {rtol:g} x {scale:.3g}). "
-            "The block removal changed more than the removed branches; please report this model."
+            f"in its {_output_name(leaf.path)}, max abs error {error:.3g} > {tolerance:.3g} (atol {atol:g} + "
+            f"rtol {rtol:g} x {scale:.3g}){others}. The block removal changed more than the removed branches; "
+            "please report this model."
         )
-    return error
+    return largest

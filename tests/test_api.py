@@ -201,8 +201,8 @@ def test_prune_layers_analyses_the_model_once(cifar_model, monkeypatch) -> None:
     import residual_prune.blocks as blocks
 
     calls = []
-    trace = blocks.trace
-    monkeypatch.setattr(blocks, "trace", lambda *args, **kwargs: calls.append(1) or trace(*args, **kwargs))
+    capture = blocks.capture
+    monkeypatch.setattr(blocks, "capture", lambda *args, **kwargs: calls.append(1) or capture(*args, **kwargs))
     pruned = rp.prune_layers(cifar_model, criterion="l1", n=2, example_inputs=X)
     assert len(calls) == 1  # the plan is applied on the analysis it was made on
     plan = rp.plan_pruning(cifar_model, criterion="l1", n=2, example_inputs=X)
@@ -215,3 +215,43 @@ def test_prune_layers_refuses_inplace_sublayer_pruning_before_scoring(cifar_mode
     with pytest.raises(rp.InvalidArgumentError, match="cannot modify the model in place"):
         rp.prune_layers(cifar_model, criterion="counted", n=1, example_inputs=X, granularity="sublayer", inplace=True)
     assert not calls
+
+
+def test_plan_pruning_passes_loss_fn_and_forward_fn_to_the_criterion(cifar_model, cifar_batch) -> None:
+    calls = []
+
+    def loss_fn(outputs, batch):
+        calls.append("loss")
+        return nn.functional.cross_entropy(outputs, batch["y"])
+
+    def forward_fn(model, batch):
+        calls.append("forward")
+        return model(batch["x"])
+
+    data = [{"x": cifar_batch[0], "y": cifar_batch[1]}]
+    kwargs = dict(criterion="snip", n=1, data=data, example_inputs=X, progress=False)
+    plan = rp.plan_pruning(cifar_model, loss_fn=loss_fn, forward_fn=forward_fn, **kwargs)
+    assert calls == ["forward", "loss"] and plan.criterion_kwargs == {"progress": False}  # not stored
+    assert plan.scores == rp.plan_pruning(cifar_model, **{**kwargs, "data": [cifar_batch]}).scores
+    rp.prune_layers(cifar_model, loss_fn=loss_fn, forward_fn=forward_fn, **kwargs)
+    assert len(calls) == 4
+
+
+def test_loss_fn_for_a_criterion_without_a_loss_is_refused(cifar_model, cifar_batch) -> None:
+    kwargs = dict(n=1, data=[cifar_batch], example_inputs=X, progress=False)
+    with pytest.raises(rp.InvalidArgumentError, match="criterion 'kl' does not take loss_fn"):
+        rp.plan_pruning(cifar_model, criterion="kl", loss_fn=lambda outputs, batch: outputs.sum(), **kwargs)
+    with pytest.raises(rp.InvalidArgumentError, match="forward_fn must be a function, got int"):
+        rp.plan_pruning(cifar_model, criterion="snip", forward_fn=3, **kwargs)
+
+
+def test_example_inputs_of_dict_batches_are_the_first_batch_without_labels() -> None:
+    from residual_prune.api import _first_inputs
+
+    batch = {"input_ids": torch.zeros(4, 7, dtype=torch.long), "labels": torch.zeros(4, dtype=torch.long)}
+    inputs, data = _first_inputs(iter([batch]))
+    assert inputs.keys() == {"input_ids"} and inputs["input_ids"] is batch["input_ids"]
+    assert list(data) == [batch]
+    assert _first_inputs(batch)[0].keys() == {"input_ids"}  # a single batch
+    with pytest.raises(rp.DataError, match="hold no tensor"):
+        _first_inputs([{"labels": batch["labels"]}])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
@@ -264,3 +265,28 @@ def test_shared_block_is_reported_as_shared_not_by_its_inputs() -> None:
     blocks = _by_name(nn.Sequential(SharedOnTwoInputs()))
     reason = blocks["0.shared"].reason
     assert "called 2 times (shared weights)" in reason and "inputs" not in reason
+
+
+class PostNorm(nn.Module):
+    """A post-norm unit, ``LayerNorm(x + fc(x))``, as in BERT's layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.norm = nn.LayerNorm(4)
+
+    def forward(self, x):
+        return self.norm(x + self.fc(x))
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_post_norm_units_go_under_the_default_policy_and_stay_under_the_paper_policy(frontend: str) -> None:
+    model = nn.Sequential(PostNorm(), PostNorm(), nn.Linear(4, 2))
+    x = torch.randn(2, 4)
+    default = rp.find_blocks(model, x, frontend=frontend)
+    assert [(b.name, b.removable) for b in default] == [("0", True), ("1", True)]
+    paper = rp.find_blocks(model, x, frontend=frontend, policy="paper")
+    assert [b.removable for b in paper] == [False, False]
+    assert "on its main path is outside any residual branch" in (paper[0].reason or "")
+    plan = rp.plan_pruning(model, criterion="l1", n=1, example_inputs=x, frontend=frontend)
+    assert rp.verify(model, rp.apply_plan(model, plan), plan, x) == 0.0

@@ -1,15 +1,20 @@
-"""FLOP counting: the in-pass counter of find_blocks agrees with fvcore, module by module."""
+"""FLOP counting: the in-pass counter of find_blocks and the exported-graph counter agree with fvcore, module by
+module."""
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
+import torch.fx as fx
 import torch.nn.functional as F
 from torch import nn
 
 import residual_prune as rp
-from residual_prune.flops import count_flops_by_module
+from residual_prune.flops import count_flops_by_module, count_graph_flops
 from residual_prune.models import resnet20
+from residual_prune.modes import eval_mode
 from residual_prune.tracing import get_notrace_modules, trace
 
 
@@ -74,6 +79,14 @@ def _zoo() -> list[tuple[str, nn.Module, tuple[int, ...]]]:
     ]
 
 
+_ZOO = _zoo()  # built once: the tests of both counters share the models and fvcore's counts of them
+
+
+@functools.cache
+def _fvcore_flops(model: nn.Module, shape: tuple[int, ...]) -> dict[str, int] | None:
+    return count_flops_by_module(model, (torch.randn(shape),))
+
+
 def _inside_opaque_leaf(model: nn.Module, name: str) -> bool:
     """fvcore itemises the children of modules that tracing keeps whole; the in-pass counter does not."""
     leaves = tuple(get_notrace_modules())
@@ -81,10 +94,10 @@ def _inside_opaque_leaf(model: nn.Module, name: str) -> bool:
     return any(isinstance(model.get_submodule(".".join(parts[:i])), leaves) for i in range(1, len(parts)))
 
 
-@pytest.mark.parametrize("name,model,shape", _zoo(), ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("name,model,shape", _ZOO, ids=lambda v: v if isinstance(v, str) else "")
 def test_in_pass_counter_matches_fvcore(name: str, model: nn.Module, shape: tuple[int, ...]) -> None:
     x = torch.randn(shape)
-    reference = count_flops_by_module(model, (x,))
+    reference = _fvcore_flops(model, shape)
     counted = trace(model, x).flops
     assert counted[""] == reference[""] > 0
     compared = [
@@ -155,3 +168,135 @@ def test_fvcore_failure_gives_none_with_warning_but_find_blocks_still_counts() -
         assert count_flops_by_module(NotJitTraceable(), (x,)) is None
     (block,) = rp.find_blocks(NotJitTraceable(), x)
     assert block.flops == 8 * 8 * 9 * 16 * 16
+
+
+def _exported(model: nn.Module, *inputs: torch.Tensor, **options) -> torch.export.ExportedProgram:
+    with eval_mode(model):
+        return torch.export.export(model, inputs, strict=False, **options)
+
+
+def _assert_graph_counts_as_fvcore(counted: dict[str, int], reference: dict[str, int]) -> None:
+    """Every module fvcore reports has its FLOPs, and no module fvcore does not know has any."""
+    assert counted[""] > 0 and set(counted) <= set(reference)
+    assert {k: counted.get(k, 0) for k in reference} == reference
+
+
+@pytest.mark.parametrize(
+    "name,model,shape",
+    [z for z in _ZOO if z[0] != "cifar resnet20"],  # the torchvision ResNet covers it
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_exported_graph_counter_matches_fvcore(name: str, model: nn.Module, shape: tuple[int, ...]) -> None:
+    counted = count_graph_flops(_exported(model, torch.randn(shape)).graph)
+    _assert_graph_counts_as_fvcore(counted, _fvcore_flops(model, shape))
+
+
+class MoreOps(nn.Module):
+    """A transposed grouped convolution, einsums (ellipsis, three operands, a trace), a chain of batched
+    matmuls and a layer run under no_grad (a subgraph in the exported graph)."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(4, 6, 3, stride=2, groups=2)
+        self.mix = nn.Parameter(torch.rand(5, 6))
+        self.chain = nn.Parameter(torch.rand(3, 6, 6))
+        self.head = nn.Linear(6, 6)
+
+    def forward(self, x):
+        y = self.up(x)
+        tokens = y.flatten(2).transpose(1, 2)
+        mixed = torch.einsum("bchw,dc->bdhw", y, self.mix)
+        chained = torch.einsum("...ij,jk,kl->...il", tokens, self.chain[0], self.chain[1])
+        attended = tokens @ tokens.transpose(1, 2) @ tokens
+        with torch.no_grad():
+            head = self.head(tokens)
+        traces = torch.einsum("bii->b", self.chain)
+        return mixed.sum() + chained.sum() + attended.sum() + head.sum() + traces.sum()
+
+
+def test_exported_graph_counter_counts_transposed_convs_einsums_and_no_grad_regions_as_fvcore() -> None:
+    x = torch.randn(1, 4, 5, 5)
+    counted = count_graph_flops(_exported(MoreOps(), x).graph)
+    _assert_graph_counts_as_fvcore(counted, count_flops_by_module(MoreOps(), (x,)))
+    assert counted["up"] == 4 * 3 * 3 * 3 * 5 * 5  # transposed: weight (4, 6/2, 3, 3) at every input position
+    assert counted["head"] == 11 * 11 * 6 * 6
+
+
+class Broadcasts(nn.Module):
+    """A matmul whose first operand is broadcast over the batch, and a baddbmm."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.rand(4, 8))
+
+    def forward(self, x, a, b):
+        return (self.weight @ x).sum() + torch.baddbmm(a @ b, a, b).sum()
+
+
+def test_exported_graph_counter_counts_broadcast_matmul_and_baddbmm_where_fvcore_does_not() -> None:
+    inputs = torch.randn(3, 8, 5), torch.randn(2, 4, 3), torch.randn(2, 3, 5)
+    counted = count_graph_flops(_exported(Broadcasts(), *inputs).graph)
+    reference = count_flops_by_module(Broadcasts(), inputs)
+    bmm = 2 * 4 * 3 * 5
+    assert reference[""] == 4 * 8 * 5 + bmm  # the weight once, no baddbmm
+    assert counted[""] == 3 * 4 * 8 * 5 + 2 * bmm
+
+
+def test_decomposed_graph_counter_matches_fvcore_but_pooling_to_one() -> None:
+    """run_decompositions lowers the ops to native norms, convolution, addmm, bmm (attention), ...; adaptive
+    average pooling to 1x1 becomes a mean, which is not counted (NormsAndResampling pools its output so)."""
+    model, x = NormsAndResampling().eval(), torch.randn(1, 8, 16, 16)
+    graph = _exported(model, x).run_decompositions().graph
+    counted, reference = count_graph_flops(graph), count_flops_by_module(model, (x,))
+    assert counted[""] == reference[""] - x.numel()
+    _assert_graph_counts_as_fvcore({**counted, "": reference[""]}, reference)
+
+
+class DynamicAndStatic(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.proj = nn.Linear(8, 4)
+        self.register_buffer("table", torch.rand(5, 8))
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3)) + self.proj(self.table).sum(0)
+
+
+def test_exported_graph_counter_skips_nodes_of_symbolic_shape() -> None:
+    batch = torch.export.Dim("batch")
+    graph = _exported(DynamicAndStatic(), torch.randn(2, 3, 8, 8), dynamic_shapes=({0: batch},)).graph
+    assert count_graph_flops(graph) == {"": 5 * 8 * 4, "proj": 5 * 8 * 4}  # the conv's batch is symbolic
+
+
+class SelfAttention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):
+        return self.attn(x, x, x, need_weights=False)[0]
+
+
+def test_exported_graph_counter_counts_native_multi_head_attention_as_fvcore() -> None:
+    """export records nn.MultiheadAttention's unfused path; a graph may hold its fused kernel (fvcore's path)."""
+    model, x = SelfAttention().eval(), torch.randn(2, 5, 8)
+    graph = fx.Graph()
+
+    def value(name: str, tensor: torch.Tensor) -> fx.Node:
+        node = graph.placeholder(name)
+        node.meta["val"] = tensor
+        return node
+
+    attn = model.attn
+    weights = [value(n, t.detach()) for n, t in [("w", attn.in_proj_weight), ("b", attn.in_proj_bias)]]
+    projection = [value(n, t.detach()) for n, t in [("pw", attn.out_proj.weight), ("pb", attn.out_proj.bias)]]
+    query = value("x", x)
+    fused = graph.call_function(
+        torch.ops.aten._native_multi_head_attention.default, (query, query, query, 8, 2, *weights, *projection)
+    )
+    fused.meta["val"] = model(x), torch.empty(0)
+    fused.meta["nn_module_stack"] = {"L__self__": ("", "SelfAttention"), "L__self___attn": ("attn", "MHA")}
+    graph.output(fused)
+    reference = count_flops_by_module(model, (x,))
+    assert count_graph_flops(graph) == {"": reference[""], "attn": reference["attn"]} and reference["attn"] > 0

@@ -121,3 +121,66 @@ def test_paper_policy_on_stage_transition_layers() -> None:
     assert not blocks["features.1.2"].removable and not blocks["features.3.0"].removable
     assert blocks["features.1.0"].removable and blocks["features.5.4"].removable
     assert sum(b.removable for b in blocks.values()) == 18 - 6
+
+
+def _tiny_transformers() -> dict[str, tuple]:
+    """Hugging Face models of each kind at tiny sizes (random init): (model, inputs, units, removable)."""
+    import transformers as hf
+
+    ids = {"input_ids": torch.randint(0, 100, (1, 8)), "use_cache": False}
+    text = {"vocab_size": 100, "num_attention_heads": 4, "intermediate_size": 64}
+    return {
+        "llama": (
+            hf.LlamaForCausalLM(hf.LlamaConfig(hidden_size=32, num_hidden_layers=3, num_key_value_heads=2, **text)),
+            ids,
+            3,
+            3,
+        ),
+        "gpt2": (
+            hf.GPT2LMHeadModel(
+                hf.GPT2Config(vocab_size=100, n_embd=32, n_layer=3, n_head=4, bos_token_id=0, eos_token_id=0)
+            ),
+            ids,
+            3,
+            3,
+        ),
+        "bert (post-norm)": (
+            hf.BertForMaskedLM(hf.BertConfig(hidden_size=32, num_hidden_layers=3, **text)),
+            {"input_ids": ids["input_ids"], "attention_mask": torch.ones(1, 8, dtype=torch.long)},
+            6,  # per layer: the layer and its attention (which returns a tuple)
+            3,
+        ),
+        "vit": (
+            hf.ViTForImageClassification(
+                hf.ViTConfig(
+                    hidden_size=32,
+                    num_hidden_layers=3,
+                    image_size=32,
+                    patch_size=8,
+                    **{k: v for k, v in text.items() if k != "vocab_size"},
+                )
+            ),
+            {"pixel_values": torch.randn(1, 3, 32, 32)},
+            3,
+            3,
+        ),
+    }
+
+
+@pytest.mark.parametrize("key", ["llama", "gpt2", "bert (post-norm)", "vit"])
+def test_hugging_face_model_prunes_exactly_with_keyword_inputs(key: str) -> None:
+    torch.manual_seed(0)
+    model, inputs, units, removable = _tiny_transformers()[key]
+    model.eval()
+    before = state_snapshot(model)
+    blocks = rp.find_blocks(model, inputs)
+    assert {b.frontend for b in blocks} == {"export"}
+    assert (len(blocks), sum(b.removable for b in blocks)) == (units, removable), [(b.name, b.reason) for b in blocks]
+    plan = rp.plan_pruning(model, criterion="l1", n=2, example_inputs=inputs)
+    pruned = rp.apply_plan(model, plan)
+    assert rp.verify(model, pruned, plan, inputs) == 0.0
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+    reloaded = rp.apply_plan(model, rp.PruningPlan.from_dict(plan.to_dict()))  # replays on zeros of the inputs
+    assert_same_state(model, before)
+    with torch.no_grad():
+        assert torch.equal(pruned(**inputs)[0], reloaded(**inputs)[0])

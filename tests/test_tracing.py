@@ -143,7 +143,7 @@ def test_untraceable_top_level_forward_suggests_the_largest_submodule(cls: type[
     model = cls()
     x = torch.randn(1, 3, 8, 8)
     with pytest.raises(rp.TraceError, match="top-level forward") as info:
-        rp.find_blocks(model, x)
+        rp.find_blocks(model, x, frontend="fx")
     message = str(info.value)
     assert "plan_pruning(model.body, ...)" in message and "model.head" in message
     assert "leaf_modules" not in message and "TheModuleClass" not in message

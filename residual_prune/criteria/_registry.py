@@ -43,7 +43,8 @@ class CriterionInfo:
 
     ``requires_data``: needs labelled batches ``(x, y)``. ``gradient_based``: its scores
     come from gradients, so they collapse when branches end in zero-initialised norms
-    or tiny layer scales. ``source``: ``"builtin"``, ``"user"`` or the plugin's entry point.
+    or tiny layer scales. ``reads_weights``: reads weight values, so it cannot score a model
+    built on the ``meta`` device. ``source``: ``"builtin"``, ``"user"`` or the plugin's entry point.
     """
 
     name: str
@@ -51,6 +52,7 @@ class CriterionInfo:
     requires_data: bool = False
     gradient_based: bool = False
     source: str = "user"
+    reads_weights: bool = True
 
 
 _registry: dict[str, CriterionInfo] = {}
@@ -64,11 +66,13 @@ def register_criterion(
     gradient_based: bool | None = None,
     overwrite: bool = False,
     source: str = "user",
+    reads_weights: bool | None = None,
 ) -> Callable[[Criterion], Criterion]:
     """Decorator that registers a criterion under ``name``.
 
-    ``requires_data`` and ``gradient_based`` default to the callable's attributes of the
-    same name (so plugins can declare them on the function), else ``False``.
+    ``requires_data``, ``gradient_based`` and ``reads_weights`` default to the callable's
+    attributes of the same name (so plugins can declare them on the function), else ``False``,
+    ``False`` and ``True``.
 
     Examples:
         >>> @register_criterion("param_count")
@@ -92,6 +96,7 @@ def register_criterion(
             requires_data=bool(getattr(fn, "requires_data", False) if requires_data is None else requires_data),
             gradient_based=bool(getattr(fn, "gradient_based", False) if gradient_based is None else gradient_based),
             source=source,
+            reads_weights=bool(getattr(fn, "reads_weights", True) if reads_weights is None else reads_weights),
         )
         return fn
 

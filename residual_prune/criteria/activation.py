@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from ..blocks import ResidualBlock
-from ..errors import CriterionError, DataError, InvalidArgumentError, ResidualPruneError
+from ..errors import CriterionError, InvalidArgumentError
 from ..modes import preserved_state
-from ._common import labelled_batches
+from ._common import BatchRunner, ForwardFn
 from ._registry import register_criterion
 
 __all__ = [
@@ -21,7 +21,6 @@ __all__ = [
     "expectabs_importance",
     "hrank_importance",
     "pooled",
-    "run_model",
 ]
 
 
@@ -41,20 +40,6 @@ def _tensor(value: Any, what: str) -> torch.Tensor:
     if not isinstance(value, torch.Tensor):
         raise CriterionError(f"the {what} is a {type(value).__name__}, not a tensor")
     return value
-
-
-def run_model(model: nn.Module, x: torch.Tensor, batch_index: int) -> Any:
-    """``model(x)`` on the model's device; errors that are not the library's become :class:`DataError`."""
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    x = x.to(device)
-    try:
-        return model(x)
-    except ResidualPruneError:
-        raise
-    except Exception as exc:
-        raise DataError(
-            f"batch {batch_index} (inputs {tuple(x.shape)}) does not fit the model: {type(exc).__name__}: {exc}"
-        ) from exc
 
 
 def pooled(output: torch.Tensor) -> torch.Tensor:
@@ -82,10 +67,14 @@ def block_statistics(
     criterion: str,
     progress: bool = True,
     with_input: bool = False,
-) -> list[tuple[torch.Tensor, dict[str, Any]]]:
-    """Run labelled batches through the model in eval mode under ``no_grad``, keeping only
+    with_targets: bool = False,
+    forward_fn: ForwardFn | None = None,
+) -> list[tuple[torch.Tensor | None, dict[str, Any]]]:
+    """Run the batches of ``data`` through the model (with ``forward_fn``, see
+    :class:`~residual_prune.criteria._common.BatchRunner`) in eval mode under ``no_grad``, keeping only
     ``reduce(output, input)`` of every block (``input`` is a copy taken before the block runs,
-    ``None`` unless ``with_input``). Returns ``(targets, {block name: reduced})`` per batch;
+    ``None`` unless ``with_input``). Returns ``(targets, {block name: reduced})`` per batch, the
+    targets ``None`` unless ``with_targets`` (then a batch without them is a :class:`DataError`);
     the model is left exactly as it was.
     """
     modules = {b.name: block_module(model, b, criterion) for b in blocks}
@@ -112,12 +101,14 @@ def block_statistics(
                 if with_input:
                     handles.append(module.register_forward_pre_hook(pre))
                 handles.append(module.register_forward_hook(post))
-            for i, x, y in labelled_batches(data, num_batches, criterion, progress=progress):
-                run_model(model, x, i)
+            run = BatchRunner(criterion, forward_fn=forward_fn)
+            for batch in run.batches(data, num_batches, progress=progress):
+                targets = batch.class_targets(criterion) if with_targets else None
+                run.outputs(model, batch)
                 missing = [n for n in modules if n not in current]
                 if missing:
-                    raise CriterionError(f"block(s) {missing} did not run in the forward pass of batch {i}")
-                results.append((y, dict(current)))
+                    raise CriterionError(f"block(s) {missing} did not run in the forward pass of batch {batch.index}")
+                results.append((targets, dict(current)))
                 current.clear()
         finally:
             for handle in handles:
@@ -145,6 +136,7 @@ def hrank_importance(
     num_batches: int | None = 4,
     relative: bool = False,
     progress: bool = True,
+    forward_fn: ForwardFn | None = None,
 ) -> dict[str, float]:
     """HRank (Lin et al., "HRank: Filter Pruning using High-Rank Feature Map", CVPR 2020), per block.
 
@@ -155,12 +147,20 @@ def hrank_importance(
     are read as maps in their last two dimensions (a ViT's ``(N, L, D)``: one ``L x D`` map
     per image). The rank is bounded by ``min(H, W)``, so blocks of high-resolution stages score
     higher; ``relative=True`` divides by that bound to compare stages on an equal footing.
-    Needs a trained model and batches ``(x, y)`` (labels unused); no gradients. Runs in eval
-    mode; the model is left exactly as it was. Higher = keep.
+    Needs a trained model and batches ``(x, y)`` or dicts of keyword arguments (labels unused;
+    ``forward_fn(model, batch)`` runs other forms); no gradients. Runs in eval mode; the model is
+    left exactly as it was. Higher = keep.
     """
     reduce = functools.partial(_mean_ranks, relative=relative)
     batches = block_statistics(
-        model, blocks, data, reduce, num_batches=num_batches, criterion="hrank", progress=progress
+        model,
+        blocks,
+        data,
+        reduce,
+        num_batches=num_batches,
+        criterion="hrank",
+        progress=progress,
+        forward_fn=forward_fn,
     )
     return {b.name: float(torch.cat([stats[b.name] for _, stats in batches]).mean()) for b in blocks}
 
@@ -183,6 +183,7 @@ def expectabs_importance(
     *,
     num_batches: int | None = 4,
     progress: bool = True,
+    forward_fn: ForwardFn | None = None,
 ) -> dict[str, float]:
     """expectABS (Tan and Motani, "DropNet: Reducing Neural Network Complexity via Iterative
     Pruning", ICML 2020), adapted to residual blocks as in Jordao et al.
@@ -192,8 +193,9 @@ def expectabs_importance(
     block takes away. It is the residual branch ``F(x)`` when the addition comes last
     (pre-activation ResNets, transformers), and ``relu(x + F(x)) - x`` after a post-addition
     ReLU. Importance = mean ``|out - in|`` over all elements and the images of ``num_batches``
-    batches (``None``: all of ``data``). Needs a trained model and batches ``(x, y)`` (labels
-    unused); no gradients. Runs in eval mode; the model is left exactly as it was. Higher = keep.
+    batches (``None``: all of ``data``). Needs a trained model and batches ``(x, y)`` or dicts of
+    keyword arguments (labels unused; ``forward_fn(model, batch)`` runs other forms); no gradients.
+    Runs in eval mode; the model is left exactly as it was. Higher = keep.
     """
     batches = block_statistics(
         model,
@@ -204,6 +206,7 @@ def expectabs_importance(
         criterion="expectabs",
         progress=progress,
         with_input=True,
+        forward_fn=forward_fn,
     )
     return {
         b.name: sum(stats[b.name][0] for _, stats in batches) / sum(stats[b.name][1] for _, stats in batches)

@@ -15,7 +15,7 @@ from ._registry import register_criterion
 __all__ = ["random_importance", "l1_importance"]
 
 
-@register_criterion("random", source="builtin")
+@register_criterion("random", source="builtin", reads_weights=False)
 def random_importance(
     model: nn.Module, blocks: Sequence[ResidualBlock], data: Any = None, *, seed: int = 0
 ) -> dict[str, float]:

@@ -12,12 +12,14 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from ..blocks import ResidualBlock
 from ..modes import preserved_state
 from ._common import (
+    Batch,
+    BatchRunner,
+    ForwardFn,
+    LossFn,
     accumulate,
     batch_count,
     block_sums,
     block_weights,
-    classification_loss,
-    labelled_batches,
     progress_bar,
 )
 from ._registry import register_criterion
@@ -35,6 +37,8 @@ def grasp_importance(
     temperature: float = 200.0,
     bn_mode: str = "train",
     progress: bool = True,
+    loss_fn: LossFn | None = None,
+    forward_fn: ForwardFn | None = None,
 ) -> dict[str, float]:
     """GraSP (Wang et al., "Picking Winning Tickets Before Training by Preserving Gradient Flow", ICLR 2020).
 
@@ -47,6 +51,11 @@ def grasp_importance(
     (with one batch, the default, about three training steps in all). Attention runs on
     PyTorch's composite kernel, as the fused ones have no double backward.
     BN uses batch statistics unless ``bn_mode="eval"``; the model is left exactly as it was.
+    Batches are ``(x, y)`` pairs or dicts of keyword arguments with ``"labels"``, whose loss is the
+    model's ``outputs.loss`` (no temperature: pass a ``loss_fn`` for one); ``forward_fn(model, batch)``
+    and ``loss_fn(outputs, batch)`` replace the forward pass and the loss (see
+    :class:`~residual_prune.criteria._common.BatchRunner`); ``temperature`` applies to the default
+    loss of pairs only.
 
     Memory: one batch at a time is held as an autograd graph built with ``create_graph=True``
     (the activations plus what the double backward needs), so the peak grows with the batch
@@ -62,15 +71,16 @@ def grasp_importance(
     # the fused CPU/GPU attention kernels have no double backward: use the composite one
     with preserved_state(model, bn_mode, needs_grad=flat), torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
         # the second pass must see the same batches, even from a shuffling loader
-        seen: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+        run = BatchRunner("grasp", loss_fn=loss_fn, forward_fn=forward_fn, temperature=temperature)
+        seen: list[Batch] = []
         with progress_bar("grasp gradient pass", batch_count(data, num_batches), progress) as bar:
-            for batch in labelled_batches(data, num_batches, "grasp", progress=False):
+            for batch in run.batches(data, num_batches, progress=False):
                 if seen:  # not the last batch: its gradient only
-                    accumulate(g, torch.autograd.grad(_loss(model, seen[-1], temperature), flat, allow_unused=True))
+                    accumulate(g, torch.autograd.grad(run.loss(model, seen[-1]), flat, allow_unused=True))
                     bar.update()
                 seen.append(batch)
             # the last batch keeps its graph, so that its forward pass serves both passes
-            last = torch.autograd.grad(_loss(model, seen[-1], temperature), flat, create_graph=True, allow_unused=True)
+            last = torch.autograd.grad(run.loss(model, seen[-1]), flat, create_graph=True, allow_unused=True)
             accumulate(g, (grad.detach() if grad is not None else None for grad in last))
             bar.update()
         with progress_bar("grasp Hessian pass", len(seen), progress) as bar:
@@ -78,17 +88,10 @@ def grasp_importance(
             del last
             bar.update()
             for batch in seen[:-1]:
-                grads = torch.autograd.grad(
-                    _loss(model, batch, temperature), flat, create_graph=True, allow_unused=True
-                )
+                grads = torch.autograd.grad(run.loss(model, batch), flat, create_graph=True, allow_unused=True)
                 _add_hessian_gradient(hg, g, grads, flat)
                 bar.update()
     return block_sums(blocks, weights, (w.detach() * h for w, h in zip(flat, hg)))
-
-
-def _loss(model: nn.Module, batch: tuple[int, torch.Tensor, torch.Tensor], temperature: float) -> torch.Tensor:
-    i, x, y = batch
-    return classification_loss(model, x, y, i, temperature)
 
 
 def _add_hessian_gradient(

@@ -12,9 +12,9 @@ from torch import nn
 
 from ..blocks import ResidualBlock
 from ..modes import preserved_state
-from ._common import _logits, labelled_batches
+from ._common import Batch, BatchRunner, ForwardFn, _logits
 from ._registry import register_criterion
-from .activation import _tensor, block_module, run_model
+from .activation import _tensor, block_module
 
 __all__ = ["bypassed", "kl_importance"]
 
@@ -34,8 +34,8 @@ def bypassed(module: nn.Module) -> Iterator[nn.Module]:
         post.remove()
 
 
-def _log_probs(model: nn.Module, x: torch.Tensor, batch_index: int) -> torch.Tensor:
-    return F.log_softmax(_logits(run_model(model, x, batch_index)).double(), dim=-1)
+def _log_probs(model: nn.Module, run: BatchRunner, batch: Batch) -> torch.Tensor:
+    return F.log_softmax(_logits(run.outputs(model, batch)).double(), dim=-1)
 
 
 @register_criterion("kl", requires_data=True, gradient_based=False, source="builtin")
@@ -46,6 +46,7 @@ def kl_importance(
     *,
     num_batches: int | None = 4,
     progress: bool = True,
+    forward_fn: ForwardFn | None = None,
 ) -> dict[str, float]:
     """KL (Luo and Wu, "Neural Network Pruning with Residual-Connections and Limited-Data", CVPR 2020).
 
@@ -53,19 +54,21 @@ def kl_importance(
     outputs of the network and of the network with the block removed (replaced by the
     identity, so only its shortcut remains), averaged over the images of ``num_batches``
     batches (``None``: all of ``data``). Luo and Wu score channels inside residual blocks
-    this way; here whole blocks are removed. Needs a trained model and batches ``(x, y)``
-    (labels unused); no gradients; one extra forward pass per block and batch. Runs in eval
-    mode; the model is left exactly as it was. Higher = keep.
+    this way; here whole blocks are removed. Needs a trained model and batches ``(x, y)`` or
+    dicts of keyword arguments (labels unused; the logits are the output, its ``logits`` or its
+    first tensor; ``forward_fn(model, batch)`` runs other forms); no gradients; one extra forward
+    pass per block and batch. Runs in eval mode; the model is left exactly as it was. Higher = keep.
     """
     modules = {b.name: block_module(model, b, "kl") for b in blocks}
     totals = dict.fromkeys(modules, 0.0)
     images = 0
     with preserved_state(model, "eval"), torch.no_grad():
-        for i, x, _ in labelled_batches(data, num_batches, "kl", progress=progress):
-            log_p = _log_probs(model, x, i)
+        run = BatchRunner("kl", forward_fn=forward_fn)
+        for batch in run.batches(data, num_batches, progress=progress):
+            log_p = _log_probs(model, run, batch)
             images += log_p.shape[0]
             for name, module in modules.items():
                 with bypassed(module):
-                    log_q = _log_probs(model, x, i)
+                    log_q = _log_probs(model, run, batch)
                 totals[name] += float(F.kl_div(log_q, log_p, reduction="sum", log_target=True))
     return {name: total / images for name, total in totals.items()}

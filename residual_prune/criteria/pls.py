@@ -11,6 +11,7 @@ from torch import nn
 
 from ..blocks import ResidualBlock
 from ..errors import DataError, InvalidArgumentError
+from ._common import ForwardFn
 from ._registry import register_criterion
 from .activation import block_statistics, pooled
 
@@ -92,6 +93,7 @@ def pls_importance(
     num_batches: int | None = 4,
     n_components: int = 2,
     progress: bool = True,
+    forward_fn: ForwardFn | None = None,
 ) -> dict[str, float]:
     """PLS (Jordao et al., "Deep Network Compression based on Partial Least Squares", Neurocomputing 2020).
 
@@ -100,8 +102,10 @@ def pls_importance(
     batches (``None``: all of ``data``), are standardised and regressed on the one-hot labels
     with ``n_components``-component PLS (:func:`vip_scores`). Importance of a block = the mean
     VIP score of its features; the paper scores single filters this way. Needs a trained
-    model, labelled batches with at least two classes and more images than a handful; no
-    gradients. Runs in eval mode; the model is left exactly as it was. Higher = keep.
+    model, labelled batches with at least two classes and more images than a handful: ``(x, y)``
+    pairs or dicts of keyword arguments with the class ids under ``"labels"`` (run without them;
+    ``forward_fn(model, batch)`` runs other forms); no gradients. Runs in eval mode; the model is
+    left exactly as it was. Higher = keep.
     """
     if not blocks:
         return {}
@@ -113,8 +117,10 @@ def pls_importance(
         num_batches=num_batches,
         criterion="pls",
         progress=progress,
+        with_targets=True,
+        forward_fn=forward_fn,
     )
-    labels = torch.cat([y.detach().cpu().reshape(-1) for y, _ in batches])
+    labels = torch.cat([y.detach().cpu().reshape(-1) for y, _ in batches if y is not None])
     if labels.is_floating_point() or labels.numel() != sum(stats[blocks[0].name].shape[0] for _, stats in batches):
         raise DataError("pls needs integer class targets of shape (batch,)")
     classes, index = torch.unique(labels, return_inverse=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from torch import nn
 
-from benchmarks import coverage
+from benchmarks import coverage, zoos
 
 QUICK = {
     "torchvision:resnet18": "pruned",
@@ -145,7 +147,8 @@ def test_full_zoo_sweep_matches_the_recorded_coverage(monkeypatch, tmp_path) -> 
     timeout = max(
         (r.get("timeout", coverage.DEFAULT_TIMEOUT) for r in recorded.values()), default=coverage.DEFAULT_TIMEOUT
     )
-    records = coverage.sweep(coverage.zoo_models(), timeout=timeout, only=True)
+    recorded_zoos = sorted({r["zoo"] for r in recorded.values()})
+    records = coverage.sweep(coverage.zoo_models(recorded_zoos), timeout=timeout, only=True)
     changed = {
         spec: f"{recorded[spec]['status']} -> {r['status']} {r.get('error') or ''}"
         for spec, r in records.items()
@@ -156,5 +159,93 @@ def test_full_zoo_sweep_matches_the_recorded_coverage(monkeypatch, tmp_path) -> 
 
 
 def test_smallest_variant_by_parameters() -> None:
-    assert coverage.smallest(["resnet50", "resnet18", "resnet10t", "test_resnet"]) == "resnet10t"
-    assert coverage.smallest(["vit_base_patch16_224", "vit_tiny_patch16_224"]) == "vit_tiny_patch16_224"
+    assert zoos.smallest(["resnet50", "resnet18", "resnet10t", "test_resnet"]) == "resnet10t"
+    assert zoos.smallest(["vit_base_patch16_224", "vit_tiny_patch16_224"]) == "vit_tiny_patch16_224"
+
+
+class _Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return x + self.linear(x)
+
+
+class _TwoInputsNeedsTargets(nn.Module):
+    """Called with two positional tensors; returns a dict holding a list; refuses train mode
+    without targets, as torchvision's detection models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.Sequential(*(_Residual() for _ in range(3)))
+
+    def forward(self, a, b):
+        if self.training:
+            raise ValueError("targets should not be None in training mode")
+        h = self.blocks(a + b)
+        return {"out": h, "parts": [h.mean(-1), h.argmax(-1)]}
+
+
+@pytest.fixture
+def toy_zoos(monkeypatch):
+    monkeypatch.setattr(zoos, "_ZOOS", dict(zoos._ZOOS))
+
+    @zoos.register_zoo("toy", models=lambda: ["two"], package="torch", trains=False)
+    def build(name: str):
+        return _TwoInputsNeedsTargets(), (torch.randn(2, 8), torch.randn(2, 8))
+
+    @zoos.register_zoo("broken", models=lambda: ["m", "misfit"], package="no-such-package")
+    def fail(name: str):
+        if name == "misfit":  # inputs the model refuses
+            return nn.Linear(4, 2), torch.randn(1, 3)
+        raise ImportError("m requires the frobnicate library")
+
+
+def test_check_model_calls_the_model_as_its_zoo_does(toy_zoos) -> None:
+    """Positional inputs are passed as they are, structured outputs are summed for the backward and
+    compared whole after the round trip, and a zoo whose models cannot train trains in eval mode."""
+    record = coverage.check_model("toy:two")
+    assert record["status"] == "pruned", record.get("error")
+    assert record["inputs"] == "2x8, 2x8" and "input_size" not in record
+    assert record["removable"] == 3 and len(record["removed"]) == 2 and record["roundtrip_max_error"] == 0
+    assert record["zoo_package"].startswith("torch ")
+
+
+def test_a_model_its_zoo_cannot_build_is_reported_apart(toy_zoos) -> None:
+    record = coverage.check_model("broken:m")
+    assert record["status"] == "not built" and record["traced"] is False
+    assert record["error"] == "build: ImportError: m requires the frobnicate library"
+    assert record["zoo_package"] == "no-such-package not installed"
+    misfit = coverage.check_model("broken:misfit")
+    assert misfit["status"] == "not built" and misfit["error"].startswith("forward: RuntimeError: mat1 and mat2")
+    old = {"model": "timm:a", "zoo": "timm", "status": "pruned", "units": 2, "input_size": [3, 64, 64]}
+    text = coverage.report({"broken:m": record, "timm:a": old})
+    assert "**1 of 1 residual models pruned exactly**" in text and "1 not built" in text
+    assert "## Not built\n\n- `broken:m`: build: ImportError: m requires the frobnicate library" in text
+    assert "- `broken` (no-such-package not installed): **0 of 0 residual models pruned exactly**" in text
+    assert "- `timm`: **1 of 1 residual models pruned exactly**; 1 of 1 (100.0%) handled exactly; 1 models" in text
+    assert "| timm:a | pruned | 3x64x64 |" in text  # a record from before the inputs were described
+
+
+def test_sweeping_some_zoos_keeps_the_records_of_the_others(monkeypatch, tmp_path) -> None:
+    monkeypatch.setattr(coverage, "RESULTS", tmp_path / "coverage.json")
+    monkeypatch.setattr(
+        coverage, "_run_isolated", lambda spec, timeout: {"model": spec, "zoo": spec.split(":")[0], "status": "x"}
+    )
+    coverage.sweep(["timm:a", "smp:old"])
+    records = coverage.sweep(["smp:new"], only=True)
+    assert sorted(records) == ["smp:new", "timm:a"]  # smp no longer lists "old"; timm was not swept
+
+
+def test_zoo_option_selects_the_zoos_to_sweep(monkeypatch, tmp_path) -> None:
+    swept = []
+    monkeypatch.setattr(coverage, "REPORT", tmp_path / "coverage.md")
+    monkeypatch.setattr(coverage, "sweep", lambda specs, **kwargs: swept.append((specs, kwargs)) or {})
+    assert coverage.main(["--zoo", "smp", "monai"]) == 0
+    (specs, kwargs), expected = swept[0], zoos.list_models(["smp", "monai"])
+    assert specs == expected and kwargs["only"] and "smp:unet" in specs and "monai:UNet" in specs
+    with pytest.raises(SystemExit):
+        coverage.main(["--models", "resnet18"])  # not ZOO:NAME
+    with pytest.raises(SystemExit):
+        coverage.main(["--zoo", "nope"])

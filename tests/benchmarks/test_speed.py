@@ -8,6 +8,7 @@ import time
 import pytest
 
 from benchmarks import speed
+from benchmarks.capture import Job, in_fresh_process
 from benchmarks.timing import side_by_side
 
 BUDGET = {"threads": 1, "repeats": 2, "warmup": 1, "criterion_batches": 2}
@@ -17,7 +18,8 @@ BUDGET = {"threads": 1, "repeats": 2, "warmup": 1, "criterion_batches": 2}
 def quick(tmp_path_factory: pytest.TempPathFactory) -> dict:
     path = tmp_path_factory.mktemp("speed") / "speed.json"
     speed.run(speed.SECTIONS, quick=True, budget=BUDGET, label="after", path=path, progress=lambda msg: None)
-    return json.loads(path.read_text())
+    assert "capture" not in json.loads(path.read_text())["after"]  # it has its own file
+    return speed.load_all(path)
 
 
 def test_limit_section_compares_pruned_native_and_zeroed(quick: dict) -> None:
@@ -70,16 +72,68 @@ def test_report_has_every_section_and_the_targets(quick: dict) -> None:
         "## 2. Same architecture",
         "## 3. Layer pruning vs filter",
         "## 4. Cost of pruning itself",
+        "## 5. Capture front-ends at scale",
     ):
         assert heading in text
-    assert text.count("Quick mode") == 3 and "CIFAR ResNet-20" in text
+    assert text.count("Quick mode") == 4 and "CIFAR ResNet-20" in text
     assert [t for t, _, _ in speed.targets(quick)] == [
         "measured speed-up ≥ 0.95 × FLOPs-implied (large-batch inference and training)",
         "pruned model within 3% of the natively built one",
         "find_blocks + plan_pruning(random) + apply_plan faster than torch-pruning's one-shot pruning",
         "GraSP costs at most 4 training steps per batch (one batch, the default)",
         "GraSP costs at most 4 training steps per batch (several batches)",
+        "Llama, tiny dimensions on the meta device: find_blocks ≤ 30 s",
+        "Llama, tiny dimensions: peak resident memory ≤ 2 GB (a fresh process that builds and analyses it)",
+        "timm deepseek_vit_412m, tiny dimensions at 56x56: analysis ≤ 30 s with frontend='export'",
+        "timm deepseek_vit_412m, tiny dimensions at 56x56: analysis ≤ 30 s with frontend='fx'",
+        "CIFAR ResNet-20: find_blocks + plan_pruning(l1) + apply_plan with frontend='fx' faster than "
+        "torch-pruning's one-shot pruning",
+        "CIFAR ResNet-20: find_blocks + plan_pruning(l1) + apply_plan with frontend='export' faster than "
+        "torch-pruning's one-shot pruning",
     ]
+
+
+def test_capture_section_runs_each_job_in_a_fresh_process(quick: dict) -> None:
+    records = quick["after"]["capture"]["records"]
+    find, prune = records["llm"]["find"], records["llm"]["prune"]
+    # built on meta, called with keyword arguments: the automatic front-end falls back to torch.export
+    assert find["meta"] and find["frontend"] == "auto" and find["frontend_used"] == "export"
+    assert find["units"] == find["removable"] == 2 and find["input"] == {"input_ids": [1, 16]}
+    assert 0 < find["rss_after_imports"] <= find["peak_rss"] and set(find["seconds"]) == {"find_blocks"}
+    assert set(prune["seconds"]) == {"plan_pruning", "apply_plan"} and len(prune["removed"]) == prune["n"] == 1
+    assert prune["params_pruned"] < prune["params"]
+    vit = records["vit"]
+    assert [(r["frontend"], r["frontend_used"], r["meta"]) for r in vit.values()] == [
+        ("fx", "fx", False),
+        ("export", "export", False),
+        ("export", "export", True),
+    ]
+    assert {r["units"] for r in vit.values()} == {2} and vit["fx"]["input"] == [1, 3, 56, 56]
+
+
+def test_capture_section_times_both_frontends_against_torch_pruning(quick: dict) -> None:
+    cnn = quick["after"]["capture"]["records"]["cnn"]
+    assert cnn["model"] == "resnet20" and cnn["criterion"] == "l1"
+    assert cnn["removed"]["fx"] == cnn["removed"]["export"] and len(cnn["removed"]["fx"]) == cnn["p"] == 2
+    steps = {"find_blocks", "plan_pruning(l1)", "apply_plan", "pipeline"}
+    assert set(cnn["seconds"]) == {"fx", "export", "torch_pruning", "torch_pruning_graph"}
+    assert set(cnn["seconds"]["fx"]) == set(cnn["seconds"]["export"]) == steps
+    assert all(t > 0 for frontend in ("fx", "export") for t in cnn["seconds"][frontend].values())
+
+
+def test_a_job_past_its_timeout_is_stopped_and_fails_its_target(quick: dict) -> None:
+    stopped = in_fresh_process(Job("deepseek_vit_tiny", frontend="fx"), timeout=1)
+    assert stopped["timed_out"] and "seconds" not in stopped
+    results = json.loads(json.dumps(quick))
+    results["after"]["capture"]["records"]["vit"]["fx"] = {"name": "timm deepseek_vit_412m", **stopped}
+    (fx,) = [t for t in speed.targets(results) if t[0].endswith("with frontend='fx'")]
+    assert fx[1:] == (False, "> 1 s (stopped)")
+    assert "> 1 s (stopped)" in speed.report(results)
+
+
+def test_a_failing_job_is_reported_with_its_error() -> None:
+    failed = in_fresh_process(Job("no_such_model"))
+    assert failed["error"] == "KeyError: 'no_such_model'"
 
 
 def test_report_shows_a_baseline_and_criterion_failures(quick: dict) -> None:
@@ -97,6 +151,7 @@ def test_rerun_replaces_only_its_section(tmp_path) -> None:
     stored = json.loads(path.read_text())
     assert stored["after"]["limit"] == {"kept": True} and stored["before"]["cost"] == {"kept": True}
     assert stored["after"]["cost"]["records"][0]["model"] == "resnet20"
+    assert not (tmp_path / "capture.json").exists()
 
 
 def test_side_by_side_medians_rank_functions() -> None:

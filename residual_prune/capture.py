@@ -1,0 +1,93 @@
+"""One entry point to the two capture front-ends: torch.fx and torch.export.
+
+``frontend="auto"`` tries torch.fx first where it can apply (positional tensor inputs, a model
+with real weights), then torch.export (non-strict), and says what each front-end reported when
+all fail. ``"fx"``, ``"export"`` and ``"export-strict"`` use one front-end only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from torch import nn
+
+from .errors import DataError, InvalidArgumentError, TraceError
+from .exporting import capture_export
+from .inputs import ModelInputs
+from .tracing import TracedModel, trace, unanalysable_wrapper
+
+__all__ = ["FRONTENDS", "capture", "frontend_order"]
+
+FRONTENDS = ("auto", "fx", "export", "export-strict")
+"""The capture front-ends: ``"auto"`` (torch.fx, then torch.export), ``"fx"`` (torch.fx symbolic tracing
+and one real forward pass), ``"export"`` (torch.export non-strict, on fake tensors), ``"export-strict"``
+(torch.export through TorchDynamo)."""
+
+
+def _on_meta(model: nn.Module) -> bool:
+    return any(p.is_meta for p in model.parameters()) or any(b.is_meta for b in model.buffers())
+
+
+def frontend_order(frontend: str, model: nn.Module, inputs: ModelInputs, *, needs_fx: bool = False) -> list[str]:
+    """The front-ends to try, in order, for ``frontend``; :class:`InvalidArgumentError` if none can apply."""
+    if frontend not in FRONTENDS:
+        raise InvalidArgumentError(f"unknown frontend {frontend!r}; choose one of {', '.join(map(repr, FRONTENDS))}")
+    fx_applies = inputs.is_tensor_tuple and not _on_meta(model)
+    if frontend == "auto":
+        order = (["fx"] if fx_applies else []) + ([] if needs_fx else ["export"])
+    else:
+        order = [frontend]
+    if needs_fx and order != ["fx"]:
+        raise InvalidArgumentError(
+            "granularity='sublayer' rewrites the torch.fx graph, so it needs frontend='fx' (or 'auto') and "
+            "positional tensor inputs on a model with real weights; use granularity='block' with torch.export"
+        )
+    if order == ["fx"] and not fx_applies:
+        why = "the model is on the meta device" if _on_meta(model) else f"the inputs are {inputs.describe()}"
+        raise InvalidArgumentError(
+            f"frontend='fx' needs positional tensor inputs and real weights, but {why}; use frontend='export' "
+            "(or 'auto')"
+        )
+    return order
+
+
+def capture(
+    model: nn.Module,
+    example_inputs: Any,
+    *,
+    frontend: str = "auto",
+    leaf_modules: Iterable[type[nn.Module]] = (),
+    count_flops: bool = True,
+    training: bool = False,
+    needs_fx: bool = False,
+) -> TracedModel:
+    """Capture ``model``'s graph with the front-ends ``frontend`` names (see :data:`FRONTENDS`).
+
+    ``leaf_modules`` and ``training`` apply to torch.fx only (torch.export traces every module
+    down to ATen operators, in eval mode); ``training`` and ``needs_fx`` (a caller that rewrites
+    the graph) restrict the choice to torch.fx.
+
+    Raises:
+        TraceError: every front-end tried failed; the message gives each one's reason and what to do.
+        DataError: the inputs do not fit the model.
+        InvalidArgumentError: ``frontend`` is unknown or cannot apply to these inputs.
+    """
+    wrapper = unanalysable_wrapper(model)
+    if wrapper:
+        raise TraceError(f"cannot capture {type(model).__name__}: {wrapper}.")
+    inputs = ModelInputs.of(example_inputs)
+    order = frontend_order(frontend, model, inputs, needs_fx=needs_fx or training)
+    failures: list[Exception] = []
+    for name in order:
+        try:
+            if name == "fx":
+                return trace(model, inputs.args, leaf_modules, count_flops=count_flops, training=training)
+            return capture_export(model, inputs, strict=name == "export-strict", count_flops=count_flops)
+        except (TraceError, DataError) as exc:
+            if len(order) == 1:
+                raise
+            failures.append(exc)
+    reasons = "\n".join(f"- {name}: {exc}" for name, exc in zip(order, failures))
+    error = DataError if any(isinstance(f, DataError) for f in failures) else TraceError  # inputs that do not fit
+    raise error(f"no front-end could capture {type(model).__name__}:\n{reasons}") from failures[-1]

@@ -1,0 +1,219 @@
+"""The torch.export front-end: capture a model's ATen graph on fake tensors.
+
+``torch.export.export(..., strict=False)`` runs the model's Python as Python (decorators,
+``**kwargs``, input checks and shape arithmetic all work) on fake tensors, so nothing is
+computed and a model built on the ``meta`` device can be analysed. Every node records the
+modules whose forward made it (``nn_module_stack``) and its fake value (shape and dtype);
+preserving every submodule's call signature records how each module was called (which graph
+value it got as first argument, whether it returned one tensor) and how many times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.export.graph_signature import ConstantArgument, InputKind, TensorArgument
+from torch.fx.passes.shape_prop import TensorMetadata
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+from . import flops as _flops
+from .errors import TraceError
+from .inputs import ModelInputs
+from .modes import eval_mode, model_state_kept
+from .ops import ExportOps
+from .tracing import ModuleCall, TracedModel, _largest_children
+
+__all__ = ["capture_export"]
+
+
+def _tensor_meta(t: torch.Tensor) -> TensorMetadata:
+    return TensorMetadata(t.shape, t.dtype, t.requires_grad, (), None, False, {})
+
+
+def _concrete(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and all(isinstance(d, int) for d in value.shape)
+
+
+def _record_values(graph: fx.Graph) -> None:
+    """``tensor_meta`` (shape, dtype) of every tensor value and ``value`` of every constant, as the fx
+    front-end's shape pass records them."""
+    for node in graph.nodes:
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor):
+            if _concrete(val):
+                node.meta["tensor_meta"] = _tensor_meta(val)
+        elif isinstance(val, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in val):
+            node.meta["tensor_meta"] = tuple(_tensor_meta(v) if _concrete(v) else None for v in val)
+        elif isinstance(val, (int, float, bool)):
+            node.meta["value"] = val
+
+
+def _leaf(spec: Any) -> bool:
+    return spec.is_leaf() if callable(getattr(spec, "is_leaf", None)) else spec.num_children == 0
+
+
+def _children(spec: Any) -> list[Any]:
+    """A pytree spec's children (``children()`` since torch 2.10, ``children_specs`` before)."""
+    return list(spec.children()) if callable(getattr(spec, "children", None)) else list(spec.children_specs)
+
+
+def _module_calls(program: torch.export.ExportedProgram, nodes: dict[str, fx.Node]) -> tuple[dict, dict]:
+    """How each preserved submodule was called (its last call) and how many times."""
+    calls: dict[str, ModuleCall] = {}
+    counts: dict[str, int] = {}
+    for entry in program.module_call_graph:
+        path = entry.fqn.partition("@")[0]
+        if not path:
+            continue
+        counts[path] = counts.get(path, 0) + 1
+        signature = entry.signature
+        if signature is None:
+            continue
+        positional = _children(signature.in_spec)[0] if signature.in_spec.num_children else None
+        first = None
+        if positional is not None and positional.num_children and _leaf(_children(positional)[0]):
+            argument = signature.inputs[0] if signature.inputs else None
+            if isinstance(argument, TensorArgument):
+                first = nodes.get(argument.name)
+        outputs = [o for o in signature.outputs if not isinstance(o, ConstantArgument)]
+        one_value = _leaf(signature.out_spec) and len(outputs) == 1 and isinstance(outputs[0], TensorArgument)
+        calls[path] = ModuleCall(first, one_value)
+    return calls, counts
+
+
+def _user_line(exc: BaseException) -> str:
+    """The innermost frame of the traceback outside torch, as ``file:line: code``."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/torch/" not in f.filename]
+    if not frames:
+        return ""
+    frame = frames[-1]
+    code = (frame.line or "").strip()
+    return f" at {frame.filename}:{frame.lineno}" + (f" ({code})" if code else "")
+
+
+def _on_device(inputs: ModelInputs, device: torch.device) -> ModelInputs:
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        if isinstance(value, (list, tuple)):
+            return type(value)(move(v) for v in value)
+        return value
+
+    return ModelInputs(tuple(move(a) for a in inputs.args), {k: move(v) for k, v in inputs.kwargs.items()})
+
+
+@contextlib.contextmanager
+def _calls_in_progress(model: nn.Module) -> Iterator[list[nn.Module]]:
+    """The submodules of ``model`` whose forward is running, outermost first (global module hooks)."""
+    known = {id(m) for m in model.modules()}
+    stack: list[nn.Module] = []
+
+    def enter(module: nn.Module, args: Any) -> None:
+        if id(module) in known:
+            stack.append(module)
+
+    def leave(module: nn.Module, args: Any, output: Any) -> None:
+        if id(module) in known and stack and stack[-1] is module:
+            stack.pop()
+
+    handles = [register_module_forward_pre_hook(enter), register_module_forward_hook(leave)]
+    try:
+        yield stack
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _export(model: nn.Module, inputs: ModelInputs, strict: bool) -> tuple[torch.export.ExportedProgram, bool]:
+    """Export ``model``, preserving every submodule's call signature when torch.export can (False if not)."""
+    names = tuple(name for name, _ in model.named_modules() if name)
+    try:
+        return (
+            torch.export.export(model, inputs.args, inputs.kwargs, strict=strict, preserve_module_call_signature=names),
+            True,
+        )
+    except Exception:  # e.g. a submodule takes or returns an object that is not a pytree: export without
+        with contextlib.nullcontext([]) if strict else _calls_in_progress(model) as running:
+            try:
+                return torch.export.export(model, inputs.args, inputs.kwargs, strict=strict), False
+            except Exception as exc:
+                raise _export_failure(model, exc, list(running), "strict" if strict else "non-strict") from exc
+
+
+def _export_failure(model: nn.Module, exc: Exception, running: list[nn.Module], mode: str) -> TraceError:
+    """The :class:`TraceError` for a failed export: the module and line where it failed, and what to do."""
+    text = str(exc).strip()
+    cause = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+    inner = running[-1] if running and running[-1] is not model else None
+    if inner is not None:
+        path = next(name for name, m in model.named_modules() if m is inner)
+        cls = type(inner).__name__
+        return TraceError(
+            f"torch.export ({mode}) could not capture {type(model).__name__} inside `{path}` ({cls})"
+            f"{_user_line(exc)}: {cause}. Try frontend='fx', where leaf_modules=({cls},) keeps that module "
+            f"opaque, or analyse and prune a submodule without it and put the pruned copy back."
+        )
+    children = _largest_children(model)
+    where = (
+        f"analyse and prune its submodule model.{children[0][0]} instead (plan_pruning(model.{children[0][0]}, "
+        f"...), then model.{children[0][0]} = apply_plan(model.{children[0][0]}, plan))"
+        if children
+        else "rewrite that code without control flow on tensor values"
+    )
+    return TraceError(
+        f"torch.export ({mode}) could not capture the top-level forward of {type(model).__name__}"
+        f"{_user_line(exc)}: {cause}. Try frontend='fx', or {where}."
+    )
+
+
+def capture_export(
+    model: nn.Module, inputs: ModelInputs, *, strict: bool = False, count_flops: bool = True
+) -> TracedModel:
+    """Capture ``model`` (in eval mode) called with ``inputs`` with torch.export; nothing runs for real.
+
+    A model on the ``meta`` device gets its inputs moved there. Raises :class:`TraceError` naming
+    the module path and the line of the model's code where torch.export failed.
+    """
+    device = next((p.device for p in model.parameters()), None)
+    if device is not None and device.type == "meta":
+        inputs = _on_device(inputs, device)
+    with model_state_kept(model, unwritten=("parameters", "buffers")), eval_mode(model):
+        program, preserved = _export(model, inputs, strict)
+    graph = program.graph
+    _record_values(graph)
+    signature = program.graph_signature
+    parameters, buffers, constants, user = {}, {}, [], []
+    for spec in signature.input_specs:
+        name = getattr(spec.arg, "name", None)
+        if spec.kind == InputKind.PARAMETER:
+            parameters[name] = spec.target
+        elif spec.kind == InputKind.BUFFER:
+            buffers[name] = spec.target
+        elif spec.kind in (InputKind.CONSTANT_TENSOR, InputKind.CUSTOM_OBJ):
+            constants.append(name)
+        elif spec.kind == InputKind.USER_INPUT and isinstance(spec.arg, TensorArgument):
+            user.append(name)
+    nodes = list(graph.nodes)
+    by_name = {n.name: n for n in nodes}
+    calls, counts = _module_calls(program, by_name) if preserved else ({}, {})
+    shapes = {
+        n: tuple(n.meta["tensor_meta"].shape) if hasattr(n.meta.get("tensor_meta"), "shape") else None for n in nodes
+    }
+    return TracedModel(
+        root=model,
+        graph=graph,
+        nodes=nodes,
+        shapes=shapes,
+        call_counts=counts,
+        calls=calls,
+        flops=_flops.count_graph_flops(graph) if count_flops and hasattr(_flops, "count_graph_flops") else None,
+        ops=ExportOps(parameters, buffers, constants),
+        inputs=[by_name[name] for name in user],
+        frontend="export-strict" if strict else "export",
+    )

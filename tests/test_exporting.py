@@ -1,0 +1,108 @@
+"""The torch.export front-end: module calls from preserved signatures, failures that say where and what to do."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import residual_prune as rp
+from residual_prune.exporting import capture_export
+from residual_prune.inputs import ModelInputs
+
+from .test_capture import Body
+
+
+class BranchesOnValues(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: torch.export cannot capture it
+            return self.conv(x)
+        return x
+
+
+class WithBadTail(Body):
+    def __init__(self):
+        super().__init__()
+        self.tail = BranchesOnValues()
+
+    def forward(self, x):
+        return self.tail(super().forward(x))
+
+
+def test_a_failure_inside_a_submodule_names_it_its_line_and_the_fx_alternative() -> None:
+    with pytest.raises(rp.TraceError) as info:
+        rp.find_blocks(WithBadTail(), torch.randn(1, 3, 8, 8), frontend="export")
+    message = str(info.value)
+    assert "torch.export (non-strict) could not capture WithBadTail inside `tail` (BranchesOnValues)" in message
+    assert "test_exporting.py" in message and "if x.sum() > 0" in message
+    assert "leaf_modules=(BranchesOnValues,)" in message
+
+
+def test_a_failure_in_the_top_level_forward_suggests_the_largest_submodule() -> None:
+    class ChecksItsInput(Body):
+        def forward(self, x):
+            if x.sum() > 0:
+                x = x * 2
+            return super().forward(x)
+
+    with pytest.raises(rp.TraceError, match=r"top-level forward of ChecksItsInput.*plan_pruning\(model\.blocks, "):
+        rp.find_blocks(ChecksItsInput(), torch.randn(1, 3, 8, 8), frontend="export")
+
+
+class ReturnsPair(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return x + self.fc(x), x.sum()
+
+
+class CallsWithKeyword(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+
+    def forward(self, x):
+        return x + self.fc(x)
+
+
+def test_module_calls_come_from_the_preserved_call_signatures() -> None:
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pair = ReturnsPair()
+            self.keyword = CallsWithKeyword()
+            self.shared = CallsWithKeyword()
+
+        def forward(self, x):
+            x, _ = self.pair(x)
+            x = self.keyword(x=x)
+            return self.shared(self.shared(x))
+
+    model = Net()
+    traced = capture_export(model, ModelInputs.of(torch.randn(2, 4)), count_flops=False)
+    assert traced.call_counts == {"pair": 1, "pair.fc": 1, "keyword": 1, "keyword.fc": 1, "shared": 2, "shared.fc": 2}
+    assert not traced.calls["pair"].returns_one_value
+    assert traced.calls["keyword"].first_argument is None  # passed by keyword: no positional first argument
+    last_shared = traced.calls["shared"]  # its last call takes the first call's output
+    assert last_shared.returns_one_value and last_shared.first_argument is not None
+    assert last_shared.first_argument.op == "call_function" and "shared" in traced.module_stack(
+        last_shared.first_argument
+    )
+    reasons = {b.name: b.reason for b in rp.find_blocks(model, torch.randn(2, 4), frontend="export")}
+    assert "returns a tuple" in reasons["pair"]
+    assert "not called as `out = block(x, ...)`" in reasons["keyword"]
+    assert "called 2 times" in reasons["shared"]
+
+
+def test_strict_export_is_an_option() -> None:
+    blocks = rp.find_blocks(Body(), torch.randn(1, 3, 8, 8), frontend="export-strict")
+    assert [(b.name, b.removable, b.frontend) for b in blocks] == [
+        ("blocks.0", True, "export-strict"),
+        ("blocks.1", True, "export-strict"),
+    ]
