@@ -139,7 +139,10 @@ def _export(model: nn.Module, inputs: ModelInputs, strict: bool) -> tuple[torch.
             True,
         )
     except Exception:  # e.g. a submodule takes or returns an object that is not a pytree: export without
-        with contextlib.nullcontext([]) if strict else _calls_in_progress(model) as running:
+        in_progress: contextlib.AbstractContextManager[list[nn.Module]] = (
+            contextlib.nullcontext([]) if strict else _calls_in_progress(model)
+        )
+        with in_progress as running:
             try:
                 return torch.export.export(model, inputs.args, inputs.kwargs, strict=strict), False
             except Exception as exc:
@@ -188,13 +191,16 @@ def capture_export(
     graph = program.graph
     _record_values(graph)
     signature = program.graph_signature
-    parameters, buffers, constants, user = {}, {}, [], []
+    parameters: dict[str, str] = {}
+    buffers: dict[str, str] = {}
+    constants: list[str] = []
+    user: list[str] = []
     for spec in signature.input_specs:
-        name = getattr(spec.arg, "name", None)
+        name = str(getattr(spec.arg, "name", ""))
         if spec.kind == InputKind.PARAMETER:
-            parameters[name] = spec.target
+            parameters[name] = str(spec.target)
         elif spec.kind == InputKind.BUFFER:
-            buffers[name] = spec.target
+            buffers[name] = str(spec.target)
         elif spec.kind in (InputKind.CONSTANT_TENSOR, InputKind.CUSTOM_OBJ):
             constants.append(name)
         elif spec.kind == InputKind.USER_INPUT and isinstance(spec.arg, TensorArgument):

@@ -176,7 +176,7 @@ class FxOps:
         self.constants = set(constants)
 
     def module(self, node: fx.Node) -> nn.Module | None:
-        return self.modules.get(node.target) if node.op == "call_module" else None  # type: ignore[arg-type]
+        return self.modules.get(node.target) if node.op == "call_module" else None
 
     def add_operands(self, node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
         return fx_add_operands(node)

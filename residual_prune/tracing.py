@@ -198,7 +198,7 @@ def _propagate_fake(
     """:func:`_propagate` on fake tensors: the inputs, parameters and buffers are replaced by fake
     copies (shape and dtype, no data), so nothing is computed and nothing of the model is written."""
     with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-        state = {
+        state: dict[str, torch.Tensor] = {
             name: mode.from_tensor(t)
             for name, t in itertools.chain(
                 root.named_parameters(remove_duplicate=False), root.named_buffers(remove_duplicate=False)
