@@ -64,14 +64,16 @@ def _one_sample(inputs: Any) -> Any:
 
 
 def _flops(model, inputs) -> int | None:
-    """FLOPs of one sample; ``None`` for keyword inputs (fvcore passes positional arguments only)."""
-    from residual_prune.flops import count_flops_by_module
+    """FLOPs of one sample, as the library counts them in its capture (fvcore's convention; keyword
+    inputs, which fvcore cannot pass, are counted whole)."""
+    from residual_prune.capture import capture
 
-    if isinstance(inputs, Mapping):
+    sample = inputs if isinstance(inputs, Mapping) else _one_sample(inputs)
+    try:
+        flops = capture(model, sample, count_flops=True).flops
+    except Exception:
         return None
-    sample = _one_sample(inputs)
-    counts = count_flops_by_module(model, sample if isinstance(sample, tuple) else (sample,))
-    return None if counts is None else counts[""]
+    return None if flops is None else flops.get("")
 
 
 def _max_difference(expected: Any, actual: Any) -> float:
@@ -129,6 +131,7 @@ def check_model(spec: str) -> dict[str, Any]:
             units=len(blocks),
             removable=sum(b.removable for b in blocks),
             excluded=dict(Counter(_short(b.reason) for b in blocks if not b.removable)),
+            frontend=getattr(blocks[0], "frontend", None) if blocks else None,  # the capture that found them
         )
         if not blocks:
             record.update(status="not residual", seconds=round(time.perf_counter() - start, 2))
@@ -203,7 +206,12 @@ def _save(records: dict[str, dict[str, Any]]) -> None:
     write_json_atomic(RESULTS, data)
 
 
+def _failed(spec: str, error: str, seconds: float | None = None) -> dict[str, Any]:
+    return {"model": spec, "zoo": spec.split(":")[0], "status": "error", "traced": None, "error": error, "seconds": seconds}
+
+
 def _run_isolated(spec: str, timeout: float) -> dict[str, Any]:
+    """Check one model in a fresh Python process (imports included in its time budget)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "record.json"
         cmd = [sys.executable, "-m", "benchmarks.coverage", "--one", spec, "--record", str(out)]
@@ -211,23 +219,57 @@ def _run_isolated(spec: str, timeout: float) -> dict[str, Any]:
         try:
             proc = subprocess.run(cmd, cwd=ROOT, env=env, timeout=timeout, capture_output=True, text=True)
         except subprocess.TimeoutExpired:
-            return {
-                "model": spec,
-                "zoo": spec.split(":")[0],
-                "status": "error",
-                "traced": None,
-                "error": f"timeout: more than {timeout:.0f} s",
-                "seconds": timeout,
-            }
+            return _failed(spec, f"timeout: more than {timeout:.0f} s", timeout)
         if out.exists():
             return json.loads(out.read_text())
-        return {
-            "model": spec,
-            "zoo": spec.split(":")[0],
-            "status": "error",
-            "traced": None,
-            "error": f"crash: exit code {proc.returncode}: {proc.stderr[-300:]}",
-        }
+        return _failed(spec, f"crash: exit code {proc.returncode}: {proc.stderr[-300:]}")
+
+
+def _check_into(spec: str, path: str) -> None:
+    """The forked child: check one model, write its record, say nothing (torch.export prints failing graphs)."""
+    import warnings
+
+    import torch
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    Path(path).write_text(json.dumps(check_model(spec)))
+
+
+def _run_forked(spec: str, timeout: float) -> dict[str, Any]:
+    """Check one model in a child forked from this process, which has imported torch, the zoos' packages
+    and the library once: the isolation of a subprocess without paying the imports for every model."""
+    import multiprocessing
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "record.json"
+        child = multiprocessing.get_context("fork").Process(target=_check_into, args=(spec, str(out)))
+        child.start()
+        child.join(timeout)
+        if child.is_alive():
+            child.kill()
+            child.join()
+            return _failed(spec, f"timeout: more than {timeout:.0f} s", timeout)
+        if out.exists():
+            return json.loads(out.read_text())
+        return _failed(spec, f"crash: exit code {child.exitcode}")
+
+
+def _preload(specs: list[str]) -> None:
+    """Import what the children share before forking them (no torch computation runs in this process)."""
+    import importlib
+
+    import residual_prune  # noqa: F401
+
+    for zoo in sorted({spec.split(":")[0] for spec in specs}):
+        package = zoos.get_zoo(zoo).package
+        try:
+            importlib.import_module(package.replace("-", "_"))
+        except ImportError:
+            pass  # the child records why the model cannot be built
 
 
 def sweep(
@@ -243,10 +285,14 @@ def sweep(
         records = {spec: r for spec, r in records.items() if spec in specs or r["zoo"] not in swept}
     todo = [s for s in specs if force or s not in records]
     environment = {**machine(), "threads_per_model": 1}
+    forked = sys.platform == "linux"
+    if forked:
+        _preload(todo)
     bar = tqdm(todo, desc="coverage", unit="model")
     for spec in bar:
         bar.set_postfix_str(spec)
-        records[spec] = {**_run_isolated(spec, timeout), "timeout": timeout, "machine": environment}
+        record = _run_forked(spec, timeout) if forked else _run_isolated(spec, timeout)
+        records[spec] = {**record, "timeout": timeout, "machine": environment}
         _save(records)
     return records
 

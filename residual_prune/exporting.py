@@ -11,6 +11,8 @@ value it got as first argument, whether it returned one tensor) and how many tim
 from __future__ import annotations
 
 import contextlib
+import os
+import sysconfig
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -88,8 +90,14 @@ def _module_calls(program: torch.export.ExportedProgram, nodes: dict[str, fx.Nod
 
 
 def _user_line(exc: BaseException) -> str:
-    """The innermost frame of the traceback outside torch, as ``file:line: code``."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/torch/" not in f.filename]
+    """The innermost frame of the traceback in the model's code (not torch's, Python's or this library's),
+    as `` at file:line (code)``."""
+    skipped = (sysconfig.get_paths()["stdlib"], os.path.dirname(__file__))
+    frames = [
+        f
+        for f in traceback.extract_tb(exc.__traceback__)
+        if "/torch/" not in f.filename and not f.filename.startswith(skipped)
+    ]
     if not frames:
         return ""
     frame = frames[-1]
