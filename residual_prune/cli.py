@@ -28,6 +28,7 @@ from torch import nn
 from . import __version__, models
 from .api import plan_pruning
 from .blocks import GRANULARITIES, POLICIES, find_blocks
+from .capture import FRONTENDS
 from .criteria import CriterionInfo, accepted_options, get_criterion_info, list_criteria
 from .data import (
     DATA_ENV_VAR,
@@ -310,7 +311,7 @@ def _analyze(args: argparse.Namespace) -> int:
     built = build_model(args.model, input_size=args.input_size)
     x = torch.randn(1, *built.input_size, generator=torch.Generator().manual_seed(0))
     _step(f"tracing {args.model} with input {_size(built.input_size)}")
-    blocks = find_blocks(built.module, x, policy=args.policy, granularity=args.granularity)
+    blocks = find_blocks(built.module, x, policy=args.policy, granularity=args.granularity, frontend=args.frontend)
     total = _total_flops(built.module, x)
     params = sum(p.numel() for p in built.module.parameters())
     if args.json:
@@ -400,6 +401,7 @@ def _prune(args: argparse.Namespace) -> int:
         example_inputs=probe[:1],
         policy=args.policy,
         granularity=args.granularity,
+        frontend=args.frontend,
         **options,
     )
     pruned = _prune_and_report(built.module, plan, probe)
@@ -512,6 +514,13 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         choices=POLICIES,
         default="default",
         help="'paper' also keeps the blocks next to every downsampling (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--frontend",
+        choices=FRONTENDS,
+        default="auto",
+        help="how the model's graph is captured: torch.fx, torch.export, or 'auto' (torch.fx where it "
+        "applies, then torch.export) (default: %(default)s)",
     )
 
 

@@ -63,6 +63,13 @@ def test_analyze_json_and_paper_policy(capsys: pytest.CaptureFixture[str]) -> No
     assert protected and sum(b["removable"] for b in report["blocks"]) == 7 - len(protected)
 
 
+def test_analyze_takes_the_capture_front_end(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "analyze", "cifar:resnet20", "--frontend", "export", "--json")
+    assert code == 0
+    blocks = json.loads(out)["blocks"]
+    assert len(blocks) == 9 and {b["frontend"] for b in blocks} == {"export"}
+
+
 def test_prune_writes_a_plan_and_weights_that_reload(
     tmp_path: Path, npz: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

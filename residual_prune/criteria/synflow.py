@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -11,12 +11,26 @@ from torch.func import functional_call
 
 from ..blocks import ResidualBlock
 from ..errors import MissingDataError
+from ..inputs import ModelInputs
 from ..modes import preserved_state
-from ..tracing import as_input_tuple
-from ._common import block_sums, block_weights
+from ._common import _logits, block_sums, block_weights
 from ._registry import register_criterion
 
 __all__ = ["synflow_importance"]
+
+
+def _ones(inputs: ModelInputs, dtype: torch.dtype) -> ModelInputs:
+    """One sample of ``inputs`` with every floating tensor replaced by ones of ``dtype``."""
+
+    def one(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            sample = value[:1] if value.dim() else value
+            return torch.ones_like(sample, dtype=dtype) if value.is_floating_point() else sample
+        if isinstance(value, (list, tuple)):
+            return type(value)(one(v) for v in value)
+        return value
+
+    return ModelInputs(tuple(one(a) for a in inputs.args), {k: one(v) for k, v in inputs.kwargs.items()})
 
 
 @register_criterion("synflow", gradient_based=True, source="builtin")
@@ -38,12 +52,15 @@ def synflow_importance(
     geometrically with depth. Works on copies of the tensors through
     ``torch.func.functional_call``, so the weights' signs are never touched. BN in eval
     mode by default, as in the reference code (``bn_mode="train"`` to use batch statistics).
+    Inputs of any form ``find_blocks`` takes: floating tensors become ones, integer tensors (token
+    ids) keep their first sample, other arguments stay; ``R`` sums the logits of structured outputs.
     """
     if example_inputs is None:
         if data is None:
             raise MissingDataError("criterion 'synflow' needs example_inputs (for the input shape) or data")
-        example_inputs = next(iter(data))[0]
-    inputs = as_input_tuple(example_inputs)
+        first = next(iter(data))
+        example_inputs = {k: v for k, v in first.items() if k != "labels"} if isinstance(first, Mapping) else first[0]
+    inputs = ModelInputs.of(example_inputs)
     weights, flat = block_weights(model, blocks)
     scored_ids = {id(w) for w in flat}
     with preserved_state(model, bn_mode), torch.enable_grad():
@@ -58,9 +75,8 @@ def synflow_importance(
                     name: b.detach().to(dtype).abs() if b.is_floating_point() else b.clone()
                     for name, b in model.named_buffers()
                 }
-                ones = tuple(torch.ones((1, *t.shape[1:]), dtype=dtype, device=t.device) for t in inputs)
-                out = functional_call(model, {**params, **buffers}, ones)
-                out = out if isinstance(out, torch.Tensor) else out[0]
+                ones = _ones(inputs, dtype)
+                out = _logits(functional_call(model, {**params, **buffers}, ones.args, ones.kwargs))
                 abs_weights = [by_id[id(w)] for w in flat]
                 grads = torch.autograd.grad(out.sum(), abs_weights, allow_unused=True)
                 break

@@ -193,3 +193,11 @@ def test_a_batch_of_another_form_needs_a_forward_fn() -> None:
 def test_an_empty_dict_batch_is_a_data_error() -> None:
     with pytest.raises(rp.DataError, match=r"batch 1 has no samples \(input_ids=\(0, 5\), labels=\(0,\)\)"):
         _score("snip", [_dicts()[0], {"input_ids": IDS[:0], "labels": LABELS[:0]}], num_batches=2)
+
+
+def test_synflow_takes_keyword_inputs_and_keeps_token_ids() -> None:
+    """Ones replace floating inputs only: token ids stay ids (ones of float would not index an embedding)."""
+    by_keyword = rp.get_criterion("synflow")(TinyClassifier(), _blocks(), None, example_inputs={"input_ids": IDS})
+    by_position = rp.get_criterion("synflow")(TinyClassifier(), _blocks(), None, example_inputs=IDS)
+    from_batches = rp.get_criterion("synflow")(TinyClassifier(), _blocks(), _dicts())
+    assert by_keyword == by_position == from_batches and all(v > 0 for v in by_keyword.values())
