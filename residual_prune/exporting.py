@@ -24,8 +24,8 @@ from torch.export.graph_signature import ConstantArgument, InputKind, TensorArgu
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
-from . import flops as _flops
 from .errors import TraceError
+from .flops import count_graph_flops
 from .inputs import ModelInputs
 from .modes import eval_mode, model_state_kept
 from .ops import ExportOps
@@ -226,7 +226,7 @@ def capture_export(
         shapes=shapes,
         call_counts=counts,
         calls=calls,
-        flops=_flops.count_graph_flops(graph) if count_flops and hasattr(_flops, "count_graph_flops") else None,
+        flops=count_graph_flops(graph) if count_flops else None,
         ops=ExportOps(parameters, buffers, constants),
         inputs=[by_name[name] for name in user],
         frontend="export-strict" if strict else "export",

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import VerificationError
+from .errors import InvalidArgumentError, VerificationError
 from .inputs import ModelInputs
 from .modes import eval_mode
 from .plan import PruningPlan
@@ -150,6 +150,11 @@ def verify(
     largest error.
     """
     inputs = ModelInputs.of(example_inputs)
+    if any(p.is_meta for p in (*original.parameters(), *pruned.parameters())):
+        raise InvalidArgumentError(
+            "verify runs both models, but one is on the meta device and has no weights; load the weights into "
+            "both (model.to_empty(device='cpu') and model.load_state_dict(...)) before verifying"
+        )
     check_plan(original, plan, example_inputs=example_inputs)
     reference: nn.Module
     if plan.granularity == "sublayer":

@@ -188,3 +188,5 @@ def test_a_model_on_the_meta_device_is_analysed_and_pruned_without_weights() -> 
     pruned = rp.apply_plan(model, plan)
     assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
     assert all(p.is_meta for p in pruned.parameters())
+    with pytest.raises(rp.InvalidArgumentError, match="meta device and has no weights"):
+        rp.verify(model, pruned, plan, x)
