@@ -12,6 +12,23 @@ forward + backward of the pruned model (the sum of its floating outputs) -> torc
 + PruningPlan JSON round trip into a freshly built model (outputs must match). A model that
 cannot be built is recorded as ``not built``, with the cause.
 
+Representatives: where a family's smallest variant has residual units but none removable because
+every one carries downsampling (one block per stage, as ``resnest14d``), its zoo's next variants
+of that family (``Zoo.variants``: timm's, in increasing parameter count) are checked in turn, at
+most ``REPRESENTATIVE_TRIES`` of them, and the first with a removable unit (block or single branch)
+stands for the family: the record keeps the family's spec as ``model`` and the smallest's name as
+``smallest``, holds the representative's results, names it as ``representative`` (None where no
+variant checked has a removable unit: the smallest's results are kept) and sums up every variant
+checked in ``variants_checked``.
+
+Report classes: a residual model none of whose units has an identity shortcut around a
+shape-keeping computation (every unit carries downsampling, has a shortcut that is not the
+identity, or is not called as ``out = block(x, ...)``) has residual additions but no skippable
+unit: it is no target for layer pruning, is listed apart with its reasons and is left out of the
+"N of M residual models pruned exactly" counts, whose lines say how many were set aside. Every
+other model that did not prune (an error, a verify mismatch, units kept for other reasons) counts
+as a failure and is listed with its cause.
+
 Each model runs in its own subprocess (a crash or a hang loses only that model) and its
 record is written atomically into ``benchmarks/results/coverage.json`` as soon as it is
 done; a rerun skips the models already there (``--force`` redoes them). The report
@@ -47,6 +64,11 @@ RESULTS = ROOT / "benchmarks" / "results" / "coverage.json"
 REPORT = ROOT / "docs" / "coverage.md"
 COMMAND = "python -m benchmarks.coverage"
 DEFAULT_TIMEOUT = 300.0  # seconds per model
+REPRESENTATIVE_TRIES = 3  # a family's next variants checked at most, where its smallest has one block per stage
+DOWNSAMPLING = "it carries downsampling"  # the kind of reason (as `_short` writes it) of such blocks
+# the kinds of reason of a unit with no identity shortcut around a shape-keeping computation: a model
+# whose every unit has one of them has residual additions but nothing a layer pruner could skip
+NOT_SKIPPABLE = (DOWNSAMPLING, "its shortcut is not the identity", "it takes ", "it is not called as ")
 
 
 def zoo_models(names: list[str] | None = None) -> list[str]:
@@ -97,7 +119,50 @@ def _failure(stage: str, exc: Exception) -> str:
 
 
 def check_model(spec: str) -> dict[str, Any]:
-    """Run the whole pipeline on one model; return its record (never raises)."""
+    """Run the whole pipeline on one model; return its record (never raises). Where every residual unit
+    of the model carries downsampling and its zoo lists families, the record is that of the family's
+    representative (see the module docstring), still keyed by ``spec``."""
+    record = _check(spec)
+    return _with_representative(spec, record) if _every_unit_downsamples(record) else record
+
+
+def _every_unit_downsamples(record: dict[str, Any]) -> bool:
+    """Whether the model has residual units but none removable, every one because it carries downsampling."""
+    return record["status"] == "no removable block" and set(record.get("excluded") or {}) == {DOWNSAMPLING}
+
+
+def _summary(name: str, record: dict[str, Any]) -> dict[str, Any]:
+    """What a variant's check found, for a family's record: its status and why its units stay."""
+    keys = ("status", "units", "removable", "excluded", "error", "seconds")
+    return {"name": name, **{k: record[k] for k in keys if record.get(k) is not None}}
+
+
+def _with_representative(spec: str, smallest: dict[str, Any]) -> dict[str, Any]:
+    """The record of the first of the family's next variants (in increasing parameter count, at most
+    ``REPRESENTATIVE_TRIES``) that has a removable unit, keyed by ``spec``; else ``smallest``. Either way
+    with ``smallest``, ``representative`` (None where no variant has one) and every variant checked."""
+    zoo, name = zoos.split_spec(spec)
+    variants = zoos.get_zoo(zoo).variants
+    if variants is None:
+        return smallest
+    checked = [_summary(name, smallest)]
+    family = {"smallest": name, "representative": None, "variants_checked": checked}
+    try:
+        candidates = variants(name)[:REPRESENTATIVE_TRIES]
+    except Exception as exc:
+        return {**smallest, **family, "variants_error": _failure("variants", exc)}
+    seconds = smallest["seconds"]
+    for variant in candidates:
+        record = _check(f"{zoo}:{variant}")
+        seconds += record["seconds"]
+        checked.append(_summary(variant, record))
+        if "granularity" in record:  # it has removable units: it stands for the family
+            return {**record, "model": spec, **family, "representative": variant, "seconds": round(seconds, 2)}
+    return {**smallest, **family, "seconds": round(seconds, 2)}
+
+
+def _check(spec: str) -> dict[str, Any]:
+    """The record of one model, as it is (no representative)."""
     import torch
 
     import residual_prune as rp
@@ -137,6 +202,9 @@ def check_model(spec: str) -> dict[str, Any]:
             record.update(status="not residual", seconds=round(time.perf_counter() - start, 2))
             return record
         granularity, removable = "block", record["removable"]
+        if removable == 0 and record["frontend"] != "fx":  # sub-layer removal rewrites torch.fx graphs only
+            record.update(status="no removable block", seconds=round(time.perf_counter() - start, 2))
+            return record
         if removable == 0:  # no whole block can go: try single residual branches
             stage = "sublayers"
             branches = rp.find_blocks(model, inputs, granularity="sublayer")
@@ -207,7 +275,14 @@ def _save(records: dict[str, dict[str, Any]]) -> None:
 
 
 def _failed(spec: str, error: str, seconds: float | None = None) -> dict[str, Any]:
-    return {"model": spec, "zoo": spec.split(":")[0], "status": "error", "traced": None, "error": error, "seconds": seconds}
+    return {
+        "model": spec,
+        "zoo": spec.split(":")[0],
+        "status": "error",
+        "traced": None,
+        "error": error,
+        "seconds": seconds,
+    }
 
 
 def _run_isolated(spec: str, timeout: float) -> dict[str, Any]:
@@ -334,18 +409,46 @@ def _machine_line(rows: list[dict[str, Any]]) -> str:
     return f"Machines (the results come from {len(parts)} environments): {'; '.join(parts)}."
 
 
+def _no_skippable_unit(record: dict[str, Any]) -> bool:
+    """Whether the model has residual additions but no unit a layer pruner could skip: none of its units
+    has an identity shortcut around a shape-keeping computation (every reason is one of ``NOT_SKIPPABLE``)."""
+    excluded = record.get("excluded") or {}
+    return (
+        record["status"] == "no removable block"
+        and bool(excluded)
+        and all(k.startswith(NOT_SKIPPABLE) for k in excluded)
+    )
+
+
+def _is_failure(record: dict[str, Any]) -> bool:
+    """Whether the check of the model failed (an error, a timeout, a crash, a status the report does not know)."""
+    return record["status"] not in ("pruned", "not residual", "not built", "no removable block")
+
+
+def _cause(record: dict[str, Any]) -> str:
+    """The recorded error on one line (a Markdown list item), or that there is none."""
+    return " ".join(str(record.get("error") or "no cause recorded").split())
+
+
+def _reasons(record: dict[str, Any]) -> str:
+    """Why the model's units stay, by kind, with how many units each."""
+    return "; ".join(f"{k} ({v}x)" for k, v in (record.get("excluded") or {}).items()) or "no reason recorded"
+
+
 def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     """How many models pruned, handled, residual (a model that failed before its blocks were counted
-    counts as residual), not residual, failed and not built."""
-    residual = [r for r in rows if r.get("units")]
+    counts as residual, one with no skippable unit does not), set aside with no skippable unit, not
+    residual, failed and not built."""
+    residual = [r for r in rows if r.get("units") and not _no_skippable_unit(r)]
     pruned = sum(r["status"] == "pruned" for r in residual)
-    errors = [r for r in rows if r["status"] == "error"]
+    failures = [r for r in rows if _is_failure(r)]
     return {
         "pruned": pruned,
         "handled": pruned + sum(r["status"] == "no removable block" for r in residual),
-        "residual": len(residual) + sum(1 for r in errors if not r.get("units")),
+        "residual": len(residual) + sum(1 for r in failures if not r.get("units")),
+        "aside": sum(_no_skippable_unit(r) for r in rows),
         "plain": sum(r["status"] == "not residual" for r in rows),
-        "errors": len(errors),
+        "errors": len(failures),
         "unbuilt": sum(r["status"] == "not built" for r in rows),
         "models": len(rows),
     }
@@ -357,20 +460,52 @@ def _zoo_line(zoo: str, rows: list[dict[str, Any]]) -> str:
     packages = sorted({r["zoo_package"] for r in rows if r.get("zoo_package")})
     label = f"`{zoo}`" + (f" ({', '.join(packages)})" if packages else "")
     return (
-        f"- {label}: **{c['pruned']} of {c['residual']} residual models pruned exactly**; {c['handled']} of "
-        f"{c['residual']} ({100 * c['handled'] / max(c['residual'], 1):.1f}%) handled exactly; {c['models']} "
-        f"models: {c['plain']} not residual, {c['errors']} failure{'s' if c['errors'] != 1 else ''}, "
+        f"- {label}: **{c['pruned']} of {c['residual']} residual models pruned exactly**; {c['aside']} with "
+        f"residual additions but no skippable unit (listed below); {c['handled']} of {c['residual']} "
+        f"({100 * c['handled'] / max(c['residual'], 1):.1f}%) handled exactly; {c['models']} models: "
+        f"{c['plain']} not residual, {c['errors']} failure{'s' if c['errors'] != 1 else ''}, "
         f"{c['unbuilt']} not built."
     )
+
+
+def _representatives_line(rows: list[dict[str, Any]]) -> str:
+    """How representatives are chosen, which families got one and which had none among the variants checked."""
+    chosen = [f"`{r['model']}` by `{r['representative']}`" for r in rows if r.get("representative")]
+    missing = [
+        f"`{r['model']}` ({', '.join(v['name'] for v in r['variants_checked'][1:]) or 'no larger variant'})"
+        for r in rows
+        if r.get("smallest") and not r.get("representative")
+    ]
+    return (
+        "Representatives: a family is checked on its smallest variant; where every residual unit of that "
+        "one carries downsampling (one block per stage), its next variants in increasing parameter count "
+        f"(at most {REPRESENTATIVE_TRIES}) are checked and the first with a removable unit stands for the "
+        f"family, whose row and counts it fills. Families with a representative: {', '.join(chosen) or 'none'}."
+        + (f" No variant checked had a removable unit for {', '.join(missing)}." if missing else "")
+    )
+
+
+def _variants_note(record: dict[str, Any]) -> str:
+    """The larger variants checked for a family that got no representative, with why their units stay."""
+    larger = (record.get("variants_checked") or [])[1:]
+    return "".join(f"; larger variant `{v['name']}`: {_finding(v)}" for v in larger)
+
+
+def _finding(summary: dict[str, Any]) -> str:
+    """What the check of a variant found: why its units stay, its error, or its status."""
+    if summary.get("excluded"):
+        return _reasons(summary)
+    return _cause(summary) if summary.get("error") else summary["status"]
 
 
 def report(records: dict[str, dict[str, Any]]) -> str:
     """The Markdown page, labelled with the environments stored with the records (those that produced them)."""
     rows = sorted(records.values(), key=lambda r: (r["zoo"], r["model"]))
     residual = [r for r in rows if r.get("units")]
-    errors = [r for r in rows if r["status"] == "error"]
+    errors = [r for r in rows if _is_failure(r)]
     unbuilt = [r for r in rows if r["status"] == "not built"]
-    stuck = [r for r in residual if r["status"] == "no removable block"]
+    aside = [r for r in residual if _no_skippable_unit(r)]
+    stuck = [r for r in residual if r["status"] == "no removable block" and not _no_skippable_unit(r)]
     c = _counts(rows)
     total = c["residual"]
     by_zoo: dict[str, list[dict[str, Any]]] = {}
@@ -382,15 +517,18 @@ def report(records: dict[str, dict[str, Any]]) -> str:
         f"Generated by `{COMMAND}` from `benchmarks/results/coverage.json`; do not edit by hand.",
         f"{_machine_line(rows)} Random init, no data. Time limit per model: {_timeouts(rows)}.",
         "",
-        f"**{c['pruned']} of {total} residual models pruned exactly**; **{c['handled']} of {total} "
-        f"({100 * c['handled'] / max(total, 1):.1f}%) handled exactly**: pruned and verified, or "
-        f"reported with no removable block and the reason (every unit downsamples, its shortcut is not the "
-        f"identity, ...). {len(rows)} models: {c['plain']} not residual (reported as such), {len(errors)} "
+        f"**{c['pruned']} of {total} residual models pruned exactly**; {len(aside)} more with residual "
+        "additions but no skippable unit, no target for layer pruning (listed below, apart from these counts); "
+        f"**{c['handled']} of {total} ({100 * c['handled'] / max(total, 1):.1f}%) handled exactly**: pruned and "
+        "verified, or reported with no removable block and the reason (a module called twice, a U-Net long "
+        f"skip, ...). {len(rows)} models: {c['plain']} not residual (reported as such), {len(errors)} "
         f"failure{'s' if len(errors) != 1 else ''} (listed below with their cause; a model that could not be "
         f"traced counts as residual), {len(unbuilt)} not built (the zoo could not make them or run them on "
         "the inputs it made; listed below).",
         "",
         *[_zoo_line(zoo, zoo_rows) for zoo, zoo_rows in by_zoo.items()],
+        "",
+        _representatives_line(rows),
         "",
         'Per model: trace, `find_blocks`, `prune_layers(criterion="random", n=min(2, removable))`, `verify`, '
         "forward + backward of the pruned model (the sum of its floating outputs), `state_dict` + plan JSON "
@@ -412,20 +550,30 @@ def report(records: dict[str, dict[str, Any]]) -> str:
         removable = r.get("removable", "-")
         if r.get("granularity") == "sublayer":
             removable = f"0 ({r['removable_sublayers']} branches)"
+        model = r["model"] + (f" (as `{r['representative']}`)" if r.get("representative") else "")
         lines.append(
-            f"| {r['model']} | {r['status']} | {size} | {r.get('joins', '-')} | {r.get('units', '-')} | "
+            f"| {model} | {r['status']} | {size} | {r.get('joins', '-')} | {r.get('units', '-')} | "
             f"{removable} | {params} | {flops} | {'-' if error is None else f'{error:.1e}'} | "
             f"{r.get('seconds', '-')} |"
         )
     lines += ["", "## Failures", ""]
-    lines += [f"- `{r['model']}`: {r['error']}" for r in errors] or ["None."]
+    lines += [f"- `{r['model']}`: {_cause(r)}" for r in errors] or ["None."]
     lines += ["", "## Not built", ""]
-    lines += [f"- `{r['model']}`: {r['error']}" for r in unbuilt] or ["None."]
+    lines += [f"- `{r['model']}`: {_cause(r)}" for r in unbuilt] or ["None."]
     lines += ["", "## Residual models with no removable block", ""]
-    lines += [f"- `{r['model']}`: " + "; ".join(f"{k} ({v}x)" for k, v in r["excluded"].items()) for r in stuck] or [
-        "None."
+    lines += [f"- `{r['model']}`: {_reasons(r)}" for r in stuck] or ["None."]
+    lines += [
+        "",
+        "## Residual additions but no skippable unit",
+        "",
+        "None of their units has an identity shortcut around a computation that keeps the shape: every one "
+        "carries downsampling, has a shortcut that is not the identity, or is not called as `out = block(x, ...)`. "
+        "No layer of theirs can be skipped, so they are no target for layer pruning and are left out of the "
+        "counts above.",
+        "",
     ]
-    reasons = Counter()
+    lines += [f"- `{r['model']}`: {_reasons(r)}{_variants_note(r)}" for r in aside] or ["None."]
+    reasons: Counter[str] = Counter()
     for r in residual:
         reasons.update(r.get("excluded", {}))
     lines += ["", "## Why units are kept (all models)", "", "| reason | units |", "| --- | ---: |"]

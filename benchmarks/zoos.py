@@ -10,6 +10,11 @@ detection model or ``(frame1, frame2)`` for RAFT) or a dict of keyword arguments
 :func:`output_tensors` flattens whatever comes back (tensors, tuples, lists, dicts,
 ``ModelOutput``) into its tensors.
 
+timm is listed one model per family (module): its variant with the fewest parameters. The zoo
+also gives a family's larger variants in increasing parameter count (``Zoo.variants``), from
+which :mod:`benchmarks.coverage` picks a representative where the smallest has residual units
+but every one carries downsampling (one block per stage).
+
     python -m benchmarks.zoos --list smp             # the specs of a zoo
     python -m benchmarks.zoos --time smp monai       # build + one forward of every model, timed
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import math
 import signal
@@ -47,23 +53,31 @@ class Zoo:
     build: Builder
     package: str  # the distribution the models come from, whose version the results depend on
     trains: bool = True  # False: the models need more than their inputs in train mode (detection targets)
+    # the larger variants of a listed model's family, smallest first (None: the zoo lists no families)
+    variants: Callable[[str], list[str]] | None = None
 
 
 _ZOOS: dict[str, Zoo] = {}
 
 
 def register_zoo(
-    name: str, *, models: Callable[[], list[str]], package: str, trains: bool = True
+    name: str,
+    *,
+    models: Callable[[], list[str]],
+    package: str,
+    trains: bool = True,
+    variants: Callable[[str], list[str]] | None = None,
 ) -> Callable[[Builder], Builder]:
     """Decorator: register ``build(name) -> (model, example_inputs)`` as zoo ``name`` listing ``models()``,
-    whose models come from the distribution ``package``."""
+    whose models come from the distribution ``package``; ``variants(name)``, where the zoo lists one
+    model per family, gives the larger variants of ``name``'s family in increasing size."""
 
     def register(build: Builder) -> Builder:
         if name in _ZOOS:
             raise ValueError(f"a zoo named {name!r} is already registered")
         if ":" in name or not name:
             raise ValueError(f"zoo name {name!r} must be non-empty without ':' (specs are ZOO:NAME)")
-        _ZOOS[name] = Zoo(name, models, build, package, trains)
+        _ZOOS[name] = Zoo(name, models, build, package, trains, variants)
         return build
 
     return register
@@ -257,9 +271,11 @@ def _torchvision_flow(name: str) -> tuple[nn.Module, Inputs]:
 
 
 # ---------------------------------------------------------------------------------------------
-# timm: one model per family (module), the one with the fewest parameters
+# timm: one model per family (module), the one with the fewest parameters; its larger variants, in
+# increasing size, for the coverage sweep to find a representative where the smallest has no removable unit
 
 
+@functools.cache  # forked sweep children inherit the counts the parent made while listing the zoo
 def _meta_params(name: str) -> float:
     """Parameter count of a timm model built on the meta device (no memory, no init); inf if it cannot."""
     import timm
@@ -272,10 +288,33 @@ def _meta_params(name: str) -> float:
     return float(sum(p.numel() for p in model.parameters()))
 
 
+def by_size(names: list[str]) -> list[str]:
+    """``names`` in increasing parameter count (timm's ``test_*`` models excluded unless there is nothing
+    else), ties by name."""
+    candidates = [n for n in names if not n.startswith("test_")] or names
+    return sorted(candidates, key=lambda n: (_meta_params(n), len(n), n))
+
+
 def smallest(names: list[str]) -> str:
     """The variant with the fewest parameters (timm's ``test_*`` models excluded), ties by name."""
-    candidates = [n for n in names if not n.startswith("test_")] or names
-    return min(candidates, key=lambda n: (_meta_params(n), len(n), n))
+    return by_size(names)[0]
+
+
+def _timm_family(name: str) -> list[str]:
+    """Every model of the timm family (module) ``name`` belongs to, deprecated aliases left out."""
+    import timm  # noqa: F401 - registers the models
+    from timm.models._registry import _deprecated_models, _model_to_module, _module_to_models
+
+    if name not in _model_to_module:
+        raise ValueError(f"timm has no model {name!r}")
+    return sorted(n for n in _module_to_models[_model_to_module[name]] if n not in _deprecated_models)
+
+
+def _timm_larger_variants(name: str) -> list[str]:
+    """The models of ``name``'s family that come after it in increasing parameter count (those that
+    cannot be built on the meta device left out); only this family's models are counted."""
+    ordered = [n for n in by_size(_timm_family(name)) if math.isfinite(_meta_params(n))]
+    return ordered[ordered.index(name) + 1 :] if name in ordered else []
 
 
 def _timm_names() -> list[str]:
@@ -288,7 +327,7 @@ def _timm_names() -> list[str]:
     return [smallest(names) for _, names in bar]
 
 
-@register_zoo("timm", models=_timm_names, package="timm")
+@register_zoo("timm", models=_timm_names, package="timm", variants=_timm_larger_variants)
 def _timm(name: str) -> tuple[nn.Module, Inputs]:
     import timm
 

@@ -79,6 +79,26 @@ def test_bad_names_are_refused_with_the_choices(registry) -> None:
     assert zoos.split_spec("timm:vit_tiny_patch16_224") == ("timm", "vit_tiny_patch16_224")
 
 
+def test_timm_larger_variants_are_the_family_in_increasing_size(monkeypatch) -> None:
+    """Only the family's models are counted; those that cannot be built on meta and ``test_*`` ones are left out."""
+    sizes = {"fam_s": 1.0, "fam_m": 5.0, "fam_m2": 5.0, "fam_l": 9.0, "fam_broken": float("inf"), "test_fam": 0.0}
+    counted = []
+    monkeypatch.setattr(zoos, "_timm_family", lambda name: sorted(sizes))
+    monkeypatch.setattr(zoos, "_meta_params", lambda name: counted.append(name) or sizes[name])
+    assert zoos._timm_larger_variants("fam_s") == ["fam_m", "fam_m2", "fam_l"]  # ties by name length, then name
+    assert zoos._timm_larger_variants("fam_m2") == ["fam_l"] and zoos._timm_larger_variants("fam_l") == []
+    assert set(counted) <= set(sizes)
+    assert zoos.get_zoo("timm").variants is zoos._timm_larger_variants and zoos.get_zoo("smp").variants is None
+
+
+def test_timm_family_is_its_module_without_deprecated_aliases() -> None:
+    family = zoos._timm_family("resnet18")
+    assert {"resnet10t", "resnet18", "resnet50"} <= set(family) and "ssl_resnet18" not in family
+    assert zoos._timm_larger_variants("resnest14d")[0] == "resnest26d"
+    with pytest.raises(ValueError, match="timm has no model 'nope'"):
+        zoos._timm_family("nope")
+
+
 def test_call_takes_a_tensor_positional_or_keyword_arguments() -> None:
     model = TwoArgs()
     a, b = torch.randn(2, 4), torch.randn(2, 4)
