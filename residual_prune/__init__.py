@@ -6,8 +6,8 @@ or GraSP, or after training), remove the least important, and get a physically
 shallower network.
 """
 
+from .analysis import POLICIES, ResidualBlock, find_blocks
 from .api import plan_pruning, prune_layers
-from .blocks import POLICIES, ResidualBlock, find_blocks
 from .capture import FRONTENDS
 from .criteria import (
     ENTRY_POINT_GROUP,

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .blocks import ResidualBlock, discover
+from .analysis import ResidualBlock, discover
 from .criteria import CriterionInfo, accepted_options, get_criterion_info, warn_if_collapsed
 from .errors import (
     CriterionError,
@@ -21,10 +21,11 @@ from .errors import (
     NoRemovableBlocksError,
     ResidualPruneError,
 )
+from .granularity import check_inplace
 from .inputs import ModelInputs
 from .plan import PruningPlan, architecture_fingerprint
 from .plan_check import CheckedPlan
-from .rewrite import check_inplace, leaf_module_names
+from .rewrite import leaf_module_names
 from .surgery import apply_checked
 from .tracing import check_leaf_modules
 

@@ -3,6 +3,7 @@
 ``frontend="auto"`` tries torch.fx first where it can apply (positional tensor inputs, a model
 with real weights), then torch.export (non-strict), and says what each front-end reported when
 all fail. ``"fx"``, ``"export"`` and ``"export-strict"`` use one front-end only.
+:func:`count_flops` counts a whole model's FLOPs in the same capture.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .exporting import capture_export
 from .inputs import ModelInputs
 from .tracing import TracedModel, trace, unanalysable_wrapper
 
-__all__ = ["FRONTENDS", "capture", "frontend_order"]
+__all__ = ["FRONTENDS", "capture", "count_flops", "frontend_order"]
 
 FRONTENDS = ("auto", "fx", "export", "export-strict")
 """The capture front-ends: ``"auto"`` (torch.fx, then torch.export), ``"fx"`` (torch.fx symbolic tracing
@@ -91,3 +92,11 @@ def capture(
     reasons = "\n".join(f"- {name}: {exc}" for name, exc in zip(order, failures))
     error = DataError if any(isinstance(f, DataError) for f in failures) else TraceError  # inputs that do not fit
     raise error(f"no front-end could capture {type(model).__name__}:\n{reasons}") from failures[-1]
+
+
+def count_flops(model: nn.Module, example_inputs: Any, *, frontend: str = "auto") -> int | None:
+    """The FLOPs of ``model`` called with ``example_inputs``, in fvcore's convention (a multiply-add is one
+    FLOP), counted while capturing its graph (see :func:`capture`); None, with a
+    :class:`~residual_prune.errors.FlopCountWarning`, where the capture works but the count does not."""
+    flops = capture(model, example_inputs, frontend=frontend, count_flops=True).flops
+    return None if flops is None else flops[""]

@@ -26,9 +26,9 @@ import torch
 from torch import nn
 
 from . import __version__, models
+from .analysis import POLICIES, ResidualBlock, find_blocks, report
 from .api import plan_pruning
-from .blocks import GRANULARITIES, POLICIES, find_blocks
-from .capture import FRONTENDS
+from .capture import FRONTENDS, count_flops
 from .criteria import CriterionInfo, accepted_options, get_criterion_info, list_criteria
 from .data import (
     DATA_ENV_VAR,
@@ -38,15 +38,18 @@ from .data import (
 )
 from .errors import (
     DataError,
+    FlopCountWarning,
     InvalidArgumentError,
     MissingDataError,
     ResidualPruneError,
+    TraceError,
 )
-from .flops import count_flops_by_module
+from .granularity import GRANULARITIES
 from .modes import eval_mode
 from .plan import PruningPlan
+from .plan_check import check_plan
 from .reporting import blocks_table, format_count, format_table, summary_table
-from .surgery import apply_plan
+from .surgery import apply_checked
 from .verify import verify
 
 __all__ = ["BuiltModel", "build_model", "main"]
@@ -260,10 +263,9 @@ def _calibration(
     return batches, batches[0][0][:_PROBE_SAMPLES], description
 
 
-def _stage(name: str) -> str:
+def _stage(block: ResidualBlock) -> str:
     """The parent of a block, or the unit of a sub-layer (``blocks.3#1`` -> ``blocks.3``)."""
-    unit, sublayer, _ = name.partition("#")
-    return unit if sublayer else (name.rpartition(".")[0] or "-")
+    return block.stage or "-"
 
 
 def _ranks(plan: PruningPlan) -> dict[str, int]:
@@ -272,15 +274,23 @@ def _ranks(plan: PruningPlan) -> dict[str, int]:
 
 
 def _total_flops(model: nn.Module, x: torch.Tensor) -> int | None:
-    """The model's FLOPs on ``x``, or None where they cannot be counted."""
-    flops = count_flops_by_module(model, (x,))
-    return flops[""] if flops else None
+    """The model's FLOPs on ``x``, or None (with a warning) where they cannot be counted."""
+    try:
+        return count_flops(model, x)
+    except TraceError as exc:
+        warnings.warn(f"could not count the FLOPs of {type(model).__name__}: {exc}", FlopCountWarning, stacklevel=2)
+        return None
 
 
-def _prune_and_report(model: nn.Module, plan: PruningPlan, probe: torch.Tensor) -> nn.Module:
-    """Apply and verify the plan; print the before/after table and the removed blocks."""
+def _prune_and_report(
+    model: nn.Module, plan: PruningPlan, probe: torch.Tensor
+) -> tuple[nn.Module, dict[str, ResidualBlock]]:
+    """Apply and verify the plan; print the before/after table and the removed blocks. Returns the pruned
+    model and the scored units by name."""
     _step(f"removing {len(plan.removed)} blocks and verifying the result")
-    pruned = apply_plan(model, plan)
+    checked = check_plan(model, plan)  # as apply_plan does; its analysis also describes the units
+    pruned = apply_checked(model, checked)
+    blocks = {b.name: b for b in report(model, checked.analysis, plan.granularity)}
     error = verify(model, pruned, plan, probe)
     _step("counting FLOPs before and after")
     flops_before, flops_after = (_total_flops(m, probe[:1]) for m in (model, pruned))
@@ -297,14 +307,16 @@ def _prune_and_report(model: nn.Module, plan: PruningPlan, probe: torch.Tensor) 
         )
     )
     ranks = _ranks(plan)
-    rows = [[name, _stage(name), f"{plan.scores[name]:.4g}", f"{ranks[name]}/{removable}"] for name in plan.removed]
+    rows = [
+        [name, _stage(blocks[name]), f"{plan.scores[name]:.4g}", f"{ranks[name]}/{removable}"] for name in plan.removed
+    ]
     print(f"\nremoved blocks ({plan.criterion} score, rank 1 = least important):")
     print(format_table(["block", "stage", "score", "rank"], rows, right=(2, 3)))
     print(
         f"\nverified: the pruned model equals the original with the removed blocks as identities "
         f"(max abs difference {error:.3g} on {len(probe)} inputs)"
     )
-    return pruned
+    return pruned, blocks
 
 
 def _analyze(args: argparse.Namespace) -> int:
@@ -404,7 +416,7 @@ def _prune(args: argparse.Namespace) -> int:
         frontend=args.frontend,
         **options,
     )
-    pruned = _prune_and_report(built.module, plan, probe)
+    pruned, _ = _prune_and_report(built.module, plan, probe)
     plan_path, state_path = _save_results(out, plan, pruned)
     print(f"\nwrote {plan_path} and {state_path}; to load the pruned model:")
     print(
@@ -448,10 +460,10 @@ def _demo_data(args: argparse.Namespace) -> tuple[list, str]:
         return _synthetic((3, 32, 32), 10, args.batch_size, args.num_batches, 0)
 
 
-def _stage_table(plan: PruningPlan) -> str:
+def _stage_table(plan: PruningPlan, blocks: dict[str, ResidualBlock]) -> str:
     stages: dict[str, list[str]] = {}
     for name in plan.scores:
-        stages.setdefault(_stage(name), []).append(name)
+        stages.setdefault(_stage(blocks[name]), []).append(name)
     rows = []
     for stage, names in stages.items():
         values = [plan.scores[n] for n in names]
@@ -475,9 +487,9 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"calibration data: {description}")
     _step(f"scoring the removable blocks of {args.arch} with GraSP")
     plan = plan_pruning(model, criterion="grasp", n=args.n, data=batches, num_batches=len(batches))
-    _prune_and_report(model, plan, batches[0][0][:_PROBE_SAMPLES])
+    _, blocks = _prune_and_report(model, plan, batches[0][0][:_PROBE_SAMPLES])
     print("\nGraSP scores per stage (higher = keep):")
-    print(_stage_table(plan))
+    print(_stage_table(plan, blocks))
     print(f"\ndone in {time.perf_counter() - start:.1f} s")
     return 0
 

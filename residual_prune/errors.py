@@ -86,4 +86,4 @@ class PluginWarning(UserWarning):
 
 
 class FlopCountWarning(UserWarning):
-    """fvcore could not count the FLOPs of a model."""
+    """The FLOPs of a model could not be counted (they are reported as None; pruning is not affected)."""

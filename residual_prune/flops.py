@@ -1,13 +1,16 @@
 """FLOP counting in fvcore's convention (one multiply-add counts as one FLOP).
 
-Two counters give the same numbers: :func:`count_flops_by_module` runs fvcore on a whole
-model (a ``torch.jit.trace``, i.e. one extra forward pass), and :class:`NodeFlopCounter`
-counts inside the shape propagation that block discovery runs anyway: matmuls and convolutions
-with ``torch.utils.flop_counter``, and what fvcore counts beyond them (norms, upsampling, grid
-sampling, adaptive average pooling, attention) with fvcore's formulas on the torch functions
-called, so that the count does not depend on how a torch release dispatches or decomposes them.
-:func:`count_graph_flops` counts a ``torch.export`` graph from the shapes recorded on its nodes
-(no forward pass). Tests check that all three agree module by module.
+The library counts in the capture it runs anyway (:func:`residual_prune.capture.count_flops`
+for a whole model): :class:`NodeFlopCounter` counts inside the shape propagation of the torch.fx
+front-end, matmuls and convolutions with ``torch.utils.flop_counter``, and what fvcore counts
+beyond them (norms, upsampling, grid sampling, adaptive average pooling, attention) with
+fvcore's formulas on the torch functions called, so that the count does not depend on how a
+torch release dispatches or decomposes them; :func:`count_graph_flops` counts a
+``torch.export`` graph from the shapes recorded on its nodes (no forward pass).
+
+:func:`count_flops_by_module` runs fvcore itself on a whole model (a ``torch.jit.trace``, one
+extra forward pass). It is the oracle that tests and benchmarks compare both counters with,
+module by module; the library does not call it, and fvcore is imported only when it runs.
 """
 
 from __future__ import annotations
@@ -69,10 +72,10 @@ def _native_mha_flop_jit(inputs: list[Any], outputs: list[Any]) -> int:
 
 
 def count_flops_by_module(model: nn.Module, inputs: tuple[torch.Tensor, ...]) -> dict[str, int] | None:
-    """FLOPs of every submodule (qualified name -> FLOPs; ``""`` is the whole model).
+    """FLOPs of every submodule by fvcore (qualified name -> FLOPs; ``""`` is the whole model): the
+    reference tests and benchmarks check the library's counters against.
 
-    Returns ``None`` and warns with :class:`FlopCountWarning` when fvcore cannot
-    trace the model; block discovery then reports ``flops=None``.
+    Returns ``None`` and warns with :class:`FlopCountWarning` when fvcore cannot trace the model.
     """
     from fvcore.nn import FlopCountAnalysis
 

@@ -74,8 +74,9 @@ def _is_finite_number(value: Any) -> bool:
 
 def _field_problem(plan: PruningPlan) -> str | None:
     """What is wrong with a plan's fields, in words, or None."""
-    from .blocks import GRANULARITIES, POLICIES
+    from .analysis import POLICIES
     from .capture import FRONTENDS
+    from .granularity import GRANULARITIES
     from .inputs import ModelInputs
 
     removed = plan.removed

@@ -15,8 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .blocks import Analysis, ResidualBlock, analyse, report
+from .analysis import Analysis, ResidualBlock, analyse
 from .errors import PlanError, PlanMismatchError
+from .granularity import get_granularity
 from .inputs import ModelInputs
 from .plan import PruningPlan
 from .rewrite import resolve_leaf_modules
@@ -75,22 +76,22 @@ def check_plan(
     plan.check_model(model)
     inputs = plan_inputs(model, plan, example_inputs)
     leaves = resolve_leaf_modules(plan.leaf_modules, model, leaf_modules)
+    granularity = get_granularity(plan.granularity)
     analysis = analyse(
         model,
         inputs,
         policy=plan.policy,
         leaf_modules=leaves,
         frontend=plan.frontend,
-        sublayers=plan.granularity == "sublayer",
+        sublayers=granularity.needs_fx,
     )
-    blocks = {b.name: b for b in report(model, analysis, plan.granularity)}
-    kind = "residual branch" if plan.granularity == "sublayer" else "residual unit"
+    blocks = {b.name: b for b in granularity.report(model, analysis)}
     removed = []
     for name in plan.removed:
         block = blocks.get(name)
         if block is None:
             raise PlanMismatchError(
-                f"the plan removes {name!r}, which is not a {kind} of this {type(model).__name__} "
+                f"the plan removes {name!r}, which is not a {granularity.noun} of this {type(model).__name__} "
                 f"(policy {plan.policy!r}, granularity {plan.granularity!r}); {_listing(blocks)}. A plan can only "
                 "remove units that find_blocks reports as removable: re-create it with plan_pruning()"
             )

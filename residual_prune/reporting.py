@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .blocks import ResidualBlock
+from .analysis import ResidualBlock
 
 __all__ = ["blocks_table", "format_count", "format_table", "short_reason", "summary_table"]
 
@@ -25,7 +25,7 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[object]], right
 
 
 def format_count(value: int | float | None) -> str:
-    """``1234567`` -> ``"1.23M"``; ``None`` (e.g. fvcore failed) -> ``"n/a"``."""
+    """``1234567`` -> ``"1.23M"``; ``None`` (e.g. FLOPs not counted) -> ``"n/a"``."""
     if value is None:
         return "n/a"
     for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):

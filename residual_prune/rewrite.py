@@ -47,7 +47,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .blocks import analyse, branch_modules, sublayers
+from .analysis import analyse, sublayers
+from .analysis.joins import branch_modules
 from .dual_graph import DualGraphModule
 from .errors import InvalidArgumentError, PlanError, PlanMismatchError, ResidualPruneError
 from .modes import eval_mode, model_state_kept
@@ -57,7 +58,6 @@ from .tracing import TracedModel, check_leaf_modules, get_notrace_modules
 
 __all__ = [
     "DualGraphModule",
-    "check_inplace",
     "leaf_module_names",
     "remove_sublayers",
     "resolve_leaf_modules",
@@ -472,12 +472,3 @@ def zero_sublayers(
         b.join.replace_input_with(b.branch, zero)
     gm.recompile()
     return gm
-
-
-def check_inplace(granularity: str, inplace: bool) -> None:
-    """Refuse ``inplace=True`` for sub-layer pruning, which builds a new module."""
-    if inplace and granularity == "sublayer":
-        raise InvalidArgumentError(
-            "sub-layer pruning returns a new torch.fx.GraphModule and cannot modify the model in place; "
-            "pass inplace=False (the default)"
-        )

@@ -8,12 +8,12 @@ from typing import Any
 
 from torch import nn
 
+from .granularity import check_inplace, get_granularity
 from .plan import PruningPlan
 from .plan_check import CheckedPlan, check_plan
-from .rewrite import check_inplace, remove_sublayers
 from .tracing import check_leaf_modules
 
-__all__ = ["Bypass", "apply_checked", "apply_plan", "replace_with_identity"]
+__all__ = ["Bypass", "apply_checked", "apply_plan", "remove_blocks", "replace_with_identity"]
 
 
 class Bypass(nn.Identity):
@@ -129,9 +129,14 @@ def apply_checked(
 ) -> nn.Module:
     """:func:`apply_plan` for a plan already checked against ``model`` (by :func:`check_plan`, or made from the
     same analysis of this model by :func:`~residual_prune.plan_pruning`)."""
+    return get_granularity(checked.plan.granularity).apply(
+        model, checked, inplace=inplace, example_inputs=example_inputs, leaf_modules=leaf_modules
+    )
+
+
+def remove_blocks(model: nn.Module, checked: CheckedPlan, *, inplace: bool = False) -> nn.Module:
+    """Delete or bypass the units of a checked block plan (see :func:`apply_plan`), in a copy unless ``inplace``."""
     plan = checked.plan
-    if plan.granularity == "sublayer":
-        return remove_sublayers(copy.deepcopy(model), plan, example_inputs=example_inputs, leaf_modules=leaf_modules)
     deletable = {name: _deletable(model, checked, name) for name in plan.removed}
     pruned = model if inplace else _copy_without(model, plan.removed)
     for name in plan.removed:

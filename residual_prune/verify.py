@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
@@ -11,12 +10,11 @@ import torch
 from torch import nn
 
 from .errors import InvalidArgumentError, VerificationError
+from .granularity import get_granularity
 from .inputs import ModelInputs
 from .modes import eval_mode
 from .plan import PruningPlan
 from .plan_check import check_plan
-from .rewrite import zero_sublayers
-from .surgery import replace_with_identity
 
 __all__ = ["verify"]
 
@@ -156,11 +154,7 @@ def verify(
             "both (model.to_empty(device='cpu') and model.load_state_dict(...)) before verifying"
         )
     check_plan(original, plan, example_inputs=example_inputs)
-    reference: nn.Module
-    if plan.granularity == "sublayer":
-        reference = zero_sublayers(copy.deepcopy(original), plan, example_inputs=example_inputs)
-    else:
-        reference = replace_with_identity(copy.deepcopy(original), plan.removed)
+    reference = get_granularity(plan.granularity).reference(original, plan, example_inputs)
     with torch.no_grad(), eval_mode(reference), eval_mode(pruned):
         expected = inputs.call(reference)
         try:

@@ -198,7 +198,7 @@ def test_verify_blames_a_pruned_model_that_fails_where_the_original_works(cifar_
 
 
 def test_prune_layers_analyses_the_model_once(cifar_model, monkeypatch) -> None:
-    import residual_prune.blocks as blocks
+    import residual_prune.analysis as blocks  # where analyse captures
 
     calls = []
     capture = blocks.capture

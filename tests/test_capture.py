@@ -8,8 +8,10 @@ import torchvision
 from torch import nn
 
 import residual_prune as rp
-from residual_prune.capture import frontend_order
+from residual_prune.capture import count_flops, frontend_order
+from residual_prune.flops import count_flops_by_module
 from residual_prune.inputs import ModelInputs
+from residual_prune.models import resnet20
 
 from .helpers import Res, assert_unchanged, observable_state
 
@@ -190,3 +192,9 @@ def test_a_model_on_the_meta_device_is_analysed_and_pruned_without_weights() -> 
     assert all(p.is_meta for p in pruned.parameters())
     with pytest.raises(rp.InvalidArgumentError, match="meta device and has no weights"):
         rp.verify(model, pruned, plan, x)
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export"])
+def test_count_flops_gives_fvcores_whole_model_count(frontend: str) -> None:
+    model, x = resnet20(), torch.randn(1, 3, 32, 32)
+    assert count_flops(model, x, frontend=frontend) == count_flops_by_module(model, (x,))[""] > 0

@@ -343,6 +343,20 @@ def test_python_dash_m_runs_the_command_line() -> None:
     assert set(residual_prune.list_criteria()) <= set(names)
 
 
+def test_the_command_line_counts_flops_without_fvcore() -> None:
+    """fvcore is the tests' reference counter; the library counts FLOPs in its own capture."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    code = (
+        "import sys\nfrom residual_prune.cli import main\n"
+        "assert main(['analyze', 'cifar:resnet20']) == 0 and 'fvcore' not in sys.modules"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "41.22M FLOPs" in result.stdout
+
+
 def test_prune_at_sublayer_granularity(tmp_path, capsys) -> None:
     from residual_prune.cli import main
 

@@ -1,7 +1,7 @@
 """Table 4 of the paper: what a ticket saves in training (FLOPs, memory, energy and CO2, time) against the dense net.
 
 The tickets are Algorithm 2's (Table 2's runs, trained or reused from its store). From each
-run's record: FLOPs (fvcore, one 32x32 image), training memory (weights, gradients, momentum
+run's record: FLOPs (fvcore's convention, one 32x32 image), training memory (weights, gradients, momentum
 and the activations autograd saves, for one batch of the budget), the energy and CO2 of the
 whole training (codecarbon, offline, region in the record) and its wall-clock. Because the
 recorded runs ran one after the other on a machine others may have shared, the training

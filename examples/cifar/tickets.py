@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from residual_prune import PruningPlan, apply_plan, architecture_fingerprint
-from residual_prune.flops import count_flops_by_module
+from residual_prune.capture import count_flops
 from residual_prune.models import cifar_resnet
 
 from .budgets import Budget
@@ -74,12 +74,12 @@ def train_measured(
     start_epoch: int = 0,
 ) -> dict[str, Any]:
     """Train ``model`` with the budget (see :func:`.train.train`); the record fields of the network and its run:
-    parameters, FLOPs (fvcore, one 32x32 image), training memory (one step on the first images of ``batch``),
-    the energy region, and the training result."""
+    parameters, FLOPs (fvcore's convention, one 32x32 image), training memory (one step on the first images of
+    ``batch``), the energy region, and the training result."""
     n = budget.schedule.batch_size
     fields = {
         "params": sum(q.numel() for q in model.parameters()),
-        "flops": count_flops_by_module(model, (torch.zeros(1, 3, 32, 32),))[""],
+        "flops": count_flops(model, torch.zeros(1, 3, 32, 32)),
         "training_memory": training_memory(model, batch[0][:n], batch[1][:n]),
         "region": meter.country if meter else None,
     }

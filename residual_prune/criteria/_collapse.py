@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import nn
 
-from ..blocks import ResidualBlock
+from ..analysis import ResidualBlock
 from ..errors import ScoreCollapseWarning
 
 __all__ = ["collapse_causes", "warn_if_collapsed"]

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from tqdm.auto import tqdm
 
-from ..blocks import ResidualBlock
+from ..analysis import ResidualBlock
 from ..errors import CriterionError, DataError, InvalidArgumentError, MissingDataError, ResidualPruneError
 from ..inputs import ModelInputs
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..blocks import ResidualBlock
+from ..analysis import ResidualBlock
 from ..errors import CriterionError, InvalidArgumentError
 from ..modes import preserved_state
 from ._common import BatchRunner, ForwardFn
@@ -26,7 +26,7 @@ __all__ = [
 
 def block_module(model: nn.Module, block: ResidualBlock, criterion: str = "this criterion") -> nn.Module:
     """The module of a whole block (sub-layers, ``granularity="sublayer"``, have no module of their own)."""
-    if "#" in block.name:
+    if block.kind != "block":
         raise InvalidArgumentError(
             f"{criterion} scores the outputs of whole blocks and cannot score the sub-layer {block.name!r}; "
             "use granularity='block'"

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ..blocks import ResidualBlock
+from ..analysis import ResidualBlock
 from ..modes import preserved_state
 from ._common import (
     Batch,

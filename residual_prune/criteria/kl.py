@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..blocks import ResidualBlock
+from ..analysis import ResidualBlock
 from ..modes import preserved_state
 from ._common import Batch, BatchRunner, ForwardFn, _logits
 from ._registry import register_criterion

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..blocks import ResidualBlock
+from ..analysis import ResidualBlock
 from ..errors import DataError, InvalidArgumentError
 from ._common import ForwardFn
 from ._registry import register_criterion

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..blocks import ResidualBlock
+from ..analysis import ResidualBlock
 from ..modes import preserved_state
 from ._common import BatchRunner, ForwardFn, LossFn, accumulate, block_sums, block_weights
 from ._registry import register_criterion

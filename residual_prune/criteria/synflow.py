@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..blocks import ResidualBlock
+from ..analysis import ResidualBlock
 from ..errors import MissingDataError
 from ..inputs import ModelInputs
 from ..modes import preserved_state
