@@ -65,6 +65,50 @@ def _children(spec: Any) -> list[Any]:
     return list(spec.children()) if callable(getattr(spec, "children", None)) else list(spec.children_specs)
 
 
+_CONSTANTS = (bool, int, float, str, type(None))
+
+
+def _first_argument(signature: Any) -> tuple[bool, str | None]:
+    """Whether the call's first flattened input is its first argument, and the keyword it was passed by
+    (None: by position)."""
+    positional, keywords = _children(signature.in_spec) if signature.in_spec.num_children == 2 else (None, None)
+    if positional is not None and positional.num_children:
+        return _leaf(_children(positional)[0]), None
+    if keywords is not None and keywords.num_children and _leaf(_children(keywords)[0]):
+        return True, str(keywords.context[0])
+    return False, None
+
+
+def _read_outside(node: fx.Node | None, path: str) -> bool:
+    """Whether a node made by module ``path`` is read by anything ``path`` does not make."""
+    return node is None or any(path not in TracedModel.module_stack(user) for user in node.users)
+
+
+def _module_call(signature: Any, nodes: dict[str, fx.Node], path: str) -> ModuleCall:
+    """A module call from its preserved signature: what it got first, and what it returned. A tensor it
+    returned after its output that nothing outside reads (attention weights a caller drops) counts as
+    ``None``, which is what a stand-in returns in its place."""
+    is_first, keyword = _first_argument(signature)
+    argument = signature.inputs[0] if signature.inputs and is_first else None
+    first = nodes.get(argument.name) if isinstance(argument, TensorArgument) else None
+    outputs, out_spec = signature.outputs, signature.out_spec
+    if _leaf(out_spec):
+        one_value = len(outputs) == 1 and isinstance(outputs[0], TensorArgument)
+        return ModuleCall(first, one_value, keyword)
+    rest = [
+        None if isinstance(o, TensorArgument) and not _read_outside(nodes.get(o.name), path) else o for o in outputs[1:]
+    ]
+    rebuilt = (
+        out_spec.type is tuple
+        and all(_leaf(child) for child in _children(out_spec))
+        and bool(outputs)
+        and isinstance(outputs[0], TensorArgument)
+        and all(o is None or (isinstance(o, ConstantArgument) and isinstance(o.value, _CONSTANTS)) for o in rest)
+    )
+    constants = tuple(None if o is None else o.value for o in rest) if rebuilt else None
+    return ModuleCall(first, rebuilt, keyword, constants)
+
+
 def _module_calls(program: torch.export.ExportedProgram, nodes: dict[str, fx.Node]) -> tuple[dict, dict]:
     """How each preserved submodule was called (its last call) and how many times."""
     calls: dict[str, ModuleCall] = {}
@@ -77,15 +121,7 @@ def _module_calls(program: torch.export.ExportedProgram, nodes: dict[str, fx.Nod
         signature = entry.signature
         if signature is None:
             continue
-        positional = _children(signature.in_spec)[0] if signature.in_spec.num_children else None
-        first = None
-        if positional is not None and positional.num_children and _leaf(_children(positional)[0]):
-            argument = signature.inputs[0] if signature.inputs else None
-            if isinstance(argument, TensorArgument):
-                first = nodes.get(argument.name)
-        outputs = [o for o in signature.outputs if not isinstance(o, ConstantArgument)]
-        one_value = _leaf(signature.out_spec) and len(outputs) == 1 and isinstance(outputs[0], TensorArgument)
-        calls[path] = ModuleCall(first, one_value)
+        calls[path] = _module_call(signature, nodes, path)
     return calls, counts
 
 
@@ -138,23 +174,37 @@ def _calls_in_progress(model: nn.Module) -> Iterator[list[nn.Module]]:
             handle.remove()
 
 
+def _stacked_layers(model: nn.Module) -> tuple[str, ...]:
+    """The children of ``nn.ModuleList``, ``nn.Sequential`` and ``nn.ModuleDict`` containers: where the units
+    of most networks (a transformer's layers, a ResNet's blocks) are."""
+    containers = (nn.ModuleList, nn.Sequential, nn.ModuleDict)
+    return tuple(
+        f"{name}.{key}" if name else key
+        for name, module in model.named_modules()
+        if isinstance(module, containers)
+        for key in module._modules
+    )
+
+
 def _export(model: nn.Module, inputs: ModelInputs, strict: bool) -> tuple[torch.export.ExportedProgram, bool]:
-    """Export ``model``, preserving every submodule's call signature when torch.export can (False if not)."""
-    names = tuple(name for name, _ in model.named_modules() if name)
-    try:
-        return (
-            torch.export.export(model, inputs.args, inputs.kwargs, strict=strict, preserve_module_call_signature=names),
-            True,
-        )
-    except Exception:  # e.g. a submodule takes or returns an object that is not a pytree: export without
-        in_progress: contextlib.AbstractContextManager[list[nn.Module]] = (
-            contextlib.nullcontext([]) if strict else _calls_in_progress(model)
-        )
-        with in_progress as running:
-            try:
-                return torch.export.export(model, inputs.args, inputs.kwargs, strict=strict), False
-            except Exception as exc:
-                raise _export_failure(model, exc, list(running), "strict" if strict else "non-strict") from exc
+    """Export ``model``, preserving the call signatures of every submodule, or where torch.export cannot (a
+    module that takes a string), of the stacked layers only, or of none (False then)."""
+    for preserved in (tuple(name for name, _ in model.named_modules() if name), _stacked_layers(model)):
+        try:
+            program = torch.export.export(
+                model, inputs.args, inputs.kwargs, strict=strict, preserve_module_call_signature=preserved
+            )
+            return program, True
+        except Exception:
+            continue
+    in_progress: contextlib.AbstractContextManager[list[nn.Module]] = (
+        contextlib.nullcontext([]) if strict else _calls_in_progress(model)
+    )
+    with in_progress as running:
+        try:
+            return torch.export.export(model, inputs.args, inputs.kwargs, strict=strict), False
+        except Exception as exc:
+            raise _export_failure(model, exc, list(running), "strict" if strict else "non-strict") from exc
 
 
 def _export_failure(model: nn.Module, exc: Exception, running: list[nn.Module], mode: str) -> TraceError:

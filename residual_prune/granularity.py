@@ -19,7 +19,6 @@ from .errors import InvalidArgumentError
 
 if TYPE_CHECKING:
     from .analysis import Analysis
-    from .plan import PruningPlan
     from .plan_check import CheckedPlan
 
 __all__ = [
@@ -56,8 +55,9 @@ class Granularity(abc.ABC):
         """``model`` without what the checked plan removes."""
 
     @abc.abstractmethod
-    def reference(self, original: nn.Module, plan: PruningPlan, example_inputs: Any) -> nn.Module:
-        """A copy of ``original`` in which what ``plan`` removes contributes nothing: what a pruned model must equal."""
+    def reference(self, original: nn.Module, checked: CheckedPlan, example_inputs: Any) -> nn.Module:
+        """A copy of ``original`` in which what the checked plan removes contributes nothing: what a pruned
+        model must equal."""
 
     @abc.abstractmethod
     def check_inplace(self, inplace: bool) -> None:
@@ -88,10 +88,10 @@ class BlockGranularity(Granularity):
 
         return remove_blocks(model, checked, inplace=inplace)
 
-    def reference(self, original: nn.Module, plan: PruningPlan, example_inputs: Any) -> nn.Module:
+    def reference(self, original: nn.Module, checked: CheckedPlan, example_inputs: Any) -> nn.Module:
         from .surgery import replace_with_identity
 
-        return replace_with_identity(copy.deepcopy(original), plan.removed)
+        return replace_with_identity(copy.deepcopy(original), checked.plan.removed, checked.analysis.graph.traced.calls)
 
     def check_inplace(self, inplace: bool) -> None:
         """Module surgery can work on the model itself: nothing to refuse."""
@@ -122,11 +122,11 @@ class SublayerGranularity(Granularity):
             copy.deepcopy(model), checked.plan, example_inputs=example_inputs, leaf_modules=leaf_modules
         )
 
-    def reference(self, original: nn.Module, plan: PruningPlan, example_inputs: Any) -> nn.Module:
+    def reference(self, original: nn.Module, checked: CheckedPlan, example_inputs: Any) -> nn.Module:
         """``original`` traced, its removed branches multiplied by zero (``x + 0 * branch``)."""
         from .rewrite import zero_sublayers
 
-        return zero_sublayers(copy.deepcopy(original), plan, example_inputs=example_inputs)
+        return zero_sublayers(copy.deepcopy(original), checked.plan, example_inputs=example_inputs)
 
     def check_inplace(self, inplace: bool) -> None:
         if inplace:

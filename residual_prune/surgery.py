@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from torch import nn
@@ -11,7 +11,7 @@ from torch import nn
 from .granularity import check_inplace, get_granularity
 from .plan import PruningPlan
 from .plan_check import CheckedPlan, check_plan
-from .tracing import check_leaf_modules
+from .tracing import ModuleCall, check_leaf_modules
 
 __all__ = ["Bypass", "apply_checked", "apply_plan", "remove_blocks", "replace_with_identity"]
 
@@ -20,11 +20,32 @@ class Bypass(nn.Identity):
     """Parameter-free stand-in for a removed block: returns its first input, ignores the others.
 
     Blocks are often called with extra arguments (a feature size, a position bias, a mask);
-    ``nn.Identity`` takes only one.
+    ``nn.Identity`` takes only one. A block called with keywords only gets its input under
+    ``keyword`` (``layer(hidden_states=x, ...)``); a block that returned a tuple of its output and
+    constants (``(hidden_states, None)``, as many Hugging Face layers do) gets ``constants`` back
+    after the input.
     """
 
-    def forward(self, input, *args, **kwargs):  # noqa: A002 - nn.Identity's argument name
-        return input
+    keyword: str | None = None  # class defaults: stand-ins pickled before these existed still load
+    constants: tuple[Any, ...] | None = None
+
+    def __init__(self, keyword: str | None = None, constants: tuple[Any, ...] | None = None):
+        super().__init__()
+        self.keyword, self.constants = keyword, constants
+
+    def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003 - whatever the block took
+        first = args[0] if args else kwargs[self.keyword] if self.keyword in kwargs else next(iter(kwargs.values()))
+        return first if self.constants is None else (first, *self.constants)
+
+    def extra_repr(self) -> str:
+        parts = [f"keyword={self.keyword!r}"] if self.keyword else []
+        return ", ".join(parts + ([f"constants={self.constants!r}"] if self.constants is not None else []))
+
+
+def _stand_in(calls: Mapping[str, ModuleCall], name: str) -> Bypass:
+    """The stand-in for the unit ``name``, shaped by how it was called (see :class:`Bypass`)."""
+    call = calls.get(name)
+    return Bypass() if call is None else Bypass(call.keyword, call.constants)
 
 
 def _holders(model: nn.Module, module: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -32,12 +53,15 @@ def _holders(model: nn.Module, module: nn.Module) -> list[tuple[nn.Module, str]]
     return [(parent, key) for parent in model.modules() for key, child in parent._modules.items() if child is module]
 
 
-def replace_with_identity(model: nn.Module, names: Iterable[str]) -> nn.Module:
+def replace_with_identity(
+    model: nn.Module, names: Iterable[str], calls: Mapping[str, ModuleCall] | None = None
+) -> nn.Module:
     """Replace each named submodule by a :class:`Bypass` in place, wherever it is held (the reference
-    ``verify`` compares to)."""
-    for module in [model.get_submodule(name) for name in names]:
+    ``verify`` compares to); ``calls`` (how each was called) shapes the stand-ins."""
+    for name in names:
+        module = model.get_submodule(name)
         for parent, key in _holders(model, module):
-            parent._modules[key] = Bypass()
+            parent._modules[key] = _stand_in(calls or {}, name)
     return model
 
 
@@ -65,8 +89,10 @@ def _deletable(model: nn.Module, checked: CheckedPlan, name: str) -> bool:
     whose children run only through its own ``forward``."""
     parent_name = name.rpartition(".")[0]
     parent = model.get_submodule(parent_name)
+    call = checked.analysis.graph.traced.calls.get(name)
     return (
-        type(parent).forward is nn.Sequential.forward
+        (call is None or (call.keyword is None and call.constants is None))  # it takes and gives one tensor
+        and type(parent).forward is nn.Sequential.forward
         and isinstance(parent, nn.Sequential)
         and len(_holders(model, model.get_submodule(name))) == 1
         and _run_by_container(checked, parent_name, parent)
@@ -144,5 +170,5 @@ def remove_blocks(model: nn.Module, checked: CheckedPlan, *, inplace: bool = Fal
             parent_name, _, key = name.rpartition(".")
             del pruned.get_submodule(parent_name)._modules[key]  # the other children keep their names
         else:
-            replace_with_identity(pruned, [name])
+            replace_with_identity(pruned, [name], checked.analysis.graph.traced.calls)
     return pruned

@@ -248,11 +248,15 @@ class _Tracer(fx.Tracer):
 
 @dataclasses.dataclass(frozen=True)
 class ModuleCall:
-    """How a module was called (its last call): the node passed as first argument, if any,
-    and whether it returned one value (a tensor) rather than a tuple or dict."""
+    """How a module was called (its last call): the node passed as first argument, if any (by position,
+    or by the keyword ``keyword`` when the call has no positional argument), and whether a stand-in
+    can rebuild what it returned from that argument: a tensor alone, or, where ``constants`` is not
+    None, a tuple of the tensor followed by those constants (``(hidden_states, None)``)."""
 
     first_argument: fx.Node | None
     returns_one_value: bool
+    keyword: str | None = None
+    constants: tuple[Any, ...] | None = None
 
 
 @dataclasses.dataclass

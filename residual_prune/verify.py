@@ -153,8 +153,8 @@ def verify(
             "verify runs both models, but one is on the meta device and has no weights; load the weights into "
             "both (model.to_empty(device='cpu') and model.load_state_dict(...)) before verifying"
         )
-    check_plan(original, plan, example_inputs=example_inputs)
-    reference = get_granularity(plan.granularity).reference(original, plan, example_inputs)
+    checked = check_plan(original, plan, example_inputs=example_inputs)
+    reference = get_granularity(plan.granularity).reference(original, checked, example_inputs)
     with torch.no_grad(), eval_mode(reference), eval_mode(pruned):
         expected = inputs.call(reference)
         try:

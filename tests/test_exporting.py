@@ -75,29 +75,32 @@ def test_module_calls_come_from_the_preserved_call_signatures() -> None:
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
-            self.pair = ReturnsPair()
+            self.pair = ReturnsPair()  # its second output is read: no stand-in can give it
+            self.dropped = ReturnsPair()  # its second output is dropped, as a caller drops attention weights
             self.keyword = CallsWithKeyword()
             self.shared = CallsWithKeyword()
 
         def forward(self, x):
-            x, _ = self.pair(x)
+            x, total = self.pair(x)
+            x, _ = self.dropped(x)
             x = self.keyword(x=x)
-            return self.shared(self.shared(x))
+            return self.shared(self.shared(x)) + total
 
-    model = Net()
-    traced = capture_export(model, ModelInputs.of(torch.randn(2, 4)), count_flops=False)
-    assert traced.call_counts == {"pair": 1, "pair.fc": 1, "keyword": 1, "keyword.fc": 1, "shared": 2, "shared.fc": 2}
+    model, x = Net(), torch.randn(2, 4)
+    traced = capture_export(model, ModelInputs.of(x), count_flops=False)
+    assert traced.call_counts["shared"] == 2 and traced.call_counts["pair"] == 1
     assert not traced.calls["pair"].returns_one_value
-    assert traced.calls["keyword"].first_argument is None  # passed by keyword: no positional first argument
-    last_shared = traced.calls["shared"]  # its last call takes the first call's output
-    assert last_shared.returns_one_value and last_shared.first_argument is not None
-    assert last_shared.first_argument.op == "call_function" and "shared" in traced.module_stack(
-        last_shared.first_argument
-    )
-    reasons = {b.name: b.reason for b in rp.find_blocks(model, torch.randn(2, 4), frontend="export")}
-    assert "returns a tuple" in reasons["pair"]
-    assert "not called as `out = block(x, ...)`" in reasons["keyword"]
-    assert "called 2 times" in reasons["shared"]
+    assert traced.calls["dropped"].returns_one_value and traced.calls["dropped"].constants == (None,)
+    assert traced.calls["keyword"].keyword == "x" and traced.calls["keyword"].first_argument is not None
+    reasons = {b.name: b.reason for b in rp.find_blocks(model, x, frontend="export")}
+    assert "gives 2 outputs" in (reasons["pair"] or "")
+    assert "called 2 times" in (reasons["shared"] or "")
+    assert reasons["dropped"] is None and reasons["keyword"] is None
+    plan = rp.plan_pruning(model, criterion="l1", n=2, example_inputs=x, frontend="export")
+    assert sorted(plan.removed) == ["dropped", "keyword"]
+    pruned = rp.apply_plan(model, plan)
+    assert (pruned.dropped.constants, pruned.keyword.keyword) == ((None,), "x")  # stand-ins shaped by the calls
+    assert rp.verify(model, pruned, plan, x) == 0.0
 
 
 def test_strict_export_is_an_option() -> None:

@@ -205,3 +205,13 @@ def test_an_indexed_sequential_keeps_its_indices(removed: list[str]) -> None:
     x = torch.randn(2, 4, 8, 8)
     kept = [model.blocks[i] for i in range(3) if f"blocks.{i}" not in removed]
     assert torch.equal(pruned(x), nn.Sequential(*kept)(x))
+
+
+def test_a_stand_in_pickled_before_it_had_call_shapes_still_runs() -> None:
+    from residual_prune.surgery import Bypass
+
+    old = Bypass()
+    del old.keyword, old.constants  # as unpickled from a release whose Bypass had no such attributes
+    x = torch.randn(2, 3)
+    assert old(x, "mask") is x
+    assert Bypass("hidden_states", (None,))(hidden_states=x, mask=None) == (x, None)
