@@ -23,7 +23,8 @@ checked in ``variants_checked``.
 
 Report classes: a residual model none of whose units has an identity shortcut around a
 shape-keeping computation (every unit carries downsampling, has a shortcut that is not the
-identity, or is not called as ``out = block(x, ...)``) has residual additions but no skippable
+identity, a main path through a layer outside its branches, or is not called as
+``out = block(x, ...)``) has residual additions but no skippable
 unit: it is no target for layer pruning, is listed apart with its reasons and is left out of the
 "N of M residual models pruned exactly" counts, whose lines say how many were set aside. Every
 other model that did not prune (an error, a verify mismatch, units kept for other reasons) counts
@@ -68,7 +69,13 @@ REPRESENTATIVE_TRIES = 3  # a family's next variants checked at most, where its 
 DOWNSAMPLING = "it carries downsampling"  # the kind of reason (as `_short` writes it) of such blocks
 # the kinds of reason of a unit with no identity shortcut around a shape-keeping computation: a model
 # whose every unit has one of them has residual additions but nothing a layer pruner could skip
-NOT_SKIPPABLE = (DOWNSAMPLING, "its shortcut is not the identity", "it takes ", "it is not called as ")
+NOT_SKIPPABLE = (
+    DOWNSAMPLING,
+    "its shortcut is not the identity",
+    "it takes ",
+    "it is not called as ",
+    "`...` on its main path is outside any residual branch",  # its output is not its input plus branches
+)
 
 
 def zoo_models(names: list[str] | None = None) -> list[str]:
@@ -567,7 +574,8 @@ def report(records: dict[str, dict[str, Any]]) -> str:
         "## Residual additions but no skippable unit",
         "",
         "None of their units has an identity shortcut around a computation that keeps the shape: every one "
-        "carries downsampling, has a shortcut that is not the identity, or is not called as `out = block(x, ...)`. "
+        "carries downsampling, has a shortcut that is not the identity, a main path through a layer outside its "
+        "branches, or is not called as `out = block(x, ...)`. "
         "No layer of theirs can be skipped, so they are no target for layer pruning and are left out of the "
         "counts above.",
         "",
