@@ -147,8 +147,8 @@ def _tiny_transformers() -> dict[str, tuple]:
         "bert (post-norm)": (
             hf.BertForMaskedLM(hf.BertConfig(hidden_size=32, num_hidden_layers=3, **text)),
             {"input_ids": ids["input_ids"], "attention_mask": torch.ones(1, 8, dtype=torch.long)},
-            6,  # per layer: the layer and its attention (which returns a tuple)
-            3,
+            6,  # per layer: the layer and its attention, which returns (output, weights nobody reads)
+            6,
         ),
         "vit": (
             hf.ViTForImageClassification(
