@@ -29,7 +29,7 @@ from .flops import count_graph_flops
 from .inputs import ModelInputs
 from .modes import eval_mode, model_state_kept
 from .ops import ExportOps
-from .tracing import ModuleCall, TracedModel, _largest_children
+from .tracing import ModuleCall, TracedModel, largest_children
 
 __all__ = ["capture_export"]
 
@@ -220,7 +220,7 @@ def _export_failure(model: nn.Module, exc: Exception, running: list[nn.Module], 
             f"{_user_line(exc)}: {cause}. Try frontend='fx', where leaf_modules=({cls},) keeps that module "
             f"opaque, or analyse and prune a submodule without it and put the pruned copy back."
         )
-    children = _largest_children(model)
+    children = largest_children(model)
     where = (
         f"analyse and prune its submodule model.{children[0][0]} instead (plan_pruning(model.{children[0][0]}, "
         f"...), then model.{children[0][0]} = apply_plan(model.{children[0][0]}, plan))"

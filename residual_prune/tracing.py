@@ -355,7 +355,7 @@ def unanalysable_wrapper(model: nn.Module) -> str | None:
     return None
 
 
-def _largest_children(model: nn.Module, k: int = 3) -> list[tuple[str, int]]:
+def largest_children(model: nn.Module, k: int = 3) -> list[tuple[str, int]]:
     """The ``k`` direct children with the most parameters, as ``(name, count)``, largest first."""
     sizes = [(name, sum(p.numel() for p in child.parameters())) for name, child in model.named_children()]
     return sorted((s for s in sizes if s[1]), key=lambda s: -s[1])[:k]
@@ -371,7 +371,7 @@ def _trace_failure(model: nn.Module, failed_in: tuple[str, str] | None, exc: Exc
             f"Treat the failing module as opaque with leaf_modules=({cls},) or decorate its class "
             "with residual_prune.register_notrace_module."
         )
-    children = _largest_children(model)
+    children = largest_children(model)
     if children:
         names = ", ".join(f"model.{name} ({count:,} parameters)" for name, count in children)
         advice = (

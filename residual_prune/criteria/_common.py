@@ -30,6 +30,7 @@ __all__ = [
     "block_sums",
     "block_weights",
     "classification_loss",
+    "logits_of",
     "progress_bar",
     "scored_weights",
     "weight_parameters",
@@ -278,7 +279,7 @@ class Batch:
             )
 
 
-def _logits(output: Any) -> torch.Tensor:
+def logits_of(output: Any) -> torch.Tensor:
     if isinstance(output, torch.Tensor):
         return output
     if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
@@ -384,7 +385,7 @@ class BatchRunner:
 
     def _default_loss(self, outputs: Any, batch: Batch) -> torch.Tensor:
         if batch.is_pair:
-            logits = _logits(outputs)
+            logits = logits_of(outputs)
             return F.cross_entropy(logits / self.temperature, batch.value[1].to(logits.device).long())
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else getattr(outputs, "loss", None)
         if loss is None:

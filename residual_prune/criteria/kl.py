@@ -12,7 +12,7 @@ from torch import nn
 
 from ..analysis import ResidualBlock
 from ..modes import preserved_state
-from ._common import Batch, BatchRunner, ForwardFn, _logits
+from ._common import Batch, BatchRunner, ForwardFn, logits_of
 from ._registry import register_criterion
 from .activation import _tensor, block_module
 
@@ -35,7 +35,7 @@ def bypassed(module: nn.Module) -> Iterator[nn.Module]:
 
 
 def _log_probs(model: nn.Module, run: BatchRunner, batch: Batch) -> torch.Tensor:
-    return F.log_softmax(_logits(run.outputs(model, batch)).double(), dim=-1)
+    return F.log_softmax(logits_of(run.outputs(model, batch)).double(), dim=-1)
 
 
 @register_criterion("kl", requires_data=True, gradient_based=False, source="builtin")

@@ -13,7 +13,7 @@ from ..analysis import ResidualBlock
 from ..errors import MissingDataError
 from ..inputs import ModelInputs
 from ..modes import preserved_state
-from ._common import _logits, block_sums, block_weights
+from ._common import block_sums, block_weights, logits_of
 from ._registry import register_criterion
 
 __all__ = ["synflow_importance"]
@@ -76,7 +76,7 @@ def synflow_importance(
                     for name, b in model.named_buffers()
                 }
                 ones = _ones(inputs, dtype)
-                out = _logits(functional_call(model, {**params, **buffers}, ones.args, ones.kwargs))
+                out = logits_of(functional_call(model, {**params, **buffers}, ones.args, ones.kwargs))
                 abs_weights = [by_id[id(w)] for w in flat]
                 grads = torch.autograd.grad(out.sum(), abs_weights, allow_unused=True)
                 break
