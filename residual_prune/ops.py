@@ -253,22 +253,7 @@ _ATEN_ADD = {"add", "add_"}
 _ATEN_IDENTITY = {"clone", "contiguous", "alias", "detach", "lift_fresh_copy"}
 _ATEN_DROPOUT = {"dropout", "feature_dropout", "alpha_dropout", "feature_alpha_dropout", "dropout_"}
 _ATEN_CASTS = {"to", "_to_copy", "type_as"}
-_ATEN_LAYOUT = {
-    "view",
-    "_unsafe_view",
-    "reshape",
-    "permute",
-    "transpose",
-    "t",
-    "flatten",
-    "unflatten",
-    "squeeze",
-    "unsqueeze",
-    "contiguous",
-    "movedim",
-    "swapaxes",
-    "swapdims",
-}
+_ATEN_LAYOUT = _FX_LAYOUT_METHODS | {"_unsafe_view", "t"}  # the same names, as ATen operators
 _ATEN_CONVOLUTIONS = {"conv1d", "conv2d", "conv3d", "convolution", "_convolution"}
 _ATEN_TRANSPOSED_CONVOLUTIONS = {"conv_transpose1d", "conv_transpose2d", "conv_transpose3d"}
 _ATEN_POOLING = {
