@@ -674,7 +674,7 @@ def _transformers_candidates(model: nn.Module, causal: bool) -> list[dict[str, A
     extras: dict[str, Any] = {}
     if "input_ids" in kinds and "decoder_input_ids" in parameters and getattr(model.config, "is_encoder_decoder", 0):
         extras["decoder_input_ids"] = tensors["input_ids"]
-    if causal and "use_cache" in parameters:
+    if "use_cache" in parameters:  # a model returning its key/value cache returns an object export cannot flatten
         extras["use_cache"] = False
     candidates = [{kinds[0]: tensors[kinds[0]], **extras}]
     if len(kinds) > 1:

@@ -211,6 +211,8 @@ def _export_failure(model: nn.Module, exc: Exception, running: list[nn.Module], 
     """The :class:`TraceError` for a failed export: the module and line where it failed, and what to do."""
     text = str(exc).strip()
     cause = f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+    if "Cache" in text and "in output" in text:  # a Hugging Face model returning its key/value cache
+        cause += " (pass use_cache=False in example_inputs: the model then returns no cache object)"
     inner = running[-1] if running and running[-1] is not model else None
     if inner is not None:
         path = next(name for name, m in model.named_modules() if m is inner)

@@ -23,15 +23,23 @@ class Bypass(nn.Identity):
     ``nn.Identity`` takes only one. A block called with keywords only gets its input under
     ``keyword`` (``layer(hidden_states=x, ...)``); a block that returned a tuple of its output and
     constants (``(hidden_states, None)``, as many Hugging Face layers do) gets ``constants`` back
-    after the input.
+    after the input. ``attributes`` are plain values of the removed block its owner may read
+    (``layer.block_type``, ``layer.layer_idx``).
     """
 
     keyword: str | None = None  # class defaults: stand-ins pickled before these existed still load
     constants: tuple[Any, ...] | None = None
 
-    def __init__(self, keyword: str | None = None, constants: tuple[Any, ...] | None = None):
+    def __init__(
+        self,
+        keyword: str | None = None,
+        constants: tuple[Any, ...] | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ):
         super().__init__()
         self.keyword, self.constants = keyword, constants
+        for name, value in (attributes or {}).items():  # what the owner may read of the block it replaces
+            setattr(self, name, value)
 
     def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003 - whatever the block took
         first = args[0] if args else kwargs[self.keyword] if self.keyword in kwargs else next(iter(kwargs.values()))
@@ -42,10 +50,23 @@ class Bypass(nn.Identity):
         return ", ".join(parts + ([f"constants={self.constants!r}"] if self.constants is not None else []))
 
 
-def _stand_in(calls: Mapping[str, ModuleCall], name: str) -> Bypass:
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def _plain_attributes(module: nn.Module) -> dict[str, Any]:
+    """The public attributes of ``module`` that are plain values (a layer's type or index), not state."""
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if not name.startswith("_") and name not in ("training", "keyword", "constants") and isinstance(value, _PLAIN)
+    }
+
+
+def _stand_in(calls: Mapping[str, ModuleCall], name: str, module: nn.Module) -> Bypass:
     """The stand-in for the unit ``name``, shaped by how it was called (see :class:`Bypass`)."""
     call = calls.get(name)
-    return Bypass() if call is None else Bypass(call.keyword, call.constants)
+    keyword, constants = (None, None) if call is None else (call.keyword, call.constants)
+    return Bypass(keyword, constants, _plain_attributes(module))
 
 
 def _holders(model: nn.Module, module: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -61,14 +82,15 @@ def replace_with_identity(
     for name in names:
         module = model.get_submodule(name)
         for parent, key in _holders(model, module):
-            parent._modules[key] = _stand_in(calls or {}, name)
+            parent._modules[key] = _stand_in(calls or {}, name, module)
     return model
 
 
 def _copy_without(model: nn.Module, names: Iterable[str]) -> nn.Module:
     """A deep copy of ``model`` in which the named submodules, which are about to be deleted or
     replaced, are not copied (a placeholder stands in)."""
-    memo: dict[int, Any] = {id(model.get_submodule(name)): Bypass() for name in names}
+    modules = [model.get_submodule(name) for name in names]
+    memo: dict[int, Any] = {id(m): Bypass(attributes=_plain_attributes(m)) for m in modules}
     return copy.deepcopy(model, memo)
 
 

@@ -215,3 +215,32 @@ def test_a_stand_in_pickled_before_it_had_call_shapes_still_runs() -> None:
     x = torch.randn(2, 3)
     assert old(x, "mask") is x
     assert Bypass("hidden_states", (None,))(hidden_states=x, mask=None) == (x, None)
+
+
+def test_a_stand_in_keeps_the_plain_attributes_the_owner_reads() -> None:
+    class Typed(nn.Module):
+        def __init__(self, kind: str):
+            super().__init__()
+            self.kind, self.index = kind, 3
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return x + self.fc(x)
+
+    class Owner(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList([Typed("mix"), Typed("mix"), Typed("skip")])
+
+        def forward(self, x):
+            for layer in self.layers:
+                if layer.kind == "mix":  # reads an attribute of each layer, as Nemotron-H's model does
+                    x = layer(x)
+            return x
+
+    model, x = Owner(), torch.randn(2, 4)
+    plan = rp.plan_pruning(model, criterion="l1", n=1, example_inputs=x)
+    pruned = rp.apply_plan(model, plan)
+    assert rp.verify(model, pruned, plan, x) == 0.0
+    stand_in = pruned.get_submodule(plan.removed[0])
+    assert (stand_in.kind, stand_in.index) == ("mix", 3) and not list(stand_in.parameters())
