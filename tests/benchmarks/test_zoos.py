@@ -175,7 +175,7 @@ REPRESENTATIVES = {
     "torchvision-flow:raft_small": _two_frames,
     "timm:resnet10t": lambda x: x.shape == (2, 3, 64, 64),
     "transformers:llama": _tokens("use_cache"),
-    "transformers:t5": _tokens("decoder_input_ids"),  # an encoder-decoder
+    "transformers:t5": _tokens("decoder_input_ids", "use_cache"),  # an encoder-decoder, which also returns a cache
     "transformers:vit": lambda x: set(x) == {"pixel_values"} and x["pixel_values"].shape == (1, 3, 64, 64),
     "smp:unet": lambda x: x.shape == (2, 3, 64, 64),
     "monai:UNet": lambda x: x.shape == (2, 1, 64, 64),
