@@ -22,7 +22,7 @@ from .errors import (
     ResidualPruneError,
 )
 from .granularity import check_inplace
-from .inputs import ModelInputs
+from .inputs import ModelInputs, batch_inputs
 from .plan import PruningPlan, architecture_fingerprint
 from .plan_check import CheckedPlan
 from .rewrite import leaf_module_names
@@ -56,29 +56,13 @@ def _count(n: int | None, ratio: float | None, available: int) -> int:
     return int(math.floor(ratio * available + 0.5))
 
 
-def _batch_inputs(batch: Any) -> Any:
-    """A batch's inputs: one sample of an ``(inputs, targets)`` pair's inputs, or a dict batch without its
-    ``"labels"`` (all of it)."""
-    if isinstance(batch, Mapping):
-        inputs = {k: v for k, v in batch.items() if k != "labels"}
-        if not any(isinstance(v, torch.Tensor) for v in inputs.values()):
-            raise DataError(
-                f"the first batch is a dict whose inputs (all but 'labels': {sorted(inputs)}) hold no tensor; pass "
-                "dicts of the model's keyword arguments, or example_inputs"
-            )
-        return inputs
-    x = batch[0] if isinstance(batch, (tuple, list)) else batch
-    if not isinstance(x, torch.Tensor):
-        raise DataError(f"the first batch's inputs are a {type(x).__name__}, not a tensor")
-    return x[:1]
-
-
 def _first_inputs(data: Any) -> tuple[Any, Any]:
-    """The first batch's inputs (see :func:`_batch_inputs`) and a ``data`` that still yields every batch."""
+    """The first batch's inputs (see :func:`~residual_prune.inputs.batch_inputs`) and a ``data`` that still
+    yields every batch."""
     if (isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor)) or isinstance(
         data, Mapping
     ):  # a single batch
-        return _batch_inputs(data), data
+        return batch_inputs(data), data
     try:
         iterator = iter(data)
     except TypeError:
@@ -91,7 +75,7 @@ def _first_inputs(data: Any) -> tuple[Any, Any]:
         raise DataError("data gave no batches; pass at least one (inputs, targets) batch") from None
     if iterator is data:  # a one-shot iterator: put the batch back
         data = itertools.chain([first], iterator)
-    return _batch_inputs(first), data
+    return batch_inputs(first), data
 
 
 def _validated(scores: Any, blocks: Sequence[ResidualBlock], criterion: str) -> dict[str, float]:

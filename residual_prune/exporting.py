@@ -141,17 +141,6 @@ def _user_line(exc: BaseException) -> str:
     return f" at {frame.filename}:{frame.lineno}" + (f" ({code})" if code else "")
 
 
-def _on_device(inputs: ModelInputs, device: torch.device) -> ModelInputs:
-    def move(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return value.to(device)
-        if isinstance(value, (list, tuple)):
-            return type(value)(move(v) for v in value)
-        return value
-
-    return ModelInputs(tuple(move(a) for a in inputs.args), {k: move(v) for k, v in inputs.kwargs.items()})
-
-
 @contextlib.contextmanager
 def _calls_in_progress(model: nn.Module) -> Iterator[list[nn.Module]]:
     """The submodules of ``model`` whose forward is running, outermost first (global module hooks)."""
@@ -188,23 +177,30 @@ def _stacked_layers(model: nn.Module) -> tuple[str, ...]:
 
 def _export(model: nn.Module, inputs: ModelInputs, strict: bool) -> tuple[torch.export.ExportedProgram, bool]:
     """Export ``model``, preserving the call signatures of every submodule, or where torch.export cannot (a
-    module that takes a string), of the stacked layers only, or of none (False then)."""
-    for preserved in (tuple(name for name, _ in model.named_modules() if name), _stacked_layers(model)):
-        try:
-            program = torch.export.export(
-                model, inputs.args, inputs.kwargs, strict=strict, preserve_module_call_signature=preserved
-            )
-            return program, True
-        except Exception:
-            continue
+    module that takes a string), of the stacked layers only, or of none (False then). A model that does
+    not export at all is found out by the second try, which preserves nothing and says where it failed."""
+
+    def export(preserved: tuple[str, ...] = ()) -> torch.export.ExportedProgram:
+        return torch.export.export(
+            model, inputs.args, inputs.kwargs, strict=strict, preserve_module_call_signature=preserved
+        )
+
+    try:
+        return export(tuple(name for name, _ in model.named_modules() if name)), True
+    except Exception:
+        pass
     in_progress: contextlib.AbstractContextManager[list[nn.Module]] = (
         contextlib.nullcontext([]) if strict else _calls_in_progress(model)
     )
     with in_progress as running:
         try:
-            return torch.export.export(model, inputs.args, inputs.kwargs, strict=strict), False
+            plain = export()
         except Exception as exc:
             raise _export_failure(model, exc, list(running), "strict" if strict else "non-strict") from exc
+    try:
+        return export(_stacked_layers(model)), True
+    except Exception:
+        return plain, False
 
 
 def _export_failure(model: nn.Module, exc: Exception, running: list[nn.Module], mode: str) -> TraceError:
@@ -245,7 +241,7 @@ def capture_export(
     """
     device = next((p.device for p in model.parameters()), None)
     if device is not None and device.type == "meta":
-        inputs = _on_device(inputs, device)
+        inputs = inputs.map_tensors(lambda t: t.to(device))
     with model_state_kept(model, unwritten=("parameters", "buffers")), eval_mode(model):
         program, preserved = _export(model, inputs, strict)
     graph = program.graph

@@ -9,7 +9,7 @@ original inputs (tensors are stored as shape and dtype; a plan's zeros stand in 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -17,7 +17,7 @@ from torch import nn
 
 from .errors import DataError
 
-__all__ = ["ModelInputs"]
+__all__ = ["ModelInputs", "batch_inputs"]
 
 _SCALARS = (bool, int, float, str, type(None))
 _EXAMPLE = (
@@ -65,6 +65,23 @@ def _leaf_from_json(value: Any, device: torch.device) -> Any:
     raise ValueError(f"not an input: {value!r}")
 
 
+def batch_inputs(batch: Any) -> Any:
+    """A data batch's inputs: one sample of an ``(inputs, targets)`` pair's inputs, or a dict batch (Hugging
+    Face style) without its ``"labels"`` (all of it); :class:`DataError` if they hold no tensor."""
+    if isinstance(batch, Mapping):
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if not any(isinstance(v, torch.Tensor) for v in inputs.values()):
+            raise DataError(
+                f"the first batch is a dict whose inputs (all but 'labels': {sorted(inputs)}) hold no tensor; pass "
+                "dicts of the model's keyword arguments, or example_inputs"
+            )
+        return inputs
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"the first batch's inputs are a {type(x).__name__}, not a tensor")
+    return x[:1]
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelInputs:
     """Positional and keyword arguments for one call of a model."""
@@ -101,19 +118,22 @@ class ModelInputs:
         """``model(*args, **kwargs)``."""
         return model(*self.args, **self.kwargs)
 
+    def map_tensors(self, fn: Callable[[torch.Tensor], Any]) -> ModelInputs:
+        """The same call with ``fn`` applied to every tensor (also those in lists and tuples)."""
+
+        def apply(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return fn(value)
+            if isinstance(value, (list, tuple)):
+                return type(value)(apply(item) for item in value)
+            return value
+
+        return ModelInputs(tuple(apply(a) for a in self.args), {k: apply(v) for k, v in self.kwargs.items()})
+
     def tensors(self) -> list[torch.Tensor]:
         """The tensors, in argument order (positional first, then keyword)."""
         found: list[torch.Tensor] = []
-
-        def collect(value: Any) -> None:
-            if isinstance(value, torch.Tensor):
-                found.append(value)
-            elif isinstance(value, (list, tuple)):
-                for item in value:
-                    collect(item)
-
-        for value in (*self.args, *self.kwargs.values()):
-            collect(value)
+        self.map_tensors(found.append)
         return found
 
     @property

@@ -273,13 +273,9 @@ class TracedModel:
     # tensors torch.fx lifted out of the forward as attributes of the root (``_tensor_constant0``), which
     # tracing does not leave on the model; a GraphModule over the graph needs them (see attach_constants)
     constants: dict[str, Any] = dataclasses.field(default_factory=dict)
-    ops: OpTable = dataclasses.field(default=None)  # type: ignore[assignment]  # set in __post_init__ for fx
+    ops: OpTable = dataclasses.field(kw_only=True)  # what each node does, as its front-end tells
     inputs: list[fx.Node] = dataclasses.field(default_factory=list)  # the placeholders of the example inputs
     frontend: str = "fx"  # the front-end that captured the graph: "fx", "export" or "export-strict"
-
-    def __post_init__(self) -> None:
-        if self.ops is None:
-            self.ops = FxOps(self.root, self.constants)
 
     def attach_constants(self, module: nn.Module) -> nn.Module:
         """Set the graph's lifted constants on ``module`` (a copy of the model: this changes it)."""
@@ -450,7 +446,16 @@ def trace(
         shapes[node] = tuple(meta.shape) if hasattr(meta, "shape") else None
     placeholders = [n for n in nodes if n.op == "placeholder"][: len(inputs)]
     return TracedModel(
-        model, graph, nodes, shapes, dict(tracer.num_calls), tracer.calls, flops, constants, inputs=placeholders
+        model,
+        graph,
+        nodes,
+        shapes,
+        dict(tracer.num_calls),
+        tracer.calls,
+        flops,
+        constants,
+        ops=FxOps(model, constants),
+        inputs=placeholders,
     )
 
 

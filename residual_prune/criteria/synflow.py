@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -11,7 +11,7 @@ from torch.func import functional_call
 
 from ..analysis import ResidualBlock
 from ..errors import MissingDataError
-from ..inputs import ModelInputs
+from ..inputs import ModelInputs, batch_inputs
 from ..modes import preserved_state
 from ._common import block_sums, block_weights, logits_of
 from ._registry import register_criterion
@@ -22,15 +22,11 @@ __all__ = ["synflow_importance"]
 def _ones(inputs: ModelInputs, dtype: torch.dtype) -> ModelInputs:
     """One sample of ``inputs`` with every floating tensor replaced by ones of ``dtype``."""
 
-    def one(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            sample = value[:1] if value.dim() else value
-            return torch.ones_like(sample, dtype=dtype) if value.is_floating_point() else sample
-        if isinstance(value, (list, tuple)):
-            return type(value)(one(v) for v in value)
-        return value
+    def one(t: torch.Tensor) -> torch.Tensor:
+        sample = t[:1] if t.dim() else t
+        return torch.ones_like(sample, dtype=dtype) if t.is_floating_point() else sample
 
-    return ModelInputs(tuple(one(a) for a in inputs.args), {k: one(v) for k, v in inputs.kwargs.items()})
+    return inputs.map_tensors(one)
 
 
 @register_criterion("synflow", gradient_based=True, source="builtin")
@@ -58,8 +54,7 @@ def synflow_importance(
     if example_inputs is None:
         if data is None:
             raise MissingDataError("criterion 'synflow' needs example_inputs (for the input shape) or data")
-        first = next(iter(data))
-        example_inputs = {k: v for k, v in first.items() if k != "labels"} if isinstance(first, Mapping) else first[0]
+        example_inputs = batch_inputs(next(iter(data)))
     inputs = ModelInputs.of(example_inputs)
     weights, flat = block_weights(model, blocks)
     scored_ids = {id(w) for w in flat}
