@@ -163,7 +163,7 @@ def training_loss(output: Any) -> torch.Tensor:
 
 def describe(inputs: Inputs) -> str:
     """The inputs' shapes, e.g. ``3x64x64`` (one batched tensor: per sample, as older records were),
-    ``[3x128x128]``, ``2x3x64x64, 2x3x64x64`` or ``input_ids 1x8, use_cache False``."""
+    ``[3x128x128]``, ``2x3x64x64, 2x3x64x64`` or ``input_ids 2x8, use_cache False``."""
 
     def shape(value: Any) -> str:
         if isinstance(value, torch.Tensor):
@@ -644,7 +644,7 @@ def _find(config: Any, key: str, default: Any) -> Any:
 def _token_ids_input(config: Any) -> torch.Tensor:
     vocab = _find(getattr(config, "text_config", None) or config, "vocab_size", VOCAB)
     allowed = torch.tensor([i for i in range(vocab) if i not in _special_tokens(config)] or [0])
-    return allowed[torch.randint(len(allowed), (1, SEQUENCE))]
+    return allowed[torch.randint(len(allowed), (BATCH, SEQUENCE))]
 
 
 def _pixels_input(config: Any) -> torch.Tensor:
@@ -653,7 +653,7 @@ def _pixels_input(config: Any) -> torch.Tensor:
     height, width = (
         tuple(size)[-2:] if isinstance(size, (list, tuple)) else (size, size) if _int(size) else (IMAGE, IMAGE)
     )
-    return torch.randn(1, _find(vision, "num_channels", 3), height, width)
+    return torch.randn(BATCH, _find(vision, "num_channels", 3), height, width)
 
 
 def _transformers_candidates(model: nn.Module, causal: bool) -> list[dict[str, Any]]:

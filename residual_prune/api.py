@@ -314,7 +314,7 @@ def plan_pruning(
         forward_fn: ``forward_fn(model, batch) -> outputs`` for data-driven criteria, in place of
             ``model(x)`` / ``model(**batch)``: for batches of other forms (it moves them to the
             model's device itself). Neither is stored in the plan.
-        frontend: the capture front-end, ``"auto"``, ``"fx"``, ``"export"`` or ``"export-strict"``
+        frontend: the capture front-end, ``"auto"``, ``"fx"``, ``"export"``, ``"export-strict"`` or ``"eager"``
             (see :func:`find_blocks`); the plan records the one that found the blocks.
         **criterion_kwargs: options of the criterion, e.g. ``num_batches=4``, ``bn_mode="eval"``, ``seed=1``.
 

@@ -1,8 +1,9 @@
-"""One entry point to the two capture front-ends: torch.fx and torch.export.
+"""One entry point to the capture front-ends: torch.fx, torch.export and an eager recording.
 
 ``frontend="auto"`` tries torch.fx first where it can apply (positional tensor inputs, a model
-with real weights), then torch.export (non-strict), and says what each front-end reported when
-all fail. ``"fx"``, ``"export"`` and ``"export-strict"`` use one front-end only.
+with real weights), then torch.export (non-strict), then, for a model with real weights, the
+eager recording of one run, and says what each front-end reported when all fail. ``"fx"``,
+``"export"``, ``"export-strict"`` and ``"eager"`` use one front-end only.
 :func:`count_flops` counts a whole model's FLOPs in the same capture.
 """
 
@@ -16,14 +17,16 @@ from torch import nn
 from .errors import DataError, InvalidArgumentError, TraceError
 from .exporting import capture_export
 from .inputs import ModelInputs
+from .recording import capture_eager
 from .tracing import TracedModel, trace, unanalysable_wrapper
 
 __all__ = ["FRONTENDS", "capture", "count_flops", "frontend_order"]
 
-FRONTENDS = ("auto", "fx", "export", "export-strict")
-"""The capture front-ends: ``"auto"`` (torch.fx, then torch.export), ``"fx"`` (torch.fx symbolic tracing
-and one real forward pass), ``"export"`` (torch.export non-strict, on fake tensors), ``"export-strict"``
-(torch.export through TorchDynamo)."""
+FRONTENDS = ("auto", "fx", "export", "export-strict", "eager")
+"""The capture front-ends: ``"auto"`` (torch.fx, then torch.export, then eager), ``"fx"`` (torch.fx symbolic
+tracing, shapes from fake tensors), ``"export"`` (torch.export non-strict, on fake tensors), ``"export-strict"``
+(torch.export through TorchDynamo), ``"eager"`` (one real run in eval mode, its ATen operators recorded: the
+path that run took, for models whose forward branches on tensor values)."""
 
 
 def _on_meta(model: nn.Module) -> bool:
@@ -34,9 +37,10 @@ def frontend_order(frontend: str, model: nn.Module, inputs: ModelInputs, *, need
     """The front-ends to try, in order, for ``frontend``; :class:`InvalidArgumentError` if none can apply."""
     if frontend not in FRONTENDS:
         raise InvalidArgumentError(f"unknown frontend {frontend!r}; choose one of {', '.join(map(repr, FRONTENDS))}")
-    fx_applies = inputs.is_tensor_tuple and not _on_meta(model)
+    on_meta = _on_meta(model)
+    fx_applies = inputs.is_tensor_tuple and not on_meta
     if frontend == "auto":
-        order = (["fx"] if fx_applies else []) + ([] if needs_fx else ["export"])
+        order = (["fx"] if fx_applies else []) + ([] if needs_fx else ["export"] + ([] if on_meta else ["eager"]))
     else:
         order = [frontend]
     if needs_fx and order != ["fx"]:
@@ -45,7 +49,7 @@ def frontend_order(frontend: str, model: nn.Module, inputs: ModelInputs, *, need
             "positional tensor inputs on a model with real weights; use granularity='block' with torch.export"
         )
     if order == ["fx"] and not fx_applies:
-        why = "the model is on the meta device" if _on_meta(model) else f"the inputs are {inputs.describe()}"
+        why = "the model is on the meta device" if on_meta else f"the inputs are {inputs.describe()}"
         raise InvalidArgumentError(
             f"frontend='fx' needs positional tensor inputs and real weights, but {why}; use frontend='export' "
             "(or 'auto')"
@@ -84,6 +88,8 @@ def capture(
         try:
             if name == "fx":
                 return trace(model, inputs.args, leaf_modules, count_flops=count_flops, training=training)
+            if name == "eager":
+                return capture_eager(model, inputs, count_flops=count_flops)
             return capture_export(model, inputs, strict=name == "export-strict", count_flops=count_flops)
         except (TraceError, DataError) as exc:
             if len(order) == 1:

@@ -11,7 +11,9 @@ value it got as first argument, whether it returned one tensor) and how many tim
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import sys
 import sysconfig
 import traceback
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from torch.export.graph_signature import ConstantArgument, InputKind, TensorArgu
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
+from .aliasing import follow_in_place_writes, reread_first_arguments
 from .errors import TraceError
 from .flops import count_graph_flops
 from .inputs import ModelInputs
@@ -31,7 +34,7 @@ from .modes import eval_mode, model_state_kept
 from .ops import ExportOps
 from .tracing import ModuleCall, TracedModel, largest_children
 
-__all__ = ["capture_export"]
+__all__ = ["capture_export", "record_values", "returned_call"]
 
 
 def _tensor_meta(t: torch.Tensor) -> TensorMetadata:
@@ -42,7 +45,7 @@ def _concrete(value: Any) -> bool:
     return isinstance(value, torch.Tensor) and all(isinstance(d, int) for d in value.shape)
 
 
-def _record_values(graph: fx.Graph) -> None:
+def record_values(graph: fx.Graph) -> None:
     """``tensor_meta`` (shape, dtype) of every tensor value and ``value`` of every constant, as the fx
     front-end's shape pass records them."""
     for node in graph.nodes:
@@ -84,29 +87,42 @@ def _read_outside(node: fx.Node | None, path: str) -> bool:
     return node is None or any(path not in TracedModel.module_stack(user) for user in node.users)
 
 
+_OPAQUE = object()  # a returned value a stand-in cannot rebuild (a nested structure, an unknown tensor)
+
+
+def returned_call(first: fx.Node | None, keyword: str | None, output: Any, path: str) -> ModuleCall:
+    """A module call from what it got first and what it returned (a node, or a tuple of nodes and
+    constants). A tensor it returned after its output that nothing outside reads (attention weights a
+    caller drops) counts as ``None``, which is what a stand-in returns in its place."""
+    if isinstance(output, fx.Node):
+        return ModuleCall(first, True, keyword)
+    if not (isinstance(output, tuple) and output and isinstance(output[0], fx.Node)):
+        return ModuleCall(first, False, keyword)
+    rest = [None if isinstance(o, fx.Node) and not _read_outside(o, path) else o for o in output[1:]]
+    if all(o is None or isinstance(o, _CONSTANTS) for o in rest):
+        return ModuleCall(first, True, keyword, tuple(rest))
+    return ModuleCall(first, False, keyword)
+
+
 def _module_call(signature: Any, nodes: dict[str, fx.Node], path: str) -> ModuleCall:
-    """A module call from its preserved signature: what it got first, and what it returned. A tensor it
-    returned after its output that nothing outside reads (attention weights a caller drops) counts as
-    ``None``, which is what a stand-in returns in its place."""
+    """A module call from its preserved signature."""
     is_first, keyword = _first_argument(signature)
     argument = signature.inputs[0] if signature.inputs and is_first else None
     first = nodes.get(argument.name) if isinstance(argument, TensorArgument) else None
+
+    def value(o: Any) -> Any:
+        if isinstance(o, TensorArgument):
+            return nodes.get(o.name, _OPAQUE)
+        return o.value if isinstance(o, ConstantArgument) else _OPAQUE
+
     outputs, out_spec = signature.outputs, signature.out_spec
     if _leaf(out_spec):
-        one_value = len(outputs) == 1 and isinstance(outputs[0], TensorArgument)
-        return ModuleCall(first, one_value, keyword)
-    rest = [
-        None if isinstance(o, TensorArgument) and not _read_outside(nodes.get(o.name), path) else o for o in outputs[1:]
-    ]
-    rebuilt = (
-        out_spec.type is tuple
-        and all(_leaf(child) for child in _children(out_spec))
-        and bool(outputs)
-        and isinstance(outputs[0], TensorArgument)
-        and all(o is None or (isinstance(o, ConstantArgument) and isinstance(o.value, _CONSTANTS)) for o in rest)
-    )
-    constants = tuple(None if o is None else o.value for o in rest) if rebuilt else None
-    return ModuleCall(first, rebuilt, keyword, constants)
+        output = value(outputs[0]) if len(outputs) == 1 else _OPAQUE
+    elif out_spec.type is tuple and all(_leaf(child) for child in _children(out_spec)):
+        output = tuple(value(o) for o in outputs)
+    else:
+        output = _OPAQUE
+    return returned_call(first, keyword, output, path)
 
 
 def _module_calls(program: torch.export.ExportedProgram, nodes: dict[str, fx.Node]) -> tuple[dict, dict]:
@@ -163,6 +179,21 @@ def _calls_in_progress(model: nn.Module) -> Iterator[list[nn.Module]]:
             handle.remove()
 
 
+@contextlib.contextmanager
+def _partial_graph_unprinted() -> Iterator[None]:
+    """Keep what torch.export writes to stderr, less the partial graph it prints when it fails (thousands of
+    lines for a large model; the failure is reported as a :class:`TraceError` instead)."""
+    written = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(written):
+            yield
+    except Exception as exc:
+        partial = getattr(exc, "partial_fx_graph", None)
+        sys.stderr.write(written.getvalue().replace(f"{partial}\n", "") if partial else written.getvalue())
+        raise
+    sys.stderr.write(written.getvalue())
+
+
 def _stacked_layers(model: nn.Module) -> tuple[str, ...]:
     """The children of ``nn.ModuleList``, ``nn.Sequential`` and ``nn.ModuleDict`` containers: where the units
     of most networks (a transformer's layers, a ResNet's blocks) are."""
@@ -181,9 +212,10 @@ def _export(model: nn.Module, inputs: ModelInputs, strict: bool) -> tuple[torch.
     not export at all is found out by the second try, which preserves nothing and says where it failed."""
 
     def export(preserved: tuple[str, ...] = ()) -> torch.export.ExportedProgram:
-        return torch.export.export(
-            model, inputs.args, inputs.kwargs, strict=strict, preserve_module_call_signature=preserved
-        )
+        with _partial_graph_unprinted():
+            return torch.export.export(
+                model, inputs.args, inputs.kwargs, strict=strict, preserve_module_call_signature=preserved
+            )
 
     try:
         return export(tuple(name for name, _ in model.named_modules() if name)), True
@@ -245,7 +277,6 @@ def capture_export(
     with model_state_kept(model, unwritten=("parameters", "buffers")), eval_mode(model):
         program, preserved = _export(model, inputs, strict)
     graph = program.graph
-    _record_values(graph)
     signature = program.graph_signature
     parameters: dict[str, str] = {}
     buffers: dict[str, str] = {}
@@ -261,6 +292,9 @@ def capture_export(
             constants.append(name)
         elif spec.kind == InputKind.USER_INPUT and isinstance(spec.arg, TensorArgument):
             user.append(name)
+    ops = ExportOps(parameters, buffers, constants)
+    versions = follow_in_place_writes(graph, ops)
+    record_values(graph)
     nodes = list(graph.nodes)
     by_name = {n.name: n for n in nodes}
     calls, counts = _module_calls(program, by_name) if preserved else ({}, {})
@@ -273,9 +307,9 @@ def capture_export(
         nodes=nodes,
         shapes=shapes,
         call_counts=counts,
-        calls=calls,
+        calls=reread_first_arguments(calls, versions),
         flops=count_graph_flops(graph) if count_flops else None,
-        ops=ExportOps(parameters, buffers, constants),
+        ops=ops,
         inputs=[by_name[name] for name in user],
         frontend="export-strict" if strict else "export",
     )

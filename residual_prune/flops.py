@@ -483,6 +483,12 @@ def _recorded_values(node: fx.Node) -> tuple[tuple[Any, ...], dict[str, Any], An
     return args, dict(kwargs), out
 
 
+def _made_by(node: fx.Node, module_class: str) -> bool:
+    """Whether the innermost module that made ``node`` is of a class named ``module_class``."""
+    stack = list((node.meta.get("nn_module_stack") or {}).values())
+    return bool(stack) and str(stack[-1][1]).rpartition(".")[2].rstrip("'>") == module_class
+
+
 def _aten_node_flops(node: fx.Node) -> int:
     """FLOPs of one aten call from its recorded shapes (0 for an op without a formula)."""
     op = node.target
@@ -492,6 +498,8 @@ def _aten_node_flops(node: fx.Node) -> int:
     if values is None:
         return 0
     args, kwargs, out = values
+    if op.overloadpacket is aten.mean and _made_by(node, "AdaptiveAvgPool2d"):  # the pooling to 1x1, decomposed
+        return _per_input_element({"input": args[0]}, out)
     formula = _ATEN_FLOPS.get(op.overloadpacket)
     if formula is not None:
         names = ["input" if a.name == "self" else a.name for a in op._schema.arguments]
@@ -534,7 +542,7 @@ def count_graph_flops(graph: fx.Graph) -> dict[str, int]:
     shapes are symbolic (a dynamic dimension) or missing. Where fvcore differs: a matmul whose first operand
     is broadcast (fvcore counts it once), baddbmm (fvcore skips it), einsum (see ``_einsum_call``); in a
     decomposed graph, einsum counts as the bmm's torch lowers it to, and adaptive average pooling to 1x1,
-    which becomes a ``mean``, as 0.
+    which becomes a ``mean``, is counted only where an ``nn.AdaptiveAvgPool2d`` module made it.
     """
     by_module = {"": 0}
     for node, flops in _graph_node_flops(graph):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -155,3 +156,17 @@ def preserved_state(
         for p in needs_grad:
             p.requires_grad_(True)
         yield model
+
+
+@contextlib.contextmanager
+def rng_forked(models: Iterable[nn.Module], tensors: Iterable[torch.Tensor] = ()) -> Iterator[None]:
+    """Run the body on a fork of torch's random number generators: the CPU's and those of the accelerators
+    the models' parameters and buffers and ``tensors`` are on. On exit each is in the state it had on entry."""
+    on = itertools.chain(*(itertools.chain(m.parameters(), m.buffers()) for m in models), tensors)
+    devices = sorted({t.device for t in on if t.device.type not in ("cpu", "meta")}, key=str)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.random.fork_rng(devices=[], device_type="cpu"))
+        for device_type in sorted({d.type for d in devices}):
+            same_type = [d for d in devices if d.type == device_type]
+            stack.enter_context(torch.random.fork_rng(devices=same_type, device_type=device_type))
+        yield

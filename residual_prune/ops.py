@@ -10,7 +10,9 @@ graph, so the removability rules never look at a front-end's node types:
 - ``resampling``: changes the spatial resolution (strided convolution or pooling, upsampling),
 - ``weights`` / ``reads_state``: the parameters a node reads, and whether it reads any tensor of
   the model (parameter, buffer or constant),
-- ``is_norm``: a normalization layer (batch, layer, group, instance or RMS norm) as one operation.
+- ``is_norm``: a normalization layer (batch, layer, group, instance or RMS norm) as one operation,
+- ``written`` / ``viewed``: the tensor an in-place operation writes, and the tensor a view shares
+  memory with (see :mod:`residual_prune.aliasing`).
 
 Extend the tables with :func:`register_identity_module` and :func:`register_layout_module`.
 """
@@ -86,6 +88,10 @@ class OpTable(Protocol):
 
     def is_norm(self, node: fx.Node) -> bool: ...
 
+    def written(self, node: fx.Node) -> fx.Node | None: ...
+
+    def viewed(self, node: fx.Node) -> fx.Node | None: ...
+
     def label(self, node: fx.Node) -> str: ...
 
 
@@ -135,6 +141,44 @@ _FX_LAYOUT_FUNCTIONS = {
     torch.movedim,
     torch.swapaxes,
     torch.swapdims,
+}
+# may share memory with their input (reshape and contiguous sometimes do: counted, to be safe)
+_FX_VIEW_METHODS = _FX_LAYOUT_METHODS | {
+    "narrow",
+    "select",
+    "expand",
+    "expand_as",
+    "view_as",
+    "t",
+    "diagonal",
+    "unfold",
+    "as_strided",
+    "chunk",
+    "split",
+    "unbind",
+    "tensor_split",
+    "__getitem__",
+}
+_FX_VIEW_FUNCTIONS = _FX_LAYOUT_FUNCTIONS | {
+    operator.getitem,
+    torch.narrow,
+    torch.select,
+    torch.chunk,
+    torch.split,
+    torch.unbind,
+    torch.tensor_split,
+}
+_FX_IN_PLACE_OPERATORS = {
+    operator.iadd,
+    operator.isub,
+    operator.imul,
+    operator.itruediv,
+    operator.ifloordiv,
+    operator.imod,
+    operator.ipow,
+    operator.iand,
+    operator.ior,
+    operator.ixor,
 }
 _FX_UPSAMPLING_FUNCTIONS = {torch.nn.functional.interpolate, torch.nn.functional.pixel_shuffle, torch.pixel_shuffle}
 _FX_DOWNSAMPLING_FUNCTIONS = {torch.nn.functional.pixel_unshuffle, torch.pixel_unshuffle}
@@ -242,6 +286,26 @@ class FxOps:
         return isinstance(self.module(node), _NORM_MODULES) or (
             node.op == "call_function" and node.target in _FX_NORM_FUNCTIONS
         )
+
+    def written(self, node: fx.Node) -> fx.Node | None:
+        """The tensor an in-place method (``mul_``), operator (``*=``), function (``inplace=True``) or module
+        (``nn.ReLU(inplace=True)``) writes."""
+        if node.op == "call_method":
+            in_place = isinstance(node.target, str) and node.target.endswith("_") and not node.target.startswith("_")
+        elif node.op == "call_function":
+            in_place = node.target in _FX_IN_PLACE_OPERATORS or node.kwargs.get("inplace") is True
+        else:
+            in_place = getattr(self.module(node), "inplace", False) is True
+        first = node.args[0] if node.args else None
+        return first if in_place and isinstance(first, fx.Node) else None
+
+    def viewed(self, node: fx.Node) -> fx.Node | None:
+        if node.op == "call_method":
+            view = node.target in _FX_VIEW_METHODS
+        else:
+            view = node.op == "call_function" and node.target in _FX_VIEW_FUNCTIONS
+        first = node.args[0] if node.args else None
+        return first if view and isinstance(first, fx.Node) else None
 
     def label(self, node: fx.Node) -> str:
         return str(node.target) if node.op == "call_module" else node.name
@@ -372,6 +436,29 @@ class ExportOps:
 
     def is_norm(self, node: fx.Node) -> bool:
         return aten_name(node) in _ATEN_NORMS
+
+    def written(self, node: fx.Node) -> fx.Node | None:
+        """The first argument the operator's schema marks as written (``Tensor(a!)``)."""
+        if aten_name(node) is None:
+            return None
+        assert isinstance(node.target, torch._ops.OpOverload), "aten_name checked it"
+        for position, argument in enumerate(node.target._schema.arguments):
+            if argument.alias_info is not None and argument.alias_info.is_write:
+                value = node.args[position] if position < len(node.args) else node.kwargs.get(argument.name)
+                return value if isinstance(value, fx.Node) else None
+        return None
+
+    def viewed(self, node: fx.Node) -> fx.Node | None:
+        """The input of an operator whose result aliases it (``Tensor(a)``), or the tuple an item is taken from."""
+        first = node.args[0] if node.args and isinstance(node.args[0], fx.Node) else None
+        if node.op == "call_function" and node.target is operator.getitem:
+            return first
+        if aten_name(node) is None:
+            return None
+        assert isinstance(node.target, torch._ops.OpOverload), "aten_name checked it"
+        returns = node.target._schema.returns
+        aliased = bool(returns) and returns[0].alias_info is not None and not returns[0].alias_info.is_write
+        return first if aliased else None
 
     def label(self, node: fx.Node) -> str:
         """The module that made the node and the operator, e.g. ``encoder.layer.0.output.LayerNorm (layer_norm)``."""

@@ -146,8 +146,8 @@ class PruningPlan:
             ``input_shapes`` with the ``leaf_modules`` classes kept opaque).
         input_dtypes: dtype names of those inputs (``"int64"`` for token ids); empty in older
             plans, whose inputs are replayed as floats.
-        frontend: the capture front-end the blocks were found with (``"fx"``, ``"export"`` or
-            ``"export-strict"``); the plan is checked again with the same one.
+        frontend: the capture front-end the blocks were found with (``"fx"``, ``"export"``,
+            ``"export-strict"`` or ``"eager"``); the plan is checked again with the same one.
         inputs: how the model was called: positional and keyword arguments with each tensor's
             shape and dtype (see :class:`~residual_prune.inputs.ModelInputs`); None in older
             plans, which replay ``input_shapes`` as positional tensors.

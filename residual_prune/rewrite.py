@@ -36,9 +36,7 @@ Limits:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import itertools
 import operator
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -51,7 +49,7 @@ from .analysis import analyse, sublayers
 from .analysis.joins import branch_modules
 from .dual_graph import DualGraphModule
 from .errors import InvalidArgumentError, PlanError, PlanMismatchError, ResidualPruneError
-from .modes import eval_mode, model_state_kept
+from .modes import eval_mode, model_state_kept, rng_forked
 from .ops import fx_add_operands as add_operands
 from .plan import PruningPlan
 from .tracing import TracedModel, check_leaf_modules, get_notrace_modules
@@ -362,7 +360,7 @@ def remove_sublayers(
     _remove_branches(traced, model, branches, inputs)
     if train is not None:
         try:
-            with _rng_kept(model):
+            with rng_forked((model,)):  # a train-mode run draws random numbers
                 _remove_branches(train.traced, model, train.branches, inputs)
         except PlanError as exc:
             train, refusal = None, f"in train mode, {exc}"
@@ -409,14 +407,6 @@ class _TrainMode:
         return self.traced.graph
 
 
-def _rng_kept(model: nn.Module) -> contextlib.AbstractContextManager[None]:
-    """Running a train-mode graph (to propagate shapes) draws random numbers: put the RNG states back after."""
-    devices = sorted(
-        {t.device.index or 0 for t in itertools.chain(model.parameters(), model.buffers()) if t.device.type == "cuda"}
-    )
-    return torch.random.fork_rng(devices=devices)
-
-
 def _train_mode_branches(
     model: nn.Module,
     plan: PruningPlan,
@@ -427,7 +417,7 @@ def _train_mode_branches(
 ) -> tuple[_TrainMode | None, str | None]:
     """The train-mode graph and its branches of the plan, or None and why they cannot be had."""
     try:
-        with _rng_kept(model):
+        with rng_forked((model,)):  # a train-mode run draws random numbers
             traced, branches = _traced_branches(model, plan, inputs, leaves, training=True)
     except ResidualPruneError as exc:
         return None, f"its train-mode forward cannot be analysed: {exc}"

@@ -6,6 +6,7 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 from .granularity import check_inplace, get_granularity
@@ -17,7 +18,7 @@ __all__ = ["Bypass", "apply_checked", "apply_plan", "remove_blocks", "replace_wi
 
 
 class Bypass(nn.Identity):
-    """Parameter-free stand-in for a removed block: returns its first input, ignores the others.
+    """Parameter-free stand-in for a removed block: returns a copy of its first input, ignores the others.
 
     Blocks are often called with extra arguments (a feature size, a position bias, a mask);
     ``nn.Identity`` takes only one. A block called with keywords only gets its input under
@@ -43,7 +44,10 @@ class Bypass(nn.Identity):
 
     def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003 - whatever the block took
         first = args[0] if args else kwargs[self.keyword] if self.keyword in kwargs else next(iter(kwargs.values()))
-        return first if self.constants is None else (first, *self.constants)
+        # a new tensor, as the block returned: a caller that adds to the result in place (``out += ...``)
+        # must not write into the input, which it may read again
+        out = first.clone() if isinstance(first, torch.Tensor) else first
+        return out if self.constants is None else (out, *self.constants)
 
     def extra_repr(self) -> str:
         parts = [f"keyword={self.keyword!r}"] if self.keyword else []

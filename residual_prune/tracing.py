@@ -26,6 +26,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.shape_prop import TensorMetadata
 from torch.nn.utils.stateless import _reparametrize_module
 
+from .aliasing import follow_in_place_writes, module_stack, reread_first_arguments
 from .errors import DataError, FlopCountWarning, InvalidArgumentError, TraceError
 from .flops import NodeFlopCounter
 from .modes import eval_mode, model_state_kept
@@ -275,7 +276,7 @@ class TracedModel:
     constants: dict[str, Any] = dataclasses.field(default_factory=dict)
     ops: OpTable = dataclasses.field(kw_only=True)  # what each node does, as its front-end tells
     inputs: list[fx.Node] = dataclasses.field(default_factory=list)  # the placeholders of the example inputs
-    frontend: str = "fx"  # the front-end that captured the graph: "fx", "export" or "export-strict"
+    frontend: str = "fx"  # the front-end that captured the graph: "fx", "export", "export-strict" or "eager"
 
     def attach_constants(self, module: nn.Module) -> nn.Module:
         """Set the graph's lifted constants on ``module`` (a copy of the model: this changes it)."""
@@ -290,11 +291,7 @@ class TracedModel:
         root = self.attach_constants(self.root)
         return fx.GraphModule(root, self.graph, class_name=type(root).__name__)
 
-    @staticmethod
-    def module_stack(node: fx.Node) -> list[str]:
-        """Qualified names of the modules whose forward made ``node``, outermost first."""
-        stack = node.meta.get("nn_module_stack") or {}
-        return [path for path, _ in stack.values() if path]  # torch.export lists the root as ""
+    module_stack = staticmethod(module_stack)
 
 
 def _defaulted_arguments(model: nn.Module, num_inputs: int) -> dict[str, Any] | None:
@@ -423,6 +420,7 @@ def trace(
             graph = tracer.trace(model, concrete_args=_defaulted_arguments(model, len(inputs)))
         except Exception as exc:
             raise _trace_failure(model, tracer.failed_in, exc) from exc
+        versions = follow_in_place_writes(graph, FxOps(model))
         model.eval()
         try:
             flops = _shapes_and_flops(model, graph, inputs, count_flops)
@@ -451,7 +449,7 @@ def trace(
         nodes,
         shapes,
         dict(tracer.num_calls),
-        tracer.calls,
+        reread_first_arguments(tracer.calls, versions),
         flops,
         constants,
         ops=FxOps(model, constants),

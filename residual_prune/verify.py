@@ -12,7 +12,7 @@ from torch import nn
 from .errors import InvalidArgumentError, VerificationError
 from .granularity import get_granularity
 from .inputs import ModelInputs
-from .modes import eval_mode
+from .modes import eval_mode, rng_forked
 from .plan import PruningPlan
 from .plan_check import check_plan
 
@@ -143,9 +143,11 @@ def verify(
     model is modified). Their outputs may be tensors, or tuples, lists, dicts and dataclasses (Hugging
     Face's ``ModelOutput``) of them, nested: both must have the same structure and shapes, and every
     tensor (and number) in them must be within ``atol + rtol * max|reference|`` of the reference, the
-    maximum taken over that tensor. Returns the largest absolute difference over all outputs; raises
-    :class:`VerificationError` naming the first output whose structure differs, else the one with the
-    largest error.
+    maximum taken over that tensor. Both models start from the caller's random number generator
+    states (CPU and the models' accelerators), so models that draw random numbers in eval mode
+    (random masking, sampling noise) draw the same ones; those states are unchanged afterwards.
+    Returns the largest absolute difference over all outputs; raises :class:`VerificationError`
+    naming the first output whose structure differs, else the one with the largest error.
     """
     inputs = ModelInputs.of(example_inputs)
     if any(p.is_meta for p in (*original.parameters(), *pruned.parameters())):
@@ -153,12 +155,15 @@ def verify(
             "verify runs both models, but one is on the meta device and has no weights; load the weights into "
             "both (model.to_empty(device='cpu') and model.load_state_dict(...)) before verifying"
         )
-    checked = check_plan(original, plan, example_inputs=example_inputs)
-    reference = get_granularity(plan.granularity).reference(original, checked, example_inputs)
+    with rng_forked((original, pruned), inputs.tensors()):
+        checked = check_plan(original, plan, example_inputs=example_inputs)
+        reference = get_granularity(plan.granularity).reference(original, checked, example_inputs)
     with torch.no_grad(), eval_mode(reference), eval_mode(pruned):
-        expected = inputs.call(reference)
+        with rng_forked((original, pruned), inputs.tensors()):  # both draw the same random numbers
+            expected = inputs.call(reference)
         try:
-            actual = inputs.call(pruned)
+            with rng_forked((original, pruned), inputs.tensors()):
+                actual = inputs.call(pruned)
         except Exception as exc:
             raise VerificationError(
                 f"the pruned model fails on inputs the original accepts: {type(exc).__name__}: {exc}. Was it "

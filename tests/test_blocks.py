@@ -290,3 +290,29 @@ def test_post_norm_units_go_under_the_default_policy_and_stay_under_the_paper_po
     assert "on its main path is outside any residual branch" in (paper[0].reason or "")
     plan = rp.plan_pruning(model, criterion="l1", n=1, example_inputs=x, frontend=frontend)
     assert rp.verify(model, rp.apply_plan(model, plan), plan, x) == 0.0
+
+
+class ParallelBranches(nn.Module):
+    """``x + attention(ln x) + mlp(ln x)``, summed left to right as Cohere's decoder layers write it."""
+
+    def __init__(self):
+        super().__init__()
+        self.ln = nn.LayerNorm(8)
+        self.attn = nn.Linear(8, 8)
+        self.mlp = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 8))
+
+    def forward(self, x):
+        h = self.ln(x)
+        return x + self.attn(h) + self.mlp(h)
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export", "eager"])
+def test_a_second_branch_added_to_a_residual_join_is_part_of_the_unit(frontend: str) -> None:
+    model = nn.Sequential(ParallelBranches(), ParallelBranches(), nn.Linear(8, 2))
+    x = torch.randn(2, 5, 8)
+    blocks = rp.find_blocks(model, x, frontend=frontend)
+    assert [(b.name, b.removable) for b in blocks] == [("0", True), ("1", True)]
+    plan = rp.plan_pruning(model, criterion="l1", n=1, example_inputs=x, frontend=frontend)
+    assert rp.verify(model, rp.apply_plan(model, plan), plan, x) == 0.0
+    sublayers = rp.find_blocks(model, x, granularity="sublayer")  # the two branches share the norm
+    assert not any(b.removable for b in sublayers if b.kind == "sublayer")

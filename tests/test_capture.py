@@ -1,4 +1,4 @@
-"""The two capture front-ends give the same analysis; ``auto`` falls back from torch.fx to torch.export."""
+"""The capture front-ends give the same analysis; ``auto`` falls back from torch.fx to torch.export to eager."""
 
 from __future__ import annotations
 
@@ -20,16 +20,17 @@ def _summary(blocks: list[rp.ResidualBlock]) -> list[tuple]:
     return [(b.name, b.removable, b.params, b.input_shape, b.output_shape, b.joins, b.contains) for b in blocks]
 
 
+@pytest.mark.parametrize("frontend", ["export", "eager"])
 @pytest.mark.parametrize("policy", ["default", "paper"])
-def test_export_finds_what_fx_finds_on_resnet18(policy: str) -> None:
+def test_each_front_end_finds_what_fx_finds_on_resnet18(frontend: str, policy: str) -> None:
     model = torchvision.models.resnet18(num_classes=10)
     x = torch.randn(1, 3, 32, 32)
     by_fx = rp.find_blocks(model, x, frontend="fx", policy=policy)
-    by_export = rp.find_blocks(model, x, frontend="export", policy=policy)
-    assert _summary(by_export) == _summary(by_fx)
-    assert [b.flops for b in by_export] == [b.flops for b in by_fx]  # both in fvcore's convention
-    assert {b.frontend for b in by_fx} == {"fx"} and {b.frontend for b in by_export} == {"export"}
-    assert sum(b.removable for b in by_export) == (5 if policy == "default" else 1)  # three blocks downsample
+    found = rp.find_blocks(model, x, frontend=frontend, policy=policy)
+    assert _summary(found) == _summary(by_fx)
+    assert [b.flops for b in found] == [b.flops for b in by_fx]  # all in fvcore's convention
+    assert {b.frontend for b in by_fx} == {"fx"} and {b.frontend for b in found} == {frontend}
+    assert sum(b.removable for b in found) == (5 if policy == "default" else 1)  # three blocks downsample
 
 
 class Body(nn.Module):
@@ -73,19 +74,41 @@ def test_auto_falls_back_to_torch_export_and_the_plan_remembers_it() -> None:
     assert rp.PruningPlan.from_dict(plan.to_dict()).frontend == "export"
 
 
+class ChecksItsInput(Body):
+    def forward(self, x):
+        if x.sum() > 0:  # a branch on a tensor value: neither torch.fx nor torch.export can capture it
+            x = x * 2
+        return super().forward(x)
+
+
+def test_auto_falls_back_to_recording_one_run_where_the_forward_branches_on_values() -> None:
+    model, x = ChecksItsInput(), torch.randn(1, 3, 8, 8)
+    blocks = rp.find_blocks(model, x)
+    assert [(b.name, b.removable, b.frontend) for b in blocks] == [
+        ("blocks.0", True, "eager"),
+        ("blocks.1", True, "eager"),
+    ]
+    plan = rp.plan_pruning(model, criterion="l1", n=1, example_inputs=x)
+    assert plan.frontend == "eager"
+    pruned = rp.apply_plan(model, plan)  # checked again, by a recording on zeros of the inputs' shape
+    assert rp.verify(model, pruned, plan, x) == 0.0
+
+
 def test_no_front_end_says_what_each_reported() -> None:
-    class ChecksItsInput(Body):
+    class RefusesPositiveInputs(Body):
         def forward(self, x):
-            if x.sum() > 0:  # a branch on a tensor value: neither front-end can capture it
-                x = x * 2
+            if x.sum() > 0:
+                raise ValueError("this model takes negative images")
             return super().forward(x)
 
-    with pytest.raises(rp.TraceError) as info:
-        rp.find_blocks(ChecksItsInput(), torch.randn(1, 3, 8, 8))
+    with pytest.raises(rp.DataError) as info:
+        rp.find_blocks(RefusesPositiveInputs(), torch.ones(1, 3, 8, 8))
     message = str(info.value)
     assert "- fx: torch.fx could not trace" in message
-    assert "- export: torch.export (non-strict) could not capture the top-level forward of ChecksItsInput" in message
+    assert "- export: torch.export (non-strict) could not capture the top-level forward of Refuses" in message
     assert "test_capture.py" in message  # the line of the model's code where export failed
+    assert "- eager: RefusesPositiveInputs fails on the example inputs (1, 3, 8, 8)" in message
+    assert "this model takes negative images" in message
 
 
 def test_frontend_arguments_are_checked() -> None:
@@ -96,8 +119,11 @@ def test_frontend_arguments_are_checked() -> None:
         rp.find_blocks(model, {"x": x}, frontend="fx")
     with pytest.raises(rp.InvalidArgumentError, match="granularity='sublayer' .* needs frontend='fx'"):
         rp.find_blocks(model, x, frontend="export", granularity="sublayer")
-    assert frontend_order("auto", model, ModelInputs.of(x)) == ["fx", "export"]
-    assert frontend_order("auto", model, ModelInputs.of({"x": x})) == ["export"]
+    assert frontend_order("auto", model, ModelInputs.of(x)) == ["fx", "export", "eager"]
+    assert frontend_order("auto", model, ModelInputs.of({"x": x})) == ["export", "eager"]
+    with torch.device("meta"):
+        on_meta = Body()
+    assert frontend_order("auto", on_meta, ModelInputs.of(x)) == ["export"]  # nothing runs on meta
 
 
 def test_keyword_inputs_are_passed_as_keywords() -> None:
@@ -145,7 +171,7 @@ class MaskedNet(nn.Module):
         return x
 
 
-@pytest.mark.parametrize("frontend", ["fx", "export"])
+@pytest.mark.parametrize("frontend", ["fx", "export", "eager"])
 def test_a_unit_with_side_inputs_is_removable_when_its_first_argument_is_the_main_path(frontend: str) -> None:
     x = torch.randn(2, 4)
     blocks = rp.find_blocks(MaskedNet(), x, frontend=frontend)
@@ -158,11 +184,12 @@ def test_a_unit_with_side_inputs_is_removable_when_its_first_argument_is_the_mai
     assert "not to the tensor it gets as first argument" in (swapped[0].reason or "")
 
 
-def test_export_capture_leaves_the_model_as_it_was() -> None:
+@pytest.mark.parametrize("frontend", ["export", "eager"])
+def test_capture_leaves_the_model_as_it_was(frontend: str) -> None:
     class Remembers(Body):
         def __init__(self):
             super().__init__()
-            self.total = torch.zeros(3)  # a plain tensor attribute, which torch.export writes for real
+            self.total = torch.zeros(3)  # a plain tensor attribute, which export and eager runs write for real
 
         def forward(self, x):
             self.total.add_(1)
@@ -170,7 +197,7 @@ def test_export_capture_leaves_the_model_as_it_was() -> None:
 
     model = Remembers()
     before = observable_state(model)
-    rp.find_blocks(model, torch.randn(1, 3, 8, 8), frontend="export")
+    rp.find_blocks(model, torch.randn(1, 3, 8, 8), frontend=frontend)
     assert_unchanged(model, before)
     assert not model.total.any()
 
@@ -194,7 +221,7 @@ def test_a_model_on_the_meta_device_is_analysed_and_pruned_without_weights() -> 
         rp.verify(model, pruned, plan, x)
 
 
-@pytest.mark.parametrize("frontend", ["fx", "export"])
+@pytest.mark.parametrize("frontend", ["fx", "export", "eager"])
 def test_count_flops_gives_fvcores_whole_model_count(frontend: str) -> None:
     model, x = resnet20(), torch.randn(1, 3, 32, 32)
     assert count_flops(model, x, frontend=frontend) == count_flops_by_module(model, (x,))[""] > 0

@@ -1,4 +1,5 @@
-"""The torch.export front-end: module calls from preserved signatures, failures that say where and what to do."""
+"""The torch.export front-end: module calls from preserved signatures (as the eager recording sees them too),
+failures that say where and what to do."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from torch import nn
 import residual_prune as rp
 from residual_prune.exporting import capture_export
 from residual_prune.inputs import ModelInputs
+from residual_prune.recording import capture_eager
 
 from .test_capture import Body
 
@@ -71,32 +73,37 @@ class CallsWithKeyword(nn.Module):
         return x + self.fc(x)
 
 
-def test_module_calls_come_from_the_preserved_call_signatures() -> None:
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.pair = ReturnsPair()  # its second output is read: no stand-in can give it
-            self.dropped = ReturnsPair()  # its second output is dropped, as a caller drops attention weights
-            self.keyword = CallsWithKeyword()
-            self.shared = CallsWithKeyword()
+class CallsOfEveryKind(nn.Module):
+    """Units called in the ways a stand-in can and cannot replace."""
 
-        def forward(self, x):
-            x, total = self.pair(x)
-            x, _ = self.dropped(x)
-            x = self.keyword(x=x)
-            return self.shared(self.shared(x)) + total
+    def __init__(self):
+        super().__init__()
+        self.pair = ReturnsPair()  # its second output is read: no stand-in can give it
+        self.dropped = ReturnsPair()  # its second output is dropped, as a caller drops attention weights
+        self.keyword = CallsWithKeyword()
+        self.shared = CallsWithKeyword()
 
-    model, x = Net(), torch.randn(2, 4)
-    traced = capture_export(model, ModelInputs.of(x), count_flops=False)
+    def forward(self, x):
+        x, total = self.pair(x)
+        x, _ = self.dropped(x)
+        x = self.keyword(x=x)
+        return self.shared(self.shared(x)) + total
+
+
+@pytest.mark.parametrize("frontend", ["export", "eager"])
+def test_module_calls_come_from_the_preserved_call_signatures(frontend: str) -> None:
+    model, x = CallsOfEveryKind(), torch.randn(2, 4)
+    capture = capture_export if frontend == "export" else capture_eager
+    traced = capture(model, ModelInputs.of(x), count_flops=False)
     assert traced.call_counts["shared"] == 2 and traced.call_counts["pair"] == 1
     assert not traced.calls["pair"].returns_one_value
     assert traced.calls["dropped"].returns_one_value and traced.calls["dropped"].constants == (None,)
     assert traced.calls["keyword"].keyword == "x" and traced.calls["keyword"].first_argument is not None
-    reasons = {b.name: b.reason for b in rp.find_blocks(model, x, frontend="export")}
+    reasons = {b.name: b.reason for b in rp.find_blocks(model, x, frontend=frontend)}
     assert "gives 2 outputs" in (reasons["pair"] or "")
     assert "called 2 times" in (reasons["shared"] or "")
     assert reasons["dropped"] is None and reasons["keyword"] is None
-    plan = rp.plan_pruning(model, criterion="l1", n=2, example_inputs=x, frontend="export")
+    plan = rp.plan_pruning(model, criterion="l1", n=2, example_inputs=x, frontend=frontend)
     assert sorted(plan.removed) == ["dropped", "keyword"]
     pruned = rp.apply_plan(model, plan)
     assert (pruned.dropped.constants, pruned.keyword.keyword) == ((None,), "x")  # stand-ins shaped by the calls

@@ -167,7 +167,7 @@ def test_torchvision_detector_is_answered_with_its_backbone() -> None:
         box_predictor=FastRCNNPredictor(4, 2),
     ).eval()
     with pytest.raises(rp.TraceError, match=r"top-level forward of FasterRCNN.*plan_pruning\(model\.backbone"):
-        rp.find_blocks(model, torch.randn(1, 3, 32, 32))
+        rp.find_blocks(model, torch.randn(1, 3, 32, 32), frontend="fx")
 
 
 @pytest.mark.parametrize("leaf_modules", ["Block", Block, Block(), ("Block",), (Block, 3)])

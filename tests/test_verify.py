@@ -127,3 +127,31 @@ def test_keyword_inputs_are_passed_by_name() -> None:
     _perturb(pruned.head.bias, 0.1)
     with pytest.raises(rp.VerificationError, match=r"output \['logits'\]"):
         rp.verify(model, pruned, plan, {"x": X})
+
+
+class Noisy(nn.Module):
+    """Three residual blocks on the input plus uniform noise drawn in every forward, eval mode included
+    (as masked autoencoders' random masking or VITS's flow noise)."""
+
+    def __init__(self, noise_scale: float = 1.0):
+        super().__init__()
+        self.noise_scale = noise_scale
+        self.body = nn.Sequential(Res(), Res(), Res())
+
+    def forward(self, x):
+        return self.body(x + self.noise_scale * torch.rand_like(x))
+
+
+def test_a_model_that_draws_random_numbers_gets_the_same_ones_in_both_runs() -> None:
+    model = Noisy()
+    plan = rp.plan_pruning(model, criterion="random", n=1, example_inputs=X)
+    assert rp.verify(model, rp.apply_plan(model, plan), plan, X) == 0
+
+
+def test_verify_leaves_the_callers_random_state_as_it_was() -> None:
+    model = Noisy(noise_scale=0.0)  # draws random numbers that do not change its output
+    plan = rp.plan_pruning(model, criterion="random", n=1, example_inputs=X)
+    pruned = rp.apply_plan(model, plan)
+    before = torch.get_rng_state()
+    rp.verify(model, pruned, plan, X)
+    assert torch.equal(torch.get_rng_state(), before)

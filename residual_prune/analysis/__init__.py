@@ -155,8 +155,9 @@ def find_blocks(
             ``blocks.3#1``); removing one rewrites the traced graph.
         count_flops: count each unit's FLOPs (fvcore's convention: a multiply-add is one
             FLOP) in the same pass; ``False`` reports ``flops=None`` and saves that time.
-        frontend: ``"auto"`` (torch.fx where it applies, then torch.export), ``"fx"``,
-            ``"export"`` (non-strict) or ``"export-strict"``; each block records which one found it.
+        frontend: ``"auto"`` (torch.fx where it applies, then torch.export, then eager), ``"fx"``,
+            ``"export"`` (non-strict), ``"export-strict"`` or ``"eager"`` (one real run recorded); each
+            block records which one found it.
             ``granularity="sublayer"`` needs torch.fx.
 
     Returns:

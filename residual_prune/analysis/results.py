@@ -49,7 +49,7 @@ class ResidualBlock:
             unit removes them too, so a plan never removes both).
         kind: ``"block"`` (a module) or ``"sublayer"`` (one residual branch of the unit ``unit``).
         unit: the module the unit or branch belongs to (``name`` itself for a block).
-        frontend: the capture front-end that found it (``"fx"``, ``"export"`` or ``"export-strict"``).
+        frontend: the capture front-end that found it (``"fx"``, ``"export"``, ``"export-strict"`` or ``"eager"``).
     """
 
     name: str

@@ -7,8 +7,9 @@ A unit's removal makes its part of the network the identity when:
 2. it has one tensor output of the shape of the tensor it gets as first argument (no
    downsampling); extra arguments (a feature size, a mask) may feed its branches,
 3. its main path, from output back to that first argument, runs only through the shortcuts of
-   identity joins, parameter-free element-wise operations (e.g. the ReLU after the
-   addition of a torchvision ``BasicBlock``) and layout operations (reshape, permute, ...)
+   identity joins (or of one to which a second branch is added, ``x + f(x) + g(x)``),
+   parameter-free element-wise operations (e.g. the ReLU after the addition of a torchvision
+   ``BasicBlock``) and layout operations (reshape, permute, ...)
    that together give back the input, checked by running them on a probe tensor; the
    ``"default"`` policy also lets it run through normalization layers (a post-norm transformer
    layer, ``LayerNorm(x + f(x))``, as in BERT),
@@ -246,6 +247,23 @@ def _main_path_step_removable(context: UnitContext, i: int) -> bool:
     return not weighted and len(tensors) == 1 and (keeps_shape or graph.ops.is_layout(node))
 
 
+def _inner_join(context: UnitContext, join: Join) -> int | None:
+    """For a second branch added to a residual join, ``(x + f(x)) + g(x)`` (parallel attention and MLP,
+    as Cohere's layers write ``residual + attention + mlp``), the position of the inner join: the main
+    path goes on through it. None for any other join."""
+    if join.identity:
+        return None
+    graph = context.graph
+    operands = graph.ops.add_operands(join.node)
+    assert operands is not None, "a join is an addition"
+    for inner, other in (operands, operands[::-1]):
+        position = graph.index[inner]
+        found = context.all_joins.get(position)
+        if found is not None and found.identity and graph.is_ancestor(found.fork, graph.index[other]):
+            return position
+    return None
+
+
 def _walk_main_path(context: UnitContext) -> MainPath:
     """Walk the main path from the output back to the input, through the shortcuts of joins
     (which must meet :data:`JOIN_RULES`) and removable steps."""
@@ -264,10 +282,12 @@ def _walk_main_path(context: UnitContext) -> MainPath:
         path.append(cur)
         join = context.all_joins.get(cur)
         if join is not None:
-            reason = first_failure(JOIN_RULES, JoinContext(graph, join, branch_noun="residual branch"))
+            inner = _inner_join(context, join)
+            rules = JOIN_RULES if inner is None else [r for r in JOIN_RULES if r.name != "identity-shortcut"]
+            reason = first_failure(rules, JoinContext(graph, join, branch_noun="residual branch"))
             if reason is not None:
                 return MainPath(path[::-1], reason)
-            cur = join.fork
+            cur = join.fork if inner is None else inner
             continue
         if not _main_path_step_removable(context, cur):
             return MainPath(

@@ -161,7 +161,7 @@ def _two_frames(inputs) -> bool:
 def _tokens(*names: str):
     def check(inputs) -> bool:
         ids = inputs["input_ids"]
-        return set(inputs) == {"input_ids", *names} and ids.shape == (1, 8) and int(ids.max()) < zoos.VOCAB
+        return set(inputs) == {"input_ids", *names} and ids.shape == (zoos.BATCH, 8) and int(ids.max()) < zoos.VOCAB
 
     return check
 
@@ -176,7 +176,7 @@ REPRESENTATIVES = {
     "timm:resnet10t": lambda x: x.shape == (2, 3, 64, 64),
     "transformers:llama": _tokens("use_cache"),
     "transformers:t5": _tokens("decoder_input_ids", "use_cache"),  # an encoder-decoder, which also returns a cache
-    "transformers:vit": lambda x: set(x) == {"pixel_values"} and x["pixel_values"].shape == (1, 3, 64, 64),
+    "transformers:vit": lambda x: set(x) == {"pixel_values"} and x["pixel_values"].shape == (zoos.BATCH, 3, 64, 64),
     "smp:unet": lambda x: x.shape == (2, 3, 64, 64),
     "monai:UNet": lambda x: x.shape == (2, 1, 64, 64),
     "monai:DynUNet": lambda x: x.shape == (2, 1, 32, 32, 32),
