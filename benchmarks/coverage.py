@@ -279,8 +279,12 @@ def _load() -> dict[str, dict[str, Any]]:
     return records
 
 
-def _save(records: dict[str, dict[str, Any]]) -> None:
-    data = {"command": COMMAND, "models": sorted(records.values(), key=lambda r: r["model"])}
+def _save(records: dict[str, dict[str, Any]], dropped: set[str]) -> None:
+    """Write ``records`` over what the file holds now, less ``dropped``: two sweeps of different zoos may run
+    at the same time (one per core), each keeping the other's records."""
+    merged = {spec: r for spec, r in _load().items() if spec not in dropped}
+    merged.update(records)
+    data = {"command": COMMAND, "models": sorted(merged.values(), key=lambda r: r["model"])}
     write_json_atomic(RESULTS, data)
 
 
@@ -364,11 +368,14 @@ def sweep(
     the swept zoos no longer list (those of other zoos stay)."""
     from tqdm import tqdm
 
-    records = _load()
-    if only:
+    stored = _load()
+    dropped: set[str] = set()
+    if only:  # models no longer in the swept zoos
         swept = {spec.split(":")[0] for spec in specs}
-        records = {spec: r for spec, r in records.items() if spec in specs or r["zoo"] not in swept}
+        dropped = {spec for spec, r in stored.items() if spec not in specs and r["zoo"] in swept}
+    records = {spec: r for spec, r in stored.items() if spec not in dropped}
     todo = [s for s in specs if force or s not in records]
+    done: dict[str, dict[str, Any]] = {}
     environment = {**machine(), "threads_per_model": 1}
     forked = sys.platform == "linux"
     if forked:
@@ -377,8 +384,8 @@ def sweep(
     for spec in bar:
         bar.set_postfix_str(spec)
         record = _run_forked(spec, timeout) if forked else _run_isolated(spec, timeout)
-        records[spec] = {**record, "timeout": timeout, "machine": environment}
-        _save(records)
+        records[spec] = done[spec] = {**record, "timeout": timeout, "machine": environment}
+        _save(done, dropped)
     return records
 
 

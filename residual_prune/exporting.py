@@ -32,9 +32,9 @@ from .flops import count_graph_flops
 from .inputs import ModelInputs
 from .modes import eval_mode, model_state_kept
 from .ops import ExportOps
-from .tracing import ModuleCall, TracedModel, largest_children
+from .tracing import OPAQUE, ModuleCall, TracedModel, largest_children, returned_call
 
-__all__ = ["capture_export", "record_values", "returned_call"]
+__all__ = ["capture_export", "record_values"]
 
 
 def _tensor_meta(t: torch.Tensor) -> TensorMetadata:
@@ -68,9 +68,6 @@ def _children(spec: Any) -> list[Any]:
     return list(spec.children()) if callable(getattr(spec, "children", None)) else list(spec.children_specs)
 
 
-_CONSTANTS = (bool, int, float, str, type(None))
-
-
 def _first_argument(signature: Any) -> tuple[bool, str | None]:
     """Whether the call's first flattened input is its first argument, and the keyword it was passed by
     (None: by position)."""
@@ -82,28 +79,6 @@ def _first_argument(signature: Any) -> tuple[bool, str | None]:
     return False, None
 
 
-def _read_outside(node: fx.Node | None, path: str) -> bool:
-    """Whether a node made by module ``path`` is read by anything ``path`` does not make."""
-    return node is None or any(path not in TracedModel.module_stack(user) for user in node.users)
-
-
-_OPAQUE = object()  # a returned value a stand-in cannot rebuild (a nested structure, an unknown tensor)
-
-
-def returned_call(first: fx.Node | None, keyword: str | None, output: Any, path: str) -> ModuleCall:
-    """A module call from what it got first and what it returned (a node, or a tuple of nodes and
-    constants). A tensor it returned after its output that nothing outside reads (attention weights a
-    caller drops) counts as ``None``, which is what a stand-in returns in its place."""
-    if isinstance(output, fx.Node):
-        return ModuleCall(first, True, keyword)
-    if not (isinstance(output, tuple) and output and isinstance(output[0], fx.Node)):
-        return ModuleCall(first, False, keyword)
-    rest = [None if isinstance(o, fx.Node) and not _read_outside(o, path) else o for o in output[1:]]
-    if all(o is None or isinstance(o, _CONSTANTS) for o in rest):
-        return ModuleCall(first, True, keyword, tuple(rest))
-    return ModuleCall(first, False, keyword)
-
-
 def _module_call(signature: Any, nodes: dict[str, fx.Node], path: str) -> ModuleCall:
     """A module call from its preserved signature."""
     is_first, keyword = _first_argument(signature)
@@ -112,33 +87,53 @@ def _module_call(signature: Any, nodes: dict[str, fx.Node], path: str) -> Module
 
     def value(o: Any) -> Any:
         if isinstance(o, TensorArgument):
-            return nodes.get(o.name, _OPAQUE)
-        return o.value if isinstance(o, ConstantArgument) else _OPAQUE
+            return nodes.get(o.name, OPAQUE)
+        return o.value if isinstance(o, ConstantArgument) else OPAQUE
 
     outputs, out_spec = signature.outputs, signature.out_spec
     if _leaf(out_spec):
-        output = value(outputs[0]) if len(outputs) == 1 else _OPAQUE
+        output = value(outputs[0]) if len(outputs) == 1 else OPAQUE
     elif out_spec.type is tuple and all(_leaf(child) for child in _children(out_spec)):
         output = tuple(value(o) for o in outputs)
     else:
-        output = _OPAQUE
+        output = OPAQUE
     return returned_call(first, keyword, output, path)
 
 
-def _module_calls(program: torch.export.ExportedProgram, nodes: dict[str, fx.Node]) -> tuple[dict, dict]:
-    """How each preserved submodule was called (its last call) and how many times."""
+def _module_calls(program: torch.export.ExportedProgram, nodes: dict[str, fx.Node], canonical: dict) -> dict:
+    """How each preserved submodule was called (its last call), by its canonical name."""
     calls: dict[str, ModuleCall] = {}
-    counts: dict[str, int] = {}
     for entry in program.module_call_graph:
-        path = entry.fqn.partition("@")[0]
-        if not path:
-            continue
-        counts[path] = counts.get(path, 0) + 1
-        signature = entry.signature
-        if signature is None:
-            continue
-        calls[path] = _module_call(signature, nodes, path)
-    return calls, counts
+        path = canonical.get(entry.fqn.partition("@")[0], entry.fqn.partition("@")[0])
+        if path and entry.signature is not None:
+            calls[path] = _module_call(entry.signature, nodes, path)
+    return calls
+
+
+def _canonical_module_stacks(graph: fx.Graph, model: nn.Module) -> dict[str, str]:
+    """Name every module in the nodes' ``nn_module_stack`` by its first name in ``model`` (torch.export names
+    a call by the attribute it went through: ``self.b`` where ``self.b = self.a``), as torch.fx and the
+    eager recording do. Returns each name -> its canonical name."""
+    first: dict[int, str] = {}
+    canonical: dict[str, str] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        canonical[name] = first.setdefault(id(module), name)
+    for node in graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if stack:
+            node.meta["nn_module_stack"] = {key: (canonical.get(p, p), cls) for key, (p, cls) in stack.items()}
+    return canonical
+
+
+def _call_counts(nodes: list[fx.Node]) -> dict[str, int]:
+    """How many times each module was called: the distinct calls its nodes were made in (``nn_module_stack``
+    keys: one per call, ``L__self__c@1`` for the second of ``c``; modules that make no node are left out)."""
+    keys: dict[str, set[str]] = {}
+    for node in nodes:
+        for key, (path, _) in (node.meta.get("nn_module_stack") or {}).items():
+            if path:
+                keys.setdefault(path, set()).add(key)
+    return {path: len(calls) for path, calls in keys.items()}
 
 
 def _user_line(exc: BaseException) -> str:
@@ -277,6 +272,7 @@ def capture_export(
     with model_state_kept(model, unwritten=("parameters", "buffers")), eval_mode(model):
         program, preserved = _export(model, inputs, strict)
     graph = program.graph
+    canonical = _canonical_module_stacks(graph, model)
     signature = program.graph_signature
     parameters: dict[str, str] = {}
     buffers: dict[str, str] = {}
@@ -297,7 +293,7 @@ def capture_export(
     record_values(graph)
     nodes = list(graph.nodes)
     by_name = {n.name: n for n in nodes}
-    calls, counts = _module_calls(program, by_name) if preserved else ({}, {})
+    calls = _module_calls(program, by_name, canonical) if preserved else {}
     shapes = {
         n: tuple(n.meta["tensor_meta"].shape) if hasattr(n.meta.get("tensor_meta"), "shape") else None for n in nodes
     }
@@ -306,7 +302,7 @@ def capture_export(
         graph=graph,
         nodes=nodes,
         shapes=shapes,
-        call_counts=counts,
+        call_counts=_call_counts(nodes),
         calls=reread_first_arguments(calls, versions),
         flops=count_graph_flops(graph) if count_flops else None,
         ops=ops,

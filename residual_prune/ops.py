@@ -95,6 +95,11 @@ class OpTable(Protocol):
     def label(self, node: fx.Node) -> str: ...
 
 
+def _submodules(module: nn.Module | None) -> Iterable[tuple[str, nn.Module]]:
+    """The submodules below ``module`` (none for None), with their names relative to it."""
+    return () if module is None else ((name, m) for name, m in module.named_modules() if name)
+
+
 def _downsamples(stride: Any) -> bool:
     return any(s > 1 for s in (stride if isinstance(stride, (tuple, list)) else (stride,)))
 
@@ -266,6 +271,10 @@ class FxOps:
             return "down", f"`{getattr(node.target, '__name__', node.target)}`"
         if node.op == "call_function" and node.target in _FX_UPSAMPLING_FUNCTIONS:
             return "up", f"`{getattr(node.target, '__name__', node.target)}`"
+        upsampling = (f"{node.target}.{n}" for n, m in _submodules(module) if isinstance(m, _FX_UPSAMPLING_MODULES))
+        inner = next(upsampling, None)
+        if inner is not None:  # an opaque module (timm's ConvAttention) that upsamples inside
+            return "up", f"`{inner}` ({type(self.modules[inner]).__name__}, inside the opaque `{node.target}`)"
         return None
 
     def weights(self, node: fx.Node) -> frozenset[str]:

@@ -32,12 +32,12 @@ from torch.utils._pytree import tree_map_only
 
 from .aliasing import written_through_view
 from .errors import DataError, TraceError
-from .exporting import record_values, returned_call
+from .exporting import record_values
 from .flops import count_graph_flops
 from .inputs import ModelInputs
 from .modes import eval_mode, model_state_kept
 from .ops import ExportOps
-from .tracing import TracedModel
+from .tracing import TracedModel, returned_call
 
 __all__ = ["capture_eager"]
 

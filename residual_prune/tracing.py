@@ -221,6 +221,13 @@ def _shapes_and_flops(
             return _propagate(root, graph, inputs, count_flops)
 
 
+def _node_of(value: Any) -> Any:
+    """A proxy's node; a constant as it is; anything else :data:`OPAQUE`."""
+    if isinstance(value, fx.Proxy):
+        return value.node
+    return value if isinstance(value, _CONSTANTS) else OPAQUE
+
+
 class _Tracer(fx.Tracer):
     """fx tracer with extra leaf classes that remembers where tracing failed."""
 
@@ -228,12 +235,17 @@ class _Tracer(fx.Tracer):
         super().__init__(autowrap_modules=_autowrap_modules(), autowrap_functions=tuple(autowrap))
         self.leaf_classes = leaf_classes
         self.failed_in: tuple[str, str] | None = None
-        self.calls: dict[str, ModuleCall] = {}
+        # per module: its first argument, the keyword it was passed by (None: by position), its output
+        self.returned: dict[str, tuple[fx.Node | None, str | None, Any]] = {}
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         if isinstance(m, self.leaf_classes):
             return True
         return super().is_leaf_module(m, module_qualified_name)
+
+    def module_calls(self) -> dict[str, ModuleCall]:
+        """How each module was called (its last call), once the graph is whole (who reads what is known)."""
+        return {path: returned_call(*returned, path) for path, returned in self.returned.items()}
 
     def call_module(self, m, forward, args, kwargs):  # noqa: ANN001 - fx signature
         try:
@@ -242,8 +254,10 @@ class _Tracer(fx.Tracer):
             if self.failed_in is None:  # the innermost module is the one that failed
                 self.failed_in = (self.path_of_module(m), type(m).__name__)
             raise
-        first = args[0].node if args and isinstance(args[0], fx.Proxy) else None
-        self.calls[self.path_of_module(m)] = ModuleCall(first, isinstance(result, fx.Proxy))
+        keyword, value = (None, args[0]) if args else next(iter(kwargs.items()), (None, None))
+        first = value.node if isinstance(value, fx.Proxy) else None
+        output = tuple(_node_of(r) for r in result) if type(result) is tuple else _node_of(result)
+        self.returned[self.path_of_module(m)] = (first, keyword if first is not None else None, output)
         return result
 
 
@@ -258,6 +272,30 @@ class ModuleCall:
     returns_one_value: bool
     keyword: str | None = None
     constants: tuple[Any, ...] | None = None
+
+
+_CONSTANTS = (bool, int, float, str, type(None))
+OPAQUE = object()  # a returned value a stand-in cannot rebuild (a nested structure, an unknown tensor)
+
+
+def _read_outside(node: fx.Node, path: str) -> bool:
+    """Whether a node made by module ``path`` is read by anything ``path`` does not make."""
+    return any(path not in module_stack(user) for user in node.users)
+
+
+def returned_call(first: fx.Node | None, keyword: str | None, output: Any, path: str) -> ModuleCall:
+    """A module call from what it got first and what it returned (a node, or a tuple of nodes and
+    constants; :data:`OPAQUE` or anything else: what a stand-in cannot rebuild). A tensor it returned
+    after its output that nothing outside reads (attention weights a caller drops, the state a next
+    block overwrites) counts as ``None``, which is what a stand-in returns in its place."""
+    if isinstance(output, fx.Node):
+        return ModuleCall(first, True, keyword)
+    if not (isinstance(output, tuple) and output and isinstance(output[0], fx.Node)):
+        return ModuleCall(first, False, keyword)
+    rest = [None if isinstance(o, fx.Node) and not _read_outside(o, path) else o for o in output[1:]]
+    if all(o is None or isinstance(o, _CONSTANTS) for o in rest):
+        return ModuleCall(first, True, keyword, tuple(rest))
+    return ModuleCall(first, False, keyword)
 
 
 @dataclasses.dataclass
@@ -449,7 +487,7 @@ def trace(
         nodes,
         shapes,
         dict(tracer.num_calls),
-        reread_first_arguments(tracer.calls, versions),
+        reread_first_arguments(tracer.module_calls(), versions),
         flops,
         constants,
         ops=FxOps(model, constants),

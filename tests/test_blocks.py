@@ -219,15 +219,19 @@ class StateStage(nn.Module):
 
     def forward(self, x):
         for block in self.blocks:
-            x, _ = block(x)
-        return x
+            x, h = block(x)
+        return x * h  # the last block's state is read, the first's is dropped
 
 
-def test_block_returning_a_tuple_is_not_removable() -> None:
-    blocks = rp.find_blocks(StateStage(), X)
-    assert [b.name for b in blocks] == ["blocks.0", "blocks.1"]
-    assert not any(b.removable for b in blocks)
-    assert "single tensor returned" in blocks[0].reason
+@pytest.mark.parametrize("frontend", ["fx", "export", "eager"])
+def test_block_returning_a_tuple_is_removable_only_where_its_other_outputs_are_dropped(frontend: str) -> None:
+    blocks = rp.find_blocks(StateStage(), X, frontend=frontend)
+    assert [(b.name, b.removable) for b in blocks] == [("blocks.0", True), ("blocks.1", False)]
+    assert "gives 2 outputs" in (blocks[1].reason or "")
+    model = StateStage()
+    plan = rp.plan_pruning(model, criterion="l1", n=1, example_inputs=X, frontend=frontend)
+    pruned = rp.apply_plan(model, plan)
+    assert pruned.blocks[0].constants == (None,) and rp.verify(model, pruned, plan, X) == 0.0
 
 
 class OptionalMask(nn.Module):
@@ -316,3 +320,63 @@ def test_a_second_branch_added_to_a_residual_join_is_part_of_the_unit(frontend: 
     assert rp.verify(model, rp.apply_plan(model, plan), plan, x) == 0.0
     sublayers = rp.find_blocks(model, x, granularity="sublayer")  # the two branches share the norm
     assert not any(b.removable for b in sublayers if b.kind == "sublayer")
+
+
+class DownAndUp(nn.Module):
+    """Attention at half resolution, as timm's ConvAttention computes it (a strided conv, then upsampling)."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(4, 4, 3, stride=2, padding=1)
+        self.up = nn.Upsample(scale_factor=2)
+
+    def forward(self, x):
+        return self.up(self.down(x))
+
+
+class ResAroundDownAndUp(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inner = DownAndUp()
+
+    def forward(self, x):
+        return x + self.inner(x)
+
+
+def test_an_opaque_module_that_upsamples_inside_is_a_round_trip_in_resolution() -> None:
+    model, x = nn.Sequential(ResAroundDownAndUp(), ResAroundDownAndUp()), torch.randn(1, 4, 8, 8)
+    opaque = rp.find_blocks(model, x, frontend="fx", leaf_modules=(DownAndUp,))
+    assert [(b.name, b.removable) for b in opaque] == [("0", False), ("1", False)]
+    assert "inside the opaque `0.inner`" in (opaque[0].reason or "")
+    traced = rp.find_blocks(model, x, frontend="fx")  # the same answer as when it is traced through
+    assert [b.removable for b in traced] == [False, False] and "down and back up" in (traced[0].reason or "")
+
+
+class TakesItsShortcut(nn.Module):
+    """``relu(f(x) + shortcut)``, its shortcut computed by the caller, as timm's DLA trees call their blocks."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x, shortcut):
+        return torch.relu(self.conv(x) + shortcut)
+
+
+class PassesAnIdentityShortcut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.project = nn.Identity()
+        self.block = TakesItsShortcut()
+
+    def forward(self, x):
+        return self.block(x, self.project(x))
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export", "eager"])
+def test_a_shortcut_through_the_callers_identities_is_the_identity(frontend: str) -> None:
+    model, x = nn.Sequential(nn.Conv2d(3, 4, 1), PassesAnIdentityShortcut()), torch.randn(1, 3, 8, 8)
+    blocks = rp.find_blocks(model, x, frontend=frontend)
+    assert [(b.name, b.removable) for b in blocks] == [("1.block", True)]
+    plan = rp.plan_pruning(model, criterion="l1", n=1, example_inputs=x, frontend=frontend)
+    assert rp.verify(model, rp.apply_plan(model, plan), plan, x) == 0.0

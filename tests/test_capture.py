@@ -225,3 +225,23 @@ def test_a_model_on_the_meta_device_is_analysed_and_pruned_without_weights() -> 
 def test_count_flops_gives_fvcores_whole_model_count(frontend: str) -> None:
     model, x = resnet20(), torch.randn(1, 3, 32, 32)
     assert count_flops(model, x, frontend=frontend) == count_flops_by_module(model, (x,))[""] > 0
+
+
+class HeldTwice(nn.Module):
+    """One block held under two names and called through both: a shared block, under any name."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = Res()
+        self.b = self.a
+        self.c = Res()
+
+    def forward(self, x):
+        return self.c(self.b(self.a(x)))
+
+
+@pytest.mark.parametrize("frontend", ["fx", "export", "eager"])
+def test_a_block_called_through_two_names_is_one_shared_block(frontend: str) -> None:
+    blocks = rp.find_blocks(HeldTwice(), torch.randn(1, 4, 6, 6), frontend=frontend)
+    assert [(b.name, b.removable) for b in blocks] == [("a", False), ("c", True)]
+    assert "called 2 times" in (blocks[0].reason or "")

@@ -1,5 +1,5 @@
-"""The torch.export front-end: module calls from preserved signatures (as the eager recording sees them too),
-failures that say where and what to do."""
+"""The torch.export front-end: module calls from preserved signatures (as torch.fx and the eager recording
+see them too), failures that say where and what to do."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import torch
 from torch import nn
 
 import residual_prune as rp
-from residual_prune.exporting import capture_export
-from residual_prune.inputs import ModelInputs
-from residual_prune.recording import capture_eager
+from residual_prune.capture import capture
 
 from .test_capture import Body
 
@@ -90,11 +88,10 @@ class CallsOfEveryKind(nn.Module):
         return self.shared(self.shared(x)) + total
 
 
-@pytest.mark.parametrize("frontend", ["export", "eager"])
+@pytest.mark.parametrize("frontend", ["fx", "export", "eager"])
 def test_module_calls_come_from_the_preserved_call_signatures(frontend: str) -> None:
     model, x = CallsOfEveryKind(), torch.randn(2, 4)
-    capture = capture_export if frontend == "export" else capture_eager
-    traced = capture(model, ModelInputs.of(x), count_flops=False)
+    traced = capture(model, x, frontend=frontend, count_flops=False)
     assert traced.call_counts["shared"] == 2 and traced.call_counts["pair"] == 1
     assert not traced.calls["pair"].returns_one_value
     assert traced.calls["dropped"].returns_one_value and traced.calls["dropped"].constants == (None,)

@@ -2,7 +2,8 @@
 
 A *residual join* is an addition (``a + b``, ``+=``, ``torch.add``, ``Tensor.add``/``add_``)
 of two tensors of the output's shape that share an ancestor, the *fork*. The side that
-reaches the join through fewer operations is the *shortcut*, the other the *branch*.
+reaches the join through identities only, else through fewer operations, is the *shortcut*,
+the other the *branch*.
 The *unit* of a join is the innermost module whose forward holds the join, its branch
 and its shortcut. A unit can be removed when its part of the network becomes the identity
 without it: it is called once, as ``out = block(x, ...)``, keeps the shape of ``x``, and its

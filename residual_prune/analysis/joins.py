@@ -1,9 +1,9 @@
 """Residual joins, the units that hold them, and what a branch is made of.
 
 A *residual join* is an addition of two tensors of the output's shape that share an ancestor,
-the *fork*; the side that reaches the join through fewer operations is the *shortcut*, the
-other the *branch*. The *unit* of a join is the innermost module whose forward holds the
-join, its branch and its shortcut.
+the *fork*; the side that reaches the join through identities only, else through fewer
+operations, is the *shortcut*, the other the *branch*. The *unit* of a join is the innermost
+module whose forward holds the join, its branch and its shortcut.
 """
 
 from __future__ import annotations
@@ -61,7 +61,11 @@ def find_joins(graph: GraphIndex) -> list[Join]:
                 continue  # e.g. adding a position embedding: no shared input
             fork = common.bit_length() - 1
             path_a, path_b = graph.between(fork, a), graph.between(fork, b)
-            short_end, branch_end = (a, b) if len(path_a) <= len(path_b) else (b, a)
+
+            def not_shortcut(path: list[int]) -> tuple[bool, int]:  # an identity path first, then the shorter
+                return not all(graph.ops.is_identity(graph.nodes[i]) for i in path), len(path)
+
+            short_end, branch_end = (a, b) if not_shortcut(path_a) <= not_shortcut(path_b) else (b, a)
         shortcut = graph.between(fork, short_end)
         joins.append(
             Join(
@@ -93,14 +97,15 @@ def unit_of(graph: GraphIndex, join: Join) -> str:
     """Innermost module whose forward holds the join, its shortcut and its branch, and trim the branch
     to that module. What the branch reads that was computed before the module was called (a mask
     made from the inputs and passed as an argument) belongs to the caller, but the branch must
-    start inside the module, from the fork."""
+    start inside the module, from the fork. The shortcut may pass through identities outside it
+    (timm's DLA passes ``project(downsample(x))``, both ``nn.Identity``, as a block's shortcut)."""
     fork = graph.nodes[join.fork]
     for path in reversed(graph.stacks[graph.index[join.node]]):
         inside = graph.made_by(path)
         starts_inside = any(inside >> i & 1 and fork in graph.nodes[i].all_input_nodes for i in join.branch)
         if (
             starts_inside
-            and all(inside >> i & 1 for i in join.shortcut)
+            and all(inside >> i & 1 or graph.ops.is_identity(graph.nodes[i]) for i in join.shortcut)
             and all(inside >> i & 1 or not graph.ancestors[i] & inside for i in join.branch)
         ):
             join.branch = [i for i in join.branch if inside >> i & 1]

@@ -17,7 +17,7 @@ QUICK = {
     "timm:resnet18": "pruned",
     "timm:vit_tiny_patch16_224": "pruned",
     "timm:efficientvit_b0": "pruned",
-    "timm:mvitv2_tiny": "pruned",  # its blocks return (x, size): pruned as single branches
+    "timm:mvitv2_tiny": "pruned",  # its blocks return (x, size): only the last one's size is dropped
     "timm:resnest14d": "pruned",  # one block per stage: checked as resnest26d, the next variant of its family
     "torchvision:vgg11": "not residual",
     "timm:dpn48b": "no removable block",  # DPN concatenates: no unit of it or of 3 larger variants keeps its shape
@@ -42,10 +42,9 @@ def test_quick_zoo_subset(records, spec: str) -> None:
         assert record["verify_max_error"] <= 1e-4 and record["roundtrip_max_error"] == 0
         assert record["params_after"] < record["params_before"] and record["flops_after"] < record["flops_before"]
         removable = record["removable"] or record["removable_sublayers"]
-        assert len(record["removed"]) == 2 and record["joins"] >= record["units"] and removable >= 2
-    expected_granularity = "sublayer" if spec == "timm:mvitv2_tiny" else "block"
-    if record["status"] == "pruned":
-        assert record["granularity"] == expected_granularity
+        assert len(record["removed"]) == min(2, removable) and record["joins"] >= record["units"]
+        assert removable >= (1 if spec == "timm:mvitv2_tiny" else 2)
+        assert record["granularity"] == "block"
     if record["status"] == "no removable block":
         assert record["units"] > 0 and sum(record["excluded"].values()) == record["units"]
     if spec not in ("timm:resnest14d", "timm:dpn48b"):
