@@ -22,14 +22,13 @@ from .ops import OpTable
 if TYPE_CHECKING:
     from .tracing import ModuleCall
 
+__all__ = ["follow_in_place_writes", "module_stack", "reread_first_arguments", "written_through_view"]
+
 
 def module_stack(node: fx.Node) -> list[str]:
     """Qualified names of the modules whose forward made ``node``, outermost first."""
     stack = node.meta.get("nn_module_stack") or {}
     return [path for path, _ in stack.values() if path]  # torch.export lists the root as ""
-
-
-__all__ = ["follow_in_place_writes", "reread_first_arguments", "written_through_view"]
 
 
 def written_through_view(base: Any, write: Any) -> Any:

@@ -42,6 +42,18 @@ class Bypass(nn.Identity):
         for name, value in (attributes or {}).items():  # what the owner may read of the block it replaces
             setattr(self, name, value)
 
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name.startswith("_"):
+                raise
+            raise AttributeError(
+                f"{name!r}: the model reads `{name}` of a block that apply_plan removed (this Bypass stands in "
+                "for it) outside that block's forward, so the block cannot be removed from this model: keep it "
+                "(take its name out of the plan's 'removed' list and apply that plan to the original model)"
+            ) from None
+
     def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003 - whatever the block took
         first = args[0] if args else kwargs[self.keyword] if self.keyword in kwargs else next(iter(kwargs.values()))
         # a new tensor, as the block returned: a caller that adds to the result in place (``out += ...``)

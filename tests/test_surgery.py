@@ -271,3 +271,26 @@ def test_a_caller_that_adds_in_place_to_a_stand_ins_result_does_not_write_into_i
         expected = x + model.blocks[1](x) + model.blocks[2](x)  # blocks.0 as the identity
         assert torch.allclose(pruned(x.clone()), expected, atol=1e-6)
     assert rp.verify(model, pruned, plan, x) < 1e-5
+
+
+def test_reaching_into_a_removed_block_says_which_attribute_and_why() -> None:
+    class Rescales(nn.Module):
+        """Reads a submodule of every block outside their forward, as RWKV rescales its layers."""
+
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([Res(), Res()])
+
+        def forward(self, x):
+            if self.training:
+                for block in self.blocks:
+                    block.conv.weight.data.mul_(1.0)
+            for block in self.blocks:
+                x = block(x)
+            return x
+
+    model, x = Rescales(), torch.randn(1, 4, 6, 6)
+    plan = rp.plan_pruning(model, criterion="l1", n=1, example_inputs=x)
+    pruned = rp.apply_plan(model, plan).train()
+    with pytest.raises(AttributeError, match="'conv': the model reads `conv` of a block that apply_plan removed"):
+        pruned(x)
