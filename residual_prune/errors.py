@@ -23,6 +23,7 @@ __all__ = [
     "ScoreCollapseWarning",
     "PluginWarning",
     "FlopCountWarning",
+    "PruningWarning",
 ]
 
 
@@ -83,6 +84,10 @@ class ScoreCollapseWarning(UserWarning):
 
 class PluginWarning(UserWarning):
     """A third-party criterion plugin could not be loaded."""
+
+
+class PruningWarning(UserWarning):
+    """The pruned model is what the plan says, but not in the form asked for (layers bypassed, not deleted)."""
 
 
 class FlopCountWarning(UserWarning):

@@ -86,7 +86,7 @@ class BlockGranularity(Granularity):
     ) -> nn.Module:
         from .surgery import remove_blocks  # surgery imports this module
 
-        return remove_blocks(model, checked, inplace=inplace)
+        return remove_blocks(model, checked, inplace=inplace, example_inputs=example_inputs)
 
     def reference(self, original: nn.Module, checked: CheckedPlan, example_inputs: Any) -> nn.Module:
         from .surgery import replace_with_identity

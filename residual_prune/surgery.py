@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from .errors import PruningWarning, VerificationError
 from .granularity import check_inplace, get_granularity
 from .plan import PruningPlan
-from .plan_check import CheckedPlan, check_plan
+from .plan_check import CheckedPlan, check_plan, plan_inputs
+from .stacks import delete_layers, numbered_stack
 from .tracing import ModuleCall, check_leaf_modules
 
 __all__ = ["Bypass", "apply_checked", "apply_plan", "remove_blocks", "replace_with_identity"]
@@ -198,15 +201,68 @@ def apply_checked(
     )
 
 
-def remove_blocks(model: nn.Module, checked: CheckedPlan, *, inplace: bool = False) -> nn.Module:
-    """Delete or bypass the units of a checked block plan (see :func:`apply_plan`), in a copy unless ``inplace``."""
+def _removed(model: nn.Module, checked: CheckedPlan, inplace: bool, stacks: Mapping[str, str | None]) -> nn.Module:
+    """``model`` (or a copy) with the plan's units deleted from their Sequential or numbered stack, or bypassed."""
     plan = checked.plan
     deletable = {name: _deletable(model, checked, name) for name in plan.removed}
     pruned = model if inplace else _copy_without(model, plan.removed)
+    by_stack: dict[str, list[str]] = {}
     for name in plan.removed:
-        if deletable[name]:
+        stack = stacks.get(name)
+        if stack is not None:
+            by_stack.setdefault(stack, []).append(name.rpartition(".")[2])
+        elif deletable[name]:
             parent_name, _, key = name.rpartition(".")
             del pruned.get_submodule(parent_name)._modules[key]  # the other children keep their names
         else:
             replace_with_identity(pruned, [name], checked.analysis.graph.traced.calls)
+    for stack, keys in by_stack.items():
+        delete_layers(pruned, stack, keys)
     return pruned
+
+
+def remove_blocks(
+    model: nn.Module, checked: CheckedPlan, *, inplace: bool = False, example_inputs: Any = None
+) -> nn.Module:
+    """Delete or bypass the units of a checked block plan (see :func:`apply_plan`), in a copy unless ``inplace``.
+
+    Layers of a numbered stack (:mod:`~residual_prune.stacks`) are deleted and the rest renumbered; on a
+    model with weights, the result is compared with the model whose removed layers are bypassed, on
+    ``example_inputs`` (else zeros of the plan's inputs), and where they differ (the model's code
+    relies on a layer's position in a way the renumbering does not follow) the layers are bypassed
+    instead, with a :class:`~residual_prune.errors.PruningWarning`.
+    """
+    stacks = {name: numbered_stack(model, name) for name in checked.plan.removed}
+    if not any(stacks.values()):
+        return _removed(model, checked, inplace, {})
+    renumbered = _removed(model, checked, False, stacks)
+    differs = None if _on_meta(model) else _difference(model, renumbered, checked, example_inputs)
+    if differs is None:
+        return _removed(model, checked, True, stacks) if inplace else renumbered
+    warnings.warn(
+        f"deleting the layers {', '.join(n for n, s in stacks.items() if s)} from their list and renumbering the "
+        f"others changed {type(model).__name__}'s outputs ({differs}); they are replaced by stand-ins instead, "
+        "which keeps the outputs but not the smaller config",
+        PruningWarning,
+        stacklevel=4,
+    )
+    return _removed(model, checked, inplace, {})
+
+
+_EXACT = {"rtol": 1e-5, "atol": 1e-6}  # the same computations, in the same order: equal but for rounding
+
+
+def _on_meta(model: nn.Module) -> bool:
+    return any(t.is_meta for t in (*model.parameters(), *model.buffers()))
+
+
+def _difference(model: nn.Module, pruned: nn.Module, checked: CheckedPlan, example_inputs: Any) -> str | None:
+    """How ``pruned`` differs from ``model`` with the plan's units bypassed, on the inputs; None if it does not."""
+    from .verify import compare_outputs  # verify imports the granularities, which import this module
+
+    bypassed = _removed(model, checked, False, {})
+    try:
+        compare_outputs(bypassed, pruned, plan_inputs(model, checked.plan, example_inputs), checked.plan, **_EXACT)
+    except VerificationError as exc:
+        return str(exc).partition(":")[2].partition(". The block removal")[0].strip()
+    return None

@@ -158,11 +158,19 @@ def verify(
     with rng_forked((original, pruned), inputs.tensors()):
         checked = check_plan(original, plan, example_inputs=example_inputs)
         reference = get_granularity(plan.granularity).reference(original, checked, example_inputs)
+    return compare_outputs(reference, pruned, inputs, plan, rtol=rtol, atol=atol)
+
+
+def compare_outputs(
+    reference: nn.Module, pruned: nn.Module, inputs: ModelInputs, plan: PruningPlan, *, rtol: float, atol: float
+) -> float:
+    """Run both models on ``inputs`` (eval mode, ``no_grad``, the same random numbers) and compare their outputs
+    as :func:`verify` does: the largest absolute difference, or :class:`VerificationError`."""
     with torch.no_grad(), eval_mode(reference), eval_mode(pruned):
-        with rng_forked((original, pruned), inputs.tensors()):  # both draw the same random numbers
+        with rng_forked((reference, pruned), inputs.tensors()):  # both draw the same random numbers
             expected = inputs.call(reference)
         try:
-            with rng_forked((original, pruned), inputs.tensors()):
+            with rng_forked((reference, pruned), inputs.tensors()):
                 actual = inputs.call(pruned)
         except Exception as exc:
             raise VerificationError(
