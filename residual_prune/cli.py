@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import __version__, models
+from . import __version__, huggingface, models
 from .analysis import POLICIES, ResidualBlock, find_blocks, report
 from .api import plan_pruning
 from .capture import FRONTENDS, count_flops
@@ -45,6 +45,7 @@ from .errors import (
     TraceError,
 )
 from .granularity import GRANULARITIES
+from .inputs import ModelInputs
 from .modes import eval_mode
 from .plan import PruningPlan
 from .plan_check import check_plan
@@ -57,7 +58,8 @@ __all__ = ["BuiltModel", "build_model", "main"]
 CIFAR_ARCHS = ("resnet20", "resnet32", "resnet44", "resnet56", "resnet110")
 MODEL_SYNTAX = (
     "torchvision:NAME (e.g. torchvision:resnet50), timm:NAME (e.g. timm:resnet18), "
-    f"cifar:{'|'.join(CIFAR_ARCHS)}, or package.module:factory (a function returning an nn.Module)"
+    f"cifar:{'|'.join(CIFAR_ARCHS)}, hf:DIR_OR_NAME (a Hugging Face transformers model: a save_pretrained "
+    "directory, or a hub name when online), or package.module:factory (a function returning an nn.Module)"
 )
 _PROBE_SAMPLES = 4
 
@@ -273,7 +275,7 @@ def _ranks(plan: PruningPlan) -> dict[str, int]:
     return {name: i + 1 for i, name in enumerate(order)}
 
 
-def _total_flops(model: nn.Module, x: torch.Tensor) -> int | None:
+def _total_flops(model: nn.Module, x: Any) -> int | None:
     """The model's FLOPs on ``x``, or None (with a warning) where they cannot be counted."""
     try:
         return count_flops(model, x)
@@ -283,17 +285,17 @@ def _total_flops(model: nn.Module, x: torch.Tensor) -> int | None:
 
 
 def _prune_and_report(
-    model: nn.Module, plan: PruningPlan, probe: torch.Tensor
+    model: nn.Module, plan: PruningPlan, probe: Any, flops_inputs: Any
 ) -> tuple[nn.Module, dict[str, ResidualBlock]]:
-    """Apply and verify the plan; print the before/after table and the removed blocks. Returns the pruned
-    model and the scored units by name."""
+    """Apply the plan and verify it on ``probe``; print the before/after table (FLOPs on ``flops_inputs``) and
+    the removed blocks. Returns the pruned model and the scored units by name."""
     _step(f"removing {len(plan.removed)} blocks and verifying the result")
     checked = check_plan(model, plan)  # as apply_plan does; its analysis also describes the units
     pruned = apply_checked(model, checked)
     blocks = {b.name: b for b in report(model, checked.analysis, plan.granularity)}
     error = verify(model, pruned, plan, probe)
     _step("counting FLOPs before and after")
-    flops_before, flops_after = (_total_flops(m, probe[:1]) for m in (model, pruned))
+    flops_before, flops_after = (_total_flops(m, flops_inputs) for m in (model, pruned))
     params_before, params_after = (sum(p.numel() for p in m.parameters()) for m in (model, pruned))
     removable = len(plan.scores)
     print()
@@ -314,25 +316,36 @@ def _prune_and_report(
     print(format_table(["block", "stage", "score", "rank"], rows, right=(2, 3)))
     print(
         f"\nverified: the pruned model equals the original with the removed blocks as identities "
-        f"(max abs difference {error:.3g} on {len(probe)} inputs)"
+        f"(max abs difference {error:.3g} on inputs {ModelInputs.of(probe).describe()})"
     )
     return pruned, blocks
 
 
-def _analyze(args: argparse.Namespace) -> int:
+def _analyzed_model(args: argparse.Namespace) -> tuple[nn.Module, Any, str]:
+    """The model ``analyze`` shows, its example inputs and how to describe them."""
+    if args.model.startswith("hf:"):
+        hf = huggingface.load(args.model[3:])
+        inputs = hf.example_inputs(args.seq_len)
+        return hf.module, inputs, ModelInputs.of(inputs).describe()
     built = build_model(args.model, input_size=args.input_size)
     x = torch.randn(1, *built.input_size, generator=torch.Generator().manual_seed(0))
-    _step(f"tracing {args.model} with input {_size(built.input_size)}")
-    blocks = find_blocks(built.module, x, policy=args.policy, granularity=args.granularity, frontend=args.frontend)
-    total = _total_flops(built.module, x)
-    params = sum(p.numel() for p in built.module.parameters())
+    return built.module, x, _size(built.input_size)
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    model, x, described = _analyzed_model(args)
+    _step(f"tracing {args.model} with input {described}")
+    blocks = find_blocks(model, x, policy=args.policy, granularity=args.granularity, frontend=args.frontend)
+    total = _total_flops(model, x)
+    params = sum(p.numel() for p in model.parameters())
     if args.json:
         print(
             json.dumps(
                 {
                     "model": args.model,
-                    "class": type(built.module).__name__,
-                    "input_size": list(built.input_size),
+                    "class": type(model).__name__,
+                    **({"input_size": list(x.shape[1:])} if isinstance(x, torch.Tensor) else {}),
+                    "inputs": ModelInputs.of(x).to_json(),
                     "policy": args.policy,
                     "params": params,
                     "flops": total,
@@ -345,7 +358,7 @@ def _analyze(args: argparse.Namespace) -> int:
     print(blocks_table(blocks, total))
     removable = sum(b.removable for b in blocks)
     print(
-        f"\n{args.model} ({type(built.module).__name__}, input {_size(built.input_size)}, "
+        f"\n{args.model} ({type(model).__name__}, input {described}, "
         f"policy {args.policy}): {len(blocks)} residual units, {removable} removable; "
         f"{format_count(params)} params, {format_count(total)} FLOPs"
     )
@@ -391,9 +404,65 @@ def _save_results(out: Path, plan: PruningPlan, pruned: nn.Module) -> tuple[Path
     return plan_path, state_path
 
 
+def _hf_calibration(args: argparse.Namespace, hf: huggingface.HFModel, info: CriterionInfo) -> tuple[list | None, str]:
+    if not info.requires_data:
+        return None, f"none (criterion {info.name!r} is data-free)"
+    if args.data is None:
+        raise MissingDataError(
+            f"criterion {info.name!r} needs calibration data: pass --data FILE.txt (text models) or --data DIR "
+            "(an ImageFolder, image models), or choose a data-free criterion (random, l1)"
+        )
+    if hf.takes_pixels:
+        height, width = hf.example_inputs(1)["pixel_values"].shape[-2:]
+        images, description = image_folder_batches(
+            args.data, (height, width), batch_size=args.batch_size, num_batches=args.num_batches, seed=args.seed
+        )
+        return huggingface.image_batches(images), description
+    texts = huggingface.text_batches(
+        args.data, hf, seq_len=args.seq_len, batch_size=args.batch_size, num_batches=args.num_batches
+    )
+    return texts, f"{args.data}: {len(texts)} batches of {args.batch_size} x {args.seq_len} tokens"
+
+
+def _prune_hf(args: argparse.Namespace, out: Path, info: CriterionInfo) -> int:
+    hf = huggingface.load(args.model[3:])
+    batches, description = _hf_calibration(args, hf, info)
+    inputs = hf.example_inputs(args.seq_len)
+    print(f"model: {args.model} ({type(hf.module).__name__}, inputs {ModelInputs.of(inputs).describe()})")
+    print(f"calibration data: {description}")
+    options = accepted_options(info, {"seed": args.seed, **({"num_batches": len(batches)} if batches else {})})
+    _step(f"scoring the removable blocks with {args.criterion}")
+    plan = plan_pruning(
+        hf.module,
+        criterion=args.criterion,
+        n=args.n,
+        ratio=args.ratio,
+        data=batches,
+        example_inputs=inputs,
+        policy=args.policy,
+        granularity=args.granularity,
+        frontend=args.frontend,
+        **options,
+    )
+    pruned, _ = _prune_and_report(hf.module, plan, inputs, inputs)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        huggingface.save(out, pruned, hf)
+        plan_path = plan.save(out / "plan.json")
+    except OSError as exc:
+        raise ResidualPruneError(f"could not write the results to {out} ({exc}); pick another --out") from exc
+    print(f"\nwrote the pruned model to {out} (and {plan_path.name}); to load it:")
+    cls = type(pruned).__name__
+    print(f"    from transformers import {cls}\n    model = {cls}.from_pretrained({str(out)!r})")
+    return 0
+
+
 def _prune(args: argparse.Namespace) -> int:
     out = _output_dir(args.out)
     info = get_criterion_info(args.criterion)
+    if args.model.startswith("hf:"):
+        torch.manual_seed(args.seed)
+        return _prune_hf(args, out, info)
     torch.manual_seed(args.seed)
     built = build_model(args.model, pretrained=args.pretrained, input_size=args.input_size)
     if args.checkpoint:
@@ -416,7 +485,7 @@ def _prune(args: argparse.Namespace) -> int:
         frontend=args.frontend,
         **options,
     )
-    pruned, _ = _prune_and_report(built.module, plan, probe)
+    pruned, _ = _prune_and_report(built.module, plan, probe, probe[:1])
     plan_path, state_path = _save_results(out, plan, pruned)
     print(f"\nwrote {plan_path} and {state_path}; to load the pruned model:")
     print(
@@ -487,7 +556,8 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"calibration data: {description}")
     _step(f"scoring the removable blocks of {args.arch} with GraSP")
     plan = plan_pruning(model, criterion="grasp", n=args.n, data=batches, num_batches=len(batches))
-    _, blocks = _prune_and_report(model, plan, batches[0][0][:_PROBE_SAMPLES])
+    probe = batches[0][0][:_PROBE_SAMPLES]
+    _, blocks = _prune_and_report(model, plan, probe, probe[:1])
     print("\nGraSP scores per stage (higher = keep):")
     print(_stage_table(plan, blocks))
     print(f"\ndone in {time.perf_counter() - start:.1f} s")
@@ -515,6 +585,12 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "timm's pretrained_cfg, 3 224 224 otherwise)",
     )
     parser.add_argument(
+        "--seq-len",
+        type=_positive_int,
+        default=128,
+        help="tokens per sequence of hf: text models (example inputs and calibration) (default: %(default)s)",
+    )
+    parser.add_argument(
         "--granularity",
         choices=GRANULARITIES,
         default="block",
@@ -531,8 +607,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--frontend",
         choices=FRONTENDS,
         default="auto",
-        help="how the model's graph is captured: torch.fx, torch.export, or 'auto' (torch.fx where it "
-        "applies, then torch.export) (default: %(default)s)",
+        help="how the model's graph is captured: torch.fx, torch.export, one recorded run ('eager'), or 'auto' "
+        "(torch.fx where it applies, then torch.export, then eager) (default: %(default)s)",
     )
 
 
@@ -554,8 +630,8 @@ def _parser() -> argparse.ArgumentParser:
     count.add_argument("--ratio", type=float, help="fraction of the removable blocks to remove")
     prune.add_argument(
         "--data",
-        help="calibration data: a CIFAR-10 .npz or torchvision root (cifar: models), an "
-        "ImageFolder directory (other models), or 'synthetic'",
+        help="calibration data: a CIFAR-10 .npz or torchvision root (cifar: models), a UTF-8 text file "
+        "(hf: text models), an ImageFolder directory (other models), or 'synthetic'",
     )
     prune.add_argument("--batch-size", type=_positive_int, default=64, help="default: %(default)s")
     prune.add_argument("--num-batches", type=_positive_int, default=1, help="default: %(default)s")
@@ -565,7 +641,8 @@ def _parser() -> argparse.ArgumentParser:
     prune.add_argument(
         "--out",
         required=True,
-        help="directory for plan.json and pruned_state_dict.pt (created if missing; checked before any work)",
+        help="directory for plan.json and pruned_state_dict.pt, or for hf: models the save_pretrained files "
+        "(created if missing; checked before any work)",
     )
     prune.set_defaults(func=_prune)
 

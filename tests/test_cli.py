@@ -383,3 +383,68 @@ def test_prune_at_sublayer_granularity(tmp_path, capsys) -> None:
 
     plan = rp.PruningPlan.load(tmp_path / "plan.json")
     assert plan.granularity == "sublayer" and all(name.endswith("#0") for name in plan.removed)
+
+
+WORDS = "the quick brown fox jumps over lazy dog and cat".split()
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Llama saved with ``save_pretrained`` and a word-level tokenizer, as a local hub directory."""
+    import transformers as hf
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(WORDS)}}
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    config = hf.LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=6,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=len(vocab),
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("hf") / "tiny-llama"
+    hf.LlamaForCausalLM(config).save_pretrained(folder)
+    hf.PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="[UNK]").save_pretrained(folder)
+    (folder.parent / "corpus.txt").write_text(" ".join(WORDS * 40))
+    return folder
+
+
+def test_a_hugging_face_directory_is_analysed_and_pruned_into_a_directory_from_pretrained_loads(
+    hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import transformers as hf
+
+    assert main(["analyze", f"hf:{hf_dir}", "--seq-len", "16"]) == 0
+    shown = capsys.readouterr().out
+    assert "model.layers.5" in shown and "6 residual units, 6 removable" in shown
+    out = tmp_path / "pruned"
+    argv = ["prune", f"hf:{hf_dir}", "--criterion", "snip", "--n", "2", "--data", str(hf_dir.parent / "corpus.txt")]
+    assert main([*argv, "--seq-len", "16", "--batch-size", "4", "--num-batches", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 batches of 4 x 16 tokens" in printed and "params" in printed and "FLOPs" in printed
+    assert "max abs difference 0 on inputs input_ids=(1, 16)" in printed
+    assert {"config.json", "model.safetensors", "tokenizer.json", "plan.json"} <= {p.name for p in out.iterdir()}
+    reloaded = hf.AutoModelForCausalLM.from_pretrained(out)
+    assert reloaded.config.num_hidden_layers == 4 and len(reloaded.model.layers) == 4
+    removed = PruningPlan.load(out / "plan.json").removed
+    assert len(removed) == 2 and all(name.startswith("model.layers.") for name in removed)
+    assert hf.AutoTokenizer.from_pretrained(out)("the dog")["input_ids"] == [1, 8]
+
+
+def test_hugging_face_mistakes_say_what_to_pass(
+    hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["analyze", f"hf:{tmp_path / 'missing'}"]) == 2
+    assert "cannot load the config of hf:" in capsys.readouterr().err
+    assert main(["prune", f"hf:{hf_dir}", "--criterion", "snip", "--n", "1", "--out", str(tmp_path / "o")]) == 2
+    assert "pass --data FILE.txt (text models)" in capsys.readouterr().err
+    short = tmp_path / "short.txt"
+    short.write_text("the dog")
+    argv = ["prune", f"hf:{hf_dir}", "--criterion", "snip", "--n", "1", "--data", str(short), "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "has 2 tokens, fewer than one batch of 64 x 128" in capsys.readouterr().err
