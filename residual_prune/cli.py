@@ -424,26 +424,34 @@ def _hf_calibration(args: argparse.Namespace, hf: huggingface.HFModel, info: Cri
     return texts, f"{args.data}: {len(texts)} batches of {args.batch_size} x {args.seq_len} tokens"
 
 
+def _scored_plan(
+    args: argparse.Namespace, info: CriterionInfo, model: nn.Module, batches: list | None, example_inputs: Any
+) -> PruningPlan:
+    """Score the removable blocks with the command's criterion and options, and plan their removal."""
+    candidates = {"seed": args.seed, **({"num_batches": len(batches)} if batches else {})}
+    options = accepted_options(info, candidates)  # plugins are not sent options they lack
+    _step(f"scoring the removable blocks with {args.criterion}")
+    return plan_pruning(
+        model,
+        criterion=args.criterion,
+        n=args.n,
+        ratio=args.ratio,
+        data=batches,
+        example_inputs=example_inputs,
+        policy=args.policy,
+        granularity=args.granularity,
+        frontend=args.frontend,
+        **options,
+    )
+
+
 def _prune_hf(args: argparse.Namespace, out: Path, info: CriterionInfo) -> int:
     hf = huggingface.load(args.model[3:])
     batches, description = _hf_calibration(args, hf, info)
     inputs = hf.example_inputs(args.seq_len)
     print(f"model: {args.model} ({type(hf.module).__name__}, inputs {ModelInputs.of(inputs).describe()})")
     print(f"calibration data: {description}")
-    options = accepted_options(info, {"seed": args.seed, **({"num_batches": len(batches)} if batches else {})})
-    _step(f"scoring the removable blocks with {args.criterion}")
-    plan = plan_pruning(
-        hf.module,
-        criterion=args.criterion,
-        n=args.n,
-        ratio=args.ratio,
-        data=batches,
-        example_inputs=inputs,
-        policy=args.policy,
-        granularity=args.granularity,
-        frontend=args.frontend,
-        **options,
-    )
+    plan = _scored_plan(args, info, hf.module, batches, inputs)
     pruned, _ = _prune_and_report(hf.module, plan, inputs, inputs)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -460,31 +468,16 @@ def _prune_hf(args: argparse.Namespace, out: Path, info: CriterionInfo) -> int:
 def _prune(args: argparse.Namespace) -> int:
     out = _output_dir(args.out)
     info = get_criterion_info(args.criterion)
-    if args.model.startswith("hf:"):
-        torch.manual_seed(args.seed)
-        return _prune_hf(args, out, info)
     torch.manual_seed(args.seed)
+    if args.model.startswith("hf:"):
+        return _prune_hf(args, out, info)
     built = build_model(args.model, pretrained=args.pretrained, input_size=args.input_size)
     if args.checkpoint:
         _load_checkpoint(built.module, args.checkpoint)
     batches, probe, description = _calibration(args, built, info)
     print(f"model: {args.model} ({type(built.module).__name__}, input {_size(built.input_size)})")
     print(f"calibration data: {description}")
-    candidates = {"seed": args.seed, **({"num_batches": len(batches)} if batches else {})}
-    options = accepted_options(info, candidates)  # plugins are not sent options they lack
-    _step(f"scoring the removable blocks with {args.criterion}")
-    plan = plan_pruning(
-        built.module,
-        criterion=args.criterion,
-        n=args.n,
-        ratio=args.ratio,
-        data=batches,
-        example_inputs=probe[:1],
-        policy=args.policy,
-        granularity=args.granularity,
-        frontend=args.frontend,
-        **options,
-    )
+    plan = _scored_plan(args, info, built.module, batches, probe[:1])
     pruned, _ = _prune_and_report(built.module, plan, probe, probe[:1])
     plan_path, state_path = _save_results(out, plan, pruned)
     print(f"\nwrote {plan_path} and {state_path}; to load the pruned model:")
