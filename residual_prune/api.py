@@ -159,20 +159,24 @@ def _score(
     example_inputs: Any,
     criterion_kwargs: dict[str, Any],
     functions: dict[str, Any],
+    n: int,
 ) -> Any:
     """Call the criterion; a wrong option is the caller's error, anything raised inside it the criterion's.
 
     ``functions``: the ``loss_fn``/``forward_fn`` the caller gave (not None), which the criterion must accept.
+    ``n``: how many blocks the plan removes, for a criterion that takes it (one that scores runs of ``n`` blocks).
     """
     for name, fn in functions.items():
         if not callable(fn):
             raise InvalidArgumentError(f"{name} must be a function, got {type(fn).__name__}")
-    options = accepted_options(info, {"example_inputs": example_inputs, **functions})  # where the signature takes them
+    candidates = {"example_inputs": example_inputs, "n": n, **functions}
+    options = accepted_options(info, candidates)  # where the signature takes them
     ignored = sorted(set(functions) - set(options))
     if ignored:
         raise InvalidArgumentError(
             f"criterion {info.name!r} does not take {' or '.join(ignored)}, which would be ignored; leave it out, "
-            "or use a criterion that takes it (loss_fn: snip, grasp; forward_fn: also kl, pls, hrank, expectabs)"
+            "or use a criterion that takes it (loss_fn: snip, grasp, loss_drop; forward_fn: also kl, pls, hrank, "
+            "expectabs, block_influence, angular_distance)"
         )
     try:
         inspect.signature(info.fn).bind(model, blocks, data, **options, **criterion_kwargs)
@@ -252,7 +256,7 @@ def _planned(
     k = _count(n, ratio, len(removable))
     _check_capacity(removable, k)
     functions = {name: fn for name, fn in (("loss_fn", loss_fn), ("forward_fn", forward_fn)) if fn is not None}
-    raw = _score(info, model, removable, data, example_inputs, dict(criterion_kwargs), functions)
+    raw = _score(info, model, removable, data, example_inputs, dict(criterion_kwargs), functions, k)
     scores = _validated(raw, removable, criterion)
     if info.gradient_based:
         warn_if_collapsed(model, removable, scores, criterion)
@@ -296,7 +300,8 @@ def plan_pruning(
     Args:
         model: the network (never modified).
         criterion: a name from :func:`list_criteria` (built-in: random, l1, snip, grasp,
-            synflow; for trained networks: hrank, expectabs, pls, kl).
+            synflow; for trained networks: hrank, expectabs, pls, kl, block_influence, loss_drop,
+            angular_distance).
         n: number of blocks to remove, or ``ratio``: the fraction of the removable blocks.
         data: batches for data-driven criteria: a DataLoader or an iterable of ``(x, y)`` pairs, or of
             dicts of keyword arguments (Hugging Face style, called as ``model(**batch)``; the targets

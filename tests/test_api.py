@@ -238,6 +238,19 @@ def test_plan_pruning_passes_loss_fn_and_forward_fn_to_the_criterion(cifar_model
     assert len(calls) == 4
 
 
+def test_a_criterion_that_takes_n_is_told_how_many_blocks_the_plan_removes(cifar_model, temporary_criteria) -> None:
+    told = []
+
+    def counted(model, blocks, data, n: int = 99):
+        told.append(n)
+        return {b.name: float(b.order) for b in blocks}
+
+    temporary_criteria("counted_n", counted)
+    plan = rp.plan_pruning(cifar_model, criterion="counted_n", n=3, example_inputs=X)
+    rp.plan_pruning(cifar_model, criterion="counted_n", ratio=0.5, example_inputs=X)  # 4 of the 7 removable blocks
+    assert told == [3, 4] and plan.criterion_kwargs == {}  # not stored: the plan records n as its removed blocks
+
+
 def test_loss_fn_for_a_criterion_without_a_loss_is_refused(cifar_model, cifar_batch) -> None:
     kwargs = dict(n=1, data=[cifar_batch], example_inputs=X, progress=False)
     with pytest.raises(rp.InvalidArgumentError, match="criterion 'kl' does not take loss_fn"):

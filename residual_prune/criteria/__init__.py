@@ -1,10 +1,10 @@
 """Block-importance criteria: a registry plus the built-ins.
 
 At initialization: random, l1, snip, grasp, synflow. For trained networks: hrank,
-expectabs, pls, kl.
+expectabs, pls, kl, block_influence, loss_drop, angular_distance.
 """
 
-from . import activation, baseline, grasp, kl, pls, snip, synflow  # noqa: F401  (registers the built-ins)
+from . import activation, baseline, grasp, kl, pls, redundancy, snip, synflow  # noqa: F401  (registers the built-ins)
 from ._collapse import collapse_causes, warn_if_collapsed
 from ._common import scored_weights
 from ._registry import (
