@@ -423,7 +423,8 @@ def test_a_hugging_face_directory_is_analysed_and_pruned_into_a_directory_from_p
     shown = capsys.readouterr().out
     assert "model.layers.5" in shown and "6 residual units, 6 removable" in shown
     out = tmp_path / "pruned"
-    argv = ["prune", f"hf:{hf_dir}", "--criterion", "snip", "--n", "2", "--data", str(hf_dir.parent / "corpus.txt")]
+    corpus = str(hf_dir.parent / "corpus.txt")
+    argv = ["prune", f"hf:{hf_dir}", "--criterion", "block_influence", "--n", "2", "--data", corpus]
     assert main([*argv, "--seq-len", "16", "--batch-size", "4", "--num-batches", "2", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "2 batches of 4 x 16 tokens" in printed and "params" in printed and "FLOPs" in printed
