@@ -113,3 +113,16 @@ def test_strict_export_is_an_option() -> None:
         ("blocks.0", True, "export-strict"),
         ("blocks.1", True, "export-strict"),
     ]
+
+
+def test_a_failed_export_does_not_print_its_partial_graph(capfd: pytest.CaptureFixture[str]) -> None:
+    class Filters(nn.Module):
+        """Keeps the positive entries, then branches on how many there are: no export can guard on that."""
+
+        def forward(self, x):
+            kept = x[x > 0]
+            return kept * 2 if kept.numel() > 3 else kept
+
+    with pytest.raises(rp.TraceError):
+        capture(Filters(), torch.randn(8), frontend="export")
+    assert "def forward" not in capfd.readouterr().err  # torch.export prints the graph it had when it failed
