@@ -112,3 +112,28 @@ def test_a_write_through_a_view_changes_the_tensor_it_views(frontend: str, by_in
     blocks = rp.find_blocks(model, torch.randn(1, 4, 6, 6), frontend=frontend)
     assert [(b.name, b.removable) for b in blocks] == [("0", False), ("1", False)]
     assert all("on its main path is outside any residual branch" in (b.reason or "") for b in blocks)
+
+
+class PermutedResidual(nn.Module):
+    """``x + conv(x)``, then made contiguous channels-last and viewed, then back: the view needs the strides
+    that ``.contiguous()`` gave (torchvision's MaxViT partitions its windows so)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 1)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        y = (x + self.conv(x)).permute(0, 2, 3, 1).contiguous()
+        return y.view(n, h, w * c).view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def test_a_main_path_through_contiguous_and_view_is_replayed_with_its_strides() -> None:
+    model, x = nn.Sequential(PermutedResidual(), PermutedResidual()), torch.randn(1, 4, 3, 5)
+    by_fx = rp.find_blocks(model, x, frontend="fx")
+    recorded = rp.find_blocks(model, x, frontend="eager")
+    assert (
+        [(b.name, b.removable) for b in recorded]
+        == [(b.name, b.removable) for b in by_fx]
+        == [("0", True), ("1", True)]
+    )
