@@ -18,6 +18,7 @@ custom code:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -46,13 +47,23 @@ def _configs(model: nn.Module) -> Iterator[Any]:
         frontier += [v for v in vars(config).values() if _is_config(v)]
 
 
+def _settable(config: Any) -> bool:
+    """Whether ``num_hidden_layers`` can be set on (a copy of) ``config``: ProphetNet's is a sum of two counts
+    that refuses it."""
+    try:
+        copy.copy(config).num_hidden_layers = config.num_hidden_layers
+    except (AttributeError, NotImplementedError, TypeError, ValueError):
+        return False
+    return True
+
+
 def numbered_stack(model: nn.Module, name: str) -> str | None:
     """The qualified name of the numbered stack the layer ``name`` belongs to, or None (see the module)."""
     parent_name, _, key = name.rpartition(".")
     parent = model.get_submodule(parent_name)
     if not isinstance(parent, nn.ModuleList) or not key.isdigit():
         return None
-    counted = any(c.num_hidden_layers == len(parent) for c in _configs(model))
+    counted = any(c.num_hidden_layers == len(parent) and _settable(c) for c in _configs(model))
     same_length = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) == len(parent)]
     return parent_name if counted and same_length == [parent] else None
 

@@ -152,3 +152,24 @@ def test_a_list_that_is_not_the_only_one_of_its_length_is_not_a_numbered_stack()
     model = CountedStack()
     model.norms = nn.ModuleList(nn.Identity() for _ in range(4))  # which list does the config count?
     assert numbered_stack(model, "layers.1") is None
+
+
+class SummedConfig(Config):
+    """A config whose layer count is the sum of two others and cannot be set, as ProphetNet's."""
+
+    @property
+    def num_hidden_layers(self) -> int:
+        return self.encoder_layers + self.decoder_layers
+
+    @num_hidden_layers.setter
+    def num_hidden_layers(self, value: int) -> None:
+        raise NotImplementedError("set encoder_layers and decoder_layers")
+
+
+def test_a_stack_whose_count_cannot_be_set_is_not_a_numbered_stack() -> None:
+    model, x = CountedStack(), torch.randn(1, 4, 6, 6)
+    model.config = SummedConfig(encoder_layers=2, decoder_layers=2)
+    assert numbered_stack(model, "layers.1") is None
+    plan = rp.plan_pruning(model, criterion="l1", n=1, example_inputs=x)
+    pruned = rp.apply_plan(model, plan)  # bypassed, as any ModuleList's layer
+    assert len(pruned.layers) == 4 and rp.verify(model, pruned, plan, x) == 0.0
