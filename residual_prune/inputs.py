@@ -17,7 +17,7 @@ from torch import nn
 
 from .errors import DataError
 
-__all__ = ["ModelInputs", "batch_inputs"]
+__all__ = ["ModelInputs", "batch_inputs", "container_items"]
 
 _SCALARS = (bool, int, float, str, type(None))
 _EXAMPLE = (
@@ -63,6 +63,25 @@ def _leaf_from_json(value: Any, device: torch.device) -> Any:
     if "value" in value and isinstance(value["value"], _SCALARS):
         return value["value"]
     raise ValueError(f"not an input: {value!r}")
+
+
+def container_items(value: Any) -> tuple[str, list[tuple[str, Any]]] | None:
+    """A container's kind (``"keyed"`` or ``"indexed"``) and its ``(path suffix, item)`` pairs; None for a leaf.
+
+    Dataclasses (Hugging Face's ``ModelOutput``) and named tuples are read by field name (``.logits``),
+    other mappings by key (``['boxes']``), lists and tuples by index (``[1]``).
+    """
+    if isinstance(value, torch.Tensor):
+        return None
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return "keyed", [(f".{f.name}", getattr(value, f.name)) for f in dataclasses.fields(value)]
+    if isinstance(value, Mapping):
+        return "keyed", [(f"[{key!r}]", item) for key, item in value.items()]
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return "keyed", [(f".{field}", item) for field, item in zip(value._fields, value)]
+    if isinstance(value, (list, tuple)):
+        return "indexed", [(f"[{i}]", item) for i, item in enumerate(value)]
+    return None
 
 
 def batch_inputs(batch: Any) -> Any:

@@ -34,7 +34,7 @@ from .aliasing import written_through_view
 from .errors import DataError, TraceError
 from .exporting import record_values
 from .flops import count_graph_flops
-from .inputs import ModelInputs
+from .inputs import ModelInputs, container_items
 from .modes import eval_mode, model_state_kept
 from .ops import ExportOps
 from .tracing import TracedModel, returned_call
@@ -243,20 +243,13 @@ def _module_calls(model: nn.Module, recorder: _Recorder) -> Iterator[tuple[dict[
 
 
 def _tensor_leaves(value: Any, depth: int = 0) -> Iterator[torch.Tensor]:
-    """The tensors in a model's output: nested tuples, lists, dicts and dataclasses (``ModelOutput``)."""
+    """The tensors in a model's output: nested tuples, lists, mappings and dataclasses (``ModelOutput``)."""
     if isinstance(value, torch.Tensor):
         yield value
-    elif depth > 8:
         return
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _tensor_leaves(v, depth + 1)
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _tensor_leaves(v, depth + 1)
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-        for field in dataclasses.fields(value):
-            yield from _tensor_leaves(getattr(value, field.name), depth + 1)
+    children = container_items(value) if depth <= 8 else None
+    for _, item in children[1] if children else ():
+        yield from _tensor_leaves(item, depth + 1)
 
 
 def capture_eager(model: nn.Module, inputs: ModelInputs, *, count_flops: bool = True) -> TracedModel:

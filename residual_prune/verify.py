@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -11,7 +10,7 @@ from torch import nn
 
 from .errors import InvalidArgumentError, VerificationError
 from .granularity import get_granularity
-from .inputs import ModelInputs
+from .inputs import ModelInputs, container_items
 from .modes import eval_mode, rng_forked
 from .plan import PruningPlan
 from .plan_check import check_plan
@@ -38,25 +37,6 @@ class _Leaf:
         expected = self.expected.detach().to(dtype)
         actual = self.actual.detach().to(device=expected.device, dtype=dtype)
         return float((expected - actual).abs().max()), float(expected.abs().max())
-
-
-def _children(value: Any) -> tuple[str, list[tuple[str, Any]]] | None:
-    """A container's kind (``"keyed"`` or ``"indexed"``) and its ``(path suffix, item)`` pairs; None for a leaf.
-
-    Dataclasses (Hugging Face's ``ModelOutput``) and named tuples are read by field name (``.logits``),
-    other mappings by key (``['boxes']``), lists and tuples by index (``[1]``).
-    """
-    if isinstance(value, torch.Tensor):
-        return None
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return "keyed", [(f".{f.name}", getattr(value, f.name)) for f in dataclasses.fields(value)]
-    if isinstance(value, Mapping):
-        return "keyed", [(f"[{key!r}]", item) for key, item in value.items()]
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return "keyed", [(f".{field}", item) for field, item in zip(value._fields, value)]
-    if isinstance(value, (list, tuple)):
-        return "indexed", [(f"[{i}]", item) for i, item in enumerate(value)]
-    return None
 
 
 def _as_number(value: Any) -> torch.Tensor | None:
@@ -88,7 +68,7 @@ def _type_error(path: str, expected: Any, actual: Any) -> VerificationError:
 def _paired_leaves(expected: Any, actual: Any, path: str = "") -> list[_Leaf]:
     """The tensor (and number) leaves of both outputs side by side; :class:`VerificationError` at the first
     place where their structures differ (container kind, keys, length, shape, or a non-numeric value)."""
-    expected_children, actual_children = _children(expected), _children(actual)
+    expected_children, actual_children = container_items(expected), container_items(actual)
     if expected_children is None or actual_children is None:
         if expected_children is not None or actual_children is not None:
             raise _type_error(path, expected, actual)
