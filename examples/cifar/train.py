@@ -91,6 +91,25 @@ def _save_atomic(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
+def resumed_state(
+    last: Path | None, setting: dict[str, Any], model: nn.Module, optimizer: Any, generator: torch.Generator
+) -> dict[str, Any] | None:
+    """Load the checkpoint ``last`` (if there is one) into the model, optimizer and generator and return it;
+    a checkpoint of another training ``setting`` is refused (RuntimeError)."""
+    if last is None or not last.exists():
+        return None
+    state = torch.load(last, weights_only=True, map_location="cpu")
+    if state.get("setting") != setting:
+        raise RuntimeError(
+            f"{last} belongs to another training setting ({state.get('setting')}, now {setting}); delete "
+            f"{last.parent} to start this run afresh, or run with the setting it was started with"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    generator.set_state(state["generator"])
+    return state
+
+
 def train(
     model: nn.Module,
     data: CifarData,
@@ -135,16 +154,8 @@ def train(
         "data": data.source,
         **({"start_epoch": start_epoch} if start_epoch else {}),
     }
-    if last is not None and last.exists():
-        state = torch.load(last, weights_only=True, map_location="cpu")
-        if state.get("setting") != setting:
-            raise RuntimeError(
-                f"{last} belongs to another training setting ({state.get('setting')}, now {setting}); delete "
-                f"{checkpoint_dir} to start this run afresh, or run with the setting it was started with"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
+    state = resumed_state(last, setting, model, optimizer, generator)
+    if state is not None:
         start, history, seconds = state["epoch"], state["history"], state["train_seconds"]
     elif checkpoint_dir is not None and start_epoch in keep_epochs:
         _save_atomic(model.state_dict(), checkpoint_dir / f"theta_{start_epoch}.pt")

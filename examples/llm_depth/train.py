@@ -20,6 +20,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmarks._common import atomic_path
+from examples.cifar.train import resumed_state
 from residual_prune import architecture_fingerprint
 
 from .budgets import Schedule
@@ -52,18 +53,8 @@ def _resume(
     last: Path | None, setting: dict[str, Any], model: nn.Module, optimizer: Any, generator: torch.Generator
 ) -> tuple[int, list[dict[str, float]], float]:
     """Load the checkpoint ``last`` into the model, optimizer and generator; its step, history and seconds."""
-    if last is None or not last.exists():
-        return 0, [], 0.0
-    state = torch.load(last, weights_only=True, map_location="cpu")
-    if state.get("setting") != setting:
-        raise RuntimeError(
-            f"{last} belongs to another training setting ({state.get('setting')}, now {setting}); delete "
-            f"{last.parent} to start this run afresh, or run with the setting it was started with"
-        )
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    generator.set_state(state["generator"])
-    return state["step"], state["history"], state["train_seconds"]
+    state = resumed_state(last, setting, model, optimizer, generator)
+    return (0, [], 0.0) if state is None else (state["step"], state["history"], state["train_seconds"])
 
 
 def train(
