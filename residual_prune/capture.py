@@ -17,6 +17,7 @@ from torch import nn
 from .errors import DataError, InvalidArgumentError, TraceError
 from .exporting import capture_export
 from .inputs import ModelInputs
+from .modes import on_meta
 from .recording import capture_eager
 from .tracing import TracedModel, trace, unanalysable_wrapper
 
@@ -29,18 +30,14 @@ tracing, shapes from fake tensors), ``"export"`` (torch.export non-strict, on fa
 path that run took, for models whose forward branches on tensor values)."""
 
 
-def _on_meta(model: nn.Module) -> bool:
-    return any(p.is_meta for p in model.parameters()) or any(b.is_meta for b in model.buffers())
-
-
 def frontend_order(frontend: str, model: nn.Module, inputs: ModelInputs, *, needs_fx: bool = False) -> list[str]:
     """The front-ends to try, in order, for ``frontend``; :class:`InvalidArgumentError` if none can apply."""
     if frontend not in FRONTENDS:
         raise InvalidArgumentError(f"unknown frontend {frontend!r}; choose one of {', '.join(map(repr, FRONTENDS))}")
-    on_meta = _on_meta(model)
-    fx_applies = inputs.is_tensor_tuple and not on_meta
+    weightless = on_meta(model)
+    fx_applies = inputs.is_tensor_tuple and not weightless
     if frontend == "auto":
-        order = (["fx"] if fx_applies else []) + ([] if needs_fx else ["export"] + ([] if on_meta else ["eager"]))
+        order = (["fx"] if fx_applies else []) + ([] if needs_fx else ["export"] + ([] if weightless else ["eager"]))
     else:
         order = [frontend]
     if needs_fx and order != ["fx"]:
@@ -49,7 +46,7 @@ def frontend_order(frontend: str, model: nn.Module, inputs: ModelInputs, *, need
             "positional tensor inputs on a model with real weights; use granularity='block' with torch.export"
         )
     if order == ["fx"] and not fx_applies:
-        why = "the model is on the meta device" if on_meta else f"the inputs are {inputs.describe()}"
+        why = "the model is on the meta device" if weightless else f"the inputs are {inputs.describe()}"
         raise InvalidArgumentError(
             f"frontend='fx' needs positional tensor inputs and real weights, but {why}; use frontend='export' "
             "(or 'auto')"

@@ -170,3 +170,8 @@ def rng_forked(models: Iterable[nn.Module], tensors: Iterable[torch.Tensor] = ()
             same_type = [d for d in devices if d.type == device_type]
             stack.enter_context(torch.random.fork_rng(devices=same_type, device_type=device_type))
         yield
+
+
+def on_meta(model: nn.Module) -> bool:
+    """Whether any parameter or buffer of ``model`` is on the ``meta`` device (it has no values to run on)."""
+    return any(t.is_meta for t in itertools.chain(model.parameters(), model.buffers()))

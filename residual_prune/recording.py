@@ -35,7 +35,7 @@ from .errors import DataError, TraceError
 from .exporting import record_values
 from .flops import count_graph_flops
 from .inputs import ModelInputs, container_items
-from .modes import eval_mode, model_state_kept
+from .modes import eval_mode, model_state_kept, on_meta
 from .ops import ExportOps
 from .tracing import TracedModel, returned_call
 
@@ -260,7 +260,7 @@ def capture_eager(model: nn.Module, inputs: ModelInputs, *, count_flops: bool = 
         TraceError: the model is on the meta device (nothing can run).
         DataError: the model fails on ``inputs``.
     """
-    if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
+    if on_meta(model):
         raise TraceError(
             f"the eager front-end runs {type(model).__name__} for real, but it is on the meta device; use "
             "frontend='export', or load the weights first"

@@ -12,6 +12,7 @@ from torch import nn
 
 from .errors import PruningWarning, VerificationError
 from .granularity import check_inplace, get_granularity
+from .modes import on_meta
 from .plan import PruningPlan
 from .plan_check import CheckedPlan, check_plan, plan_inputs
 from .stacks import delete_layers, numbered_stack
@@ -236,8 +237,9 @@ def remove_blocks(
     if not any(stacks.values()):
         return _removed(model, checked, inplace, {})
     renumbered = _removed(model, checked, False, stacks)
-    differs = None if _on_meta(model) else _difference(model, renumbered, checked, example_inputs)
-    if differs is None:
+    bypassed = None if on_meta(model) else _removed(model, checked, False, {})
+    differs = None if bypassed is None else _difference(bypassed, renumbered, model, checked, example_inputs)
+    if bypassed is None or differs is None:  # on the meta device nothing can run: the rule is trusted
         return _removed(model, checked, True, stacks) if inplace else renumbered
     warnings.warn(
         f"deleting the layers {', '.join(n for n, s in stacks.items() if s)} from their list and renumbering the "
@@ -246,21 +248,19 @@ def remove_blocks(
         PruningWarning,
         stacklevel=4,
     )
-    return _removed(model, checked, inplace, {})
+    return _removed(model, checked, True, {}) if inplace else bypassed
 
 
 _EXACT = {"rtol": 1e-5, "atol": 1e-6}  # the same computations, in the same order: equal but for rounding
 
 
-def _on_meta(model: nn.Module) -> bool:
-    return any(t.is_meta for t in (*model.parameters(), *model.buffers()))
-
-
-def _difference(model: nn.Module, pruned: nn.Module, checked: CheckedPlan, example_inputs: Any) -> str | None:
-    """How ``pruned`` differs from ``model`` with the plan's units bypassed, on the inputs; None if it does not."""
+def _difference(
+    bypassed: nn.Module, pruned: nn.Module, model: nn.Module, checked: CheckedPlan, example_inputs: Any
+) -> str | None:
+    """How ``pruned`` differs from ``bypassed`` (``model`` with the plan's units bypassed) on the inputs; None if
+    it does not."""
     from .verify import compare_outputs  # verify imports the granularities, which import this module
 
-    bypassed = _removed(model, checked, False, {})
     try:
         compare_outputs(bypassed, pruned, plan_inputs(model, checked.plan, example_inputs), checked.plan, **_EXACT)
     except VerificationError as exc:
