@@ -37,7 +37,7 @@ from .flops import count_graph_flops
 from .inputs import ModelInputs, container_items
 from .modes import eval_mode, model_state_kept, on_meta
 from .ops import ExportOps
-from .tracing import TracedModel, returned_call
+from .tracing import TracedModel, first_argument, returned_call
 
 __all__ = ["capture_eager"]
 
@@ -221,7 +221,7 @@ def _module_calls(model: nn.Module, recorder: _Recorder) -> Iterator[tuple[dict[
             if not path:
                 return
             counts[path] = counts.get(path, 0) + 1
-            keyword, first = (None, args[0]) if args else next(iter(kwargs.items()), (None, None))
+            keyword, first = first_argument(args, kwargs)
             node = recorder.node_of(first) if isinstance(first, torch.Tensor) else None
             calls[path] = _Call(node, keyword if node is not None else None)
 

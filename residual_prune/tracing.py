@@ -221,6 +221,12 @@ def _shapes_and_flops(
             return _propagate(root, graph, inputs, count_flops)
 
 
+def first_argument(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str | None, Any]:
+    """What a module was called with first, and the keyword it was passed by (None: by position; ``(None,
+    None)`` for a call without arguments)."""
+    return (None, args[0]) if args else next(iter(kwargs.items()), (None, None))
+
+
 def _node_of(value: Any) -> Any:
     """A proxy's node; a constant as it is; anything else :data:`OPAQUE`."""
     if isinstance(value, fx.Proxy):
@@ -254,7 +260,7 @@ class _Tracer(fx.Tracer):
             if self.failed_in is None:  # the innermost module is the one that failed
                 self.failed_in = (self.path_of_module(m), type(m).__name__)
             raise
-        keyword, value = (None, args[0]) if args else next(iter(kwargs.items()), (None, None))
+        keyword, value = first_argument(args, kwargs)
         first = value.node if isinstance(value, fx.Proxy) else None
         output = tuple(_node_of(r) for r in result) if type(result) is tuple else _node_of(result)
         self.returned[self.path_of_module(m)] = (first, keyword if first is not None else None, output)

@@ -20,7 +20,7 @@ from ..analysis import ResidualBlock
 from ..errors import CriterionError, InvalidArgumentError
 from ..modes import preserved_state
 from ..surgery import _holders, replace_with_identity
-from ..tracing import _CONSTANTS, ModuleCall
+from ..tracing import _CONSTANTS, ModuleCall, first_argument
 from ._common import BatchRunner, ForwardFn, LossFn
 from ._registry import register_criterion
 from .activation import _tensor, block_module
@@ -281,7 +281,7 @@ def _recorded_calls(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, Modu
 
     def enter(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            keywords[name] = None if args else next(iter(kwargs), None)
+            keywords[name] = first_argument(args, kwargs)[0]
 
         return hook
 
