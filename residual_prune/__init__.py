@@ -6,7 +6,7 @@ or GraSP, or after training), remove the least important, and get a physically
 shallower network.
 """
 
-from .analysis import POLICIES, ResidualBlock, find_blocks
+from .analysis import POLICIES, BranchEnds, ResidualBlock, find_blocks
 from .api import plan_pruning, prune_layers
 from .capture import FRONTENDS
 from .criteria import (
@@ -48,6 +48,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "FRONTENDS",
     "POLICIES",
+    "BranchEnds",
     "CorruptPlanError",
     "CriterionError",
     "DataError",

@@ -42,8 +42,8 @@ def frontend_order(frontend: str, model: nn.Module, inputs: ModelInputs, *, need
         order = [frontend]
     if needs_fx and order != ["fx"]:
         raise InvalidArgumentError(
-            "granularity='sublayer' rewrites the torch.fx graph, so it needs frontend='fx' (or 'auto') and "
-            "positional tensor inputs on a model with real weights; use granularity='block' with torch.export"
+            "the train-mode graph is captured by torch.fx only, so it needs frontend='fx' (or 'auto') and "
+            "positional tensor inputs on a model with real weights"
         )
     if order == ["fx"] and not fx_applies:
         why = "the model is on the meta device" if weightless else f"the inputs are {inputs.describe()}"
@@ -62,13 +62,11 @@ def capture(
     leaf_modules: Iterable[type[nn.Module]] = (),
     count_flops: bool = True,
     training: bool = False,
-    needs_fx: bool = False,
 ) -> TracedModel:
     """Capture ``model``'s graph with the front-ends ``frontend`` names (see :data:`FRONTENDS`).
 
     ``leaf_modules`` and ``training`` apply to torch.fx only (torch.export traces every module
-    down to ATen operators, in eval mode); ``training`` and ``needs_fx`` (a caller that rewrites
-    the graph) restrict the choice to torch.fx.
+    down to ATen operators, in eval mode); ``training`` restricts the choice to torch.fx.
 
     Raises:
         TraceError: every front-end tried failed; the message gives each one's reason and what to do.
@@ -79,7 +77,7 @@ def capture(
     if wrapper:
         raise TraceError(f"cannot capture {type(model).__name__}: {wrapper}.")
     inputs = ModelInputs.of(example_inputs)
-    order = frontend_order(frontend, model, inputs, needs_fx=needs_fx or training)
+    order = frontend_order(frontend, model, inputs, needs_fx=training)
     failures: list[Exception] = []
     for name in order:
         try:

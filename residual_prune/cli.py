@@ -453,15 +453,24 @@ def _prune_hf(args: argparse.Namespace, out: Path, info: CriterionInfo) -> int:
     print(f"calibration data: {description}")
     plan = _scored_plan(args, info, hf.module, batches, inputs)
     pruned, _ = _prune_and_report(hf.module, plan, inputs, inputs)
+    # a config cannot describe a layer without its attention or MLP: sub-layer plans are saved with the dense model
+    sublayers = plan.granularity == "sublayer"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        huggingface.save(out, pruned, hf)
+        huggingface.save(out, hf.module if sublayers else pruned, hf)
         plan_path = plan.save(out / "plan.json")
     except OSError as exc:
         raise ResidualPruneError(f"could not write the results to {out} ({exc}); pick another --out") from exc
-    print(f"\nwrote the pruned model to {out} (and {plan_path.name}); to load it:")
     cls = type(pruned).__name__
-    print(f"    from transformers import {cls}\n    model = {cls}.from_pretrained({str(out)!r})")
+    load = f"    from transformers import {cls}\n    model = {cls}.from_pretrained({str(out)!r})"
+    if not sublayers:
+        print(f"\nwrote the pruned model to {out} (and {plan_path.name}); to load it:\n{load}")
+        return 0
+    print(
+        f"\nwrote the dense model and {plan_path.name} to {out} (save_pretrained cannot describe layers without "
+        f"their attention or MLP); to load the pruned model:\n    import residual_prune\n{load}\n"
+        f"    model = residual_prune.apply_plan(model, residual_prune.PruningPlan.load({str(plan_path)!r}))"
+    )
     return 0
 
 

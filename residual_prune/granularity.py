@@ -1,7 +1,8 @@
 """Granularity: how much of a residual unit a plan removes, one strategy object per kind.
 
 ``"block"`` removes whole units by module surgery (:mod:`residual_prune.surgery`), ``"sublayer"``
-single residual branches by rewriting the torch.fx graph (:mod:`residual_prune.rewrite`). Each
+single residual branches, by rewriting the torch.fx graph (:mod:`residual_prune.rewrite`) where
+torch.fx captured the model, else by module stand-ins (:mod:`residual_prune.branch_surgery`). Each
 strategy reports the units of its kind, applies a checked plan, and builds the reference that
 :func:`~residual_prune.verify.verify` compares a pruned model with.
 """
@@ -36,7 +37,6 @@ class Granularity(abc.ABC):
 
     name: ClassVar[str]
     noun: ClassVar[str]  # what it removes, in messages: "residual unit"
-    needs_fx: ClassVar[bool]  # its surgery rewrites the torch.fx graph, so the model must be captured by torch.fx
 
     @abc.abstractmethod
     def report(self, model: nn.Module, analysis: Analysis) -> list[ResidualBlock]:
@@ -70,7 +70,6 @@ class BlockGranularity(Granularity):
 
     name = "block"
     noun = "residual unit"
-    needs_fx = False
 
     def report(self, model: nn.Module, analysis: Analysis) -> list[ResidualBlock]:
         return unit_blocks(model, analysis)
@@ -97,12 +96,17 @@ class BlockGranularity(Granularity):
         """Module surgery can work on the model itself: nothing to refuse."""
 
 
+def _rewrites(checked: CheckedPlan) -> bool:
+    """Whether a sub-layer plan is applied by rewriting the graph (torch.fx captured the model)."""
+    return checked.analysis.graph.traced.frontend == "fx"
+
+
 class SublayerGranularity(Granularity):
-    """Single residual branches: each addition is replaced by its shortcut in the traced graph."""
+    """Single residual branches: each addition is replaced by its shortcut in the torch.fx graph, or the
+    module that ends the branch by a stand-in that returns zeros."""
 
     name = "sublayer"
     noun = "residual branch"
-    needs_fx = True
 
     def report(self, model: nn.Module, analysis: Analysis) -> list[ResidualBlock]:
         return sublayer_blocks(model, analysis)
@@ -116,14 +120,25 @@ class SublayerGranularity(Granularity):
         example_inputs: Any,
         leaf_modules: tuple[type[nn.Module], ...],
     ) -> nn.Module:
-        from .rewrite import remove_sublayers  # rewrite imports the analysis, which imports this module
+        if not _rewrites(checked):
+            from .branch_surgery import remove_branches  # it imports the analysis, which imports this module
+
+            return remove_branches(model, checked)
+        from .rewrite import remove_sublayers
 
         return remove_sublayers(
             copy.deepcopy(model), checked.plan, example_inputs=example_inputs, leaf_modules=leaf_modules
         )
 
     def reference(self, original: nn.Module, checked: CheckedPlan, example_inputs: Any) -> nn.Module:
-        """``original`` traced, its removed branches multiplied by zero (``x + 0 * branch``)."""
+        """``original`` traced, its removed branches multiplied by zero (``x + 0 * branch``); or a copy whose
+        branch-ending modules return zeros (they still run)."""
+        if not _rewrites(checked):
+            from .branch_surgery import leaving_modules, zeroed_outputs
+
+            reference = copy.deepcopy(original)
+            zeroed_outputs(reference, leaving_modules(checked.removed))
+            return reference
         from .rewrite import zero_sublayers
 
         return zero_sublayers(copy.deepcopy(original), checked.plan, example_inputs=example_inputs)
@@ -131,8 +146,8 @@ class SublayerGranularity(Granularity):
     def check_inplace(self, inplace: bool) -> None:
         if inplace:
             raise InvalidArgumentError(
-                "sub-layer pruning returns a new torch.fx.GraphModule and cannot modify the model in place; "
-                "pass inplace=False (the default)"
+                "sub-layer pruning returns a new model (a torch.fx.GraphModule, or a copy with stand-ins) and "
+                "cannot modify the model in place; pass inplace=False (the default)"
             )
 
 

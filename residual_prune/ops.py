@@ -205,6 +205,27 @@ _FX_NORM_FUNCTIONS = {
 }
 
 
+def unread(node: fx.Node) -> bool:
+    """Whether nothing reads what ``node`` makes, and making it writes nothing: an output of a call nobody picks
+    (``getitem``: the statistics an attention kernel returns beside its output), or ATen operators whose results
+    only feed each other (the slice of its keys a sliding-window cache keeps for a later call)."""
+    seen: set[fx.Node] = set()
+    frontier = [node]
+    while frontier:
+        current = frontier.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        name = aten_name(current)
+        pure = current.op == "call_function" and (
+            current.target is operator.getitem or (name is not None and not name.endswith("_"))
+        )
+        if not pure:
+            return False
+        frontier.extend(current.users)
+    return True
+
+
 def fx_add_operands(node: fx.Node) -> tuple[fx.Node, fx.Node] | None:
     """The two tensor operands if a torch.fx ``node`` is an addition in any spelling, else None."""
     if not (

@@ -83,7 +83,6 @@ def check_plan(
         policy=plan.policy,
         leaf_modules=leaves,
         frontend=plan.frontend,
-        sublayers=granularity.needs_fx,
     )
     blocks = {b.name: b for b in granularity.report(model, analysis)}
     removed = []

@@ -51,6 +51,7 @@ from .dual_graph import DualGraphModule
 from .errors import InvalidArgumentError, PlanError, PlanMismatchError, ResidualPruneError
 from .modes import eval_mode, model_state_kept, rng_forked
 from .ops import fx_add_operands as add_operands
+from .ops import unread
 from .plan import PruningPlan
 from .tracing import TracedModel, check_leaf_modules, get_notrace_modules
 
@@ -154,9 +155,7 @@ def _traced_branches(
     training: bool = False,
 ) -> tuple[TracedModel, list[_Branch]]:
     """Trace ``model`` (its train-mode forward if ``training``) and find the branches the plan removes."""
-    analysis = analyse(
-        model, inputs, policy=plan.policy, leaf_modules=leaves, training=training, frontend="fx", sublayers=True
-    )
+    analysis = analyse(model, inputs, policy=plan.policy, leaf_modules=leaves, training=training, frontend="fx")
     found = {sub.name: sub for sub in sublayers(analysis)}
     missing = [name for name in plan.removed if name not in found]
     if missing:
@@ -204,7 +203,10 @@ def _mutates(root: nn.Module, node: fx.Node) -> bool:
 
 def _goes_with_the_branch(root: nn.Module, node: fx.Node) -> bool:
     """Whether ``node``, which reads a removed branch, can go with it: a size, a check on sizes
-    (``torch._assert``), nothing that computes a tensor, returns, calls a module or writes."""
+    (``torch._assert``), an output of the branch's calls that nothing reads; nothing that computes a
+    tensor, returns, calls a module or writes."""
+    if unread(node):
+        return True
     return "tensor_meta" not in node.meta and node.op not in ("output", "call_module") and not _mutates(root, node)
 
 

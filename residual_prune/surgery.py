@@ -60,10 +60,14 @@ class Bypass(nn.Identity):
 
     def forward(self, *args, **kwargs):  # noqa: ANN002, ANN003 - whatever the block took
         first = args[0] if args else kwargs[self.keyword] if self.keyword in kwargs else next(iter(kwargs.values()))
-        # a new tensor, as the block returned: a caller that adds to the result in place (``out += ...``)
-        # must not write into the input, which it may read again
-        out = first.clone() if isinstance(first, torch.Tensor) else first
+        out = self.output(first)
         return out if self.constants is None else (out, *self.constants)
+
+    def output(self, first: Any) -> Any:
+        """What the stand-in returns for its first input: a copy. A new tensor, as the block returned: a
+        caller that adds to the result in place (``out += ...``) must not write into the input, which it
+        may read again."""
+        return first.clone() if isinstance(first, torch.Tensor) else first
 
     def extra_repr(self) -> str:
         parts = [f"keyword={self.keyword!r}"] if self.keyword else []
@@ -82,11 +86,11 @@ def _plain_attributes(module: nn.Module) -> dict[str, Any]:
     }
 
 
-def _stand_in(calls: Mapping[str, ModuleCall], name: str, module: nn.Module) -> Bypass:
-    """The stand-in for the unit ``name``, shaped by how it was called (see :class:`Bypass`)."""
+def _stand_in(calls: Mapping[str, ModuleCall], name: str, module: nn.Module, kind: type[Bypass] = Bypass) -> Bypass:
+    """The stand-in of class ``kind`` for the module ``name``, shaped by how it was called (see :class:`Bypass`)."""
     call = calls.get(name)
     keyword, constants = (None, None) if call is None else (call.keyword, call.constants)
-    return Bypass(keyword, constants, _plain_attributes(module))
+    return kind(keyword, constants, _plain_attributes(module))
 
 
 def _holders(model: nn.Module, module: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -95,14 +99,17 @@ def _holders(model: nn.Module, module: nn.Module) -> list[tuple[nn.Module, str]]
 
 
 def replace_with_identity(
-    model: nn.Module, names: Iterable[str], calls: Mapping[str, ModuleCall] | None = None
+    model: nn.Module,
+    names: Iterable[str],
+    calls: Mapping[str, ModuleCall] | None = None,
+    kind: type[Bypass] = Bypass,
 ) -> nn.Module:
-    """Replace each named submodule by a :class:`Bypass` in place, wherever it is held (the reference
-    ``verify`` compares to); ``calls`` (how each was called) shapes the stand-ins."""
+    """Replace each named submodule by a :class:`Bypass` (or the stand-in class ``kind``) in place, wherever
+    it is held (the reference ``verify`` compares to); ``calls`` (how each was called) shapes the stand-ins."""
     for name in names:
         module = model.get_submodule(name)
         for parent, key in _holders(model, module):
-            parent._modules[key] = _stand_in(calls or {}, name, module)
+            parent._modules[key] = _stand_in(calls or {}, name, module, kind)
     return model
 
 

@@ -13,6 +13,7 @@ import torch
 
 import residual_prune
 from residual_prune import PruningPlan, apply_plan, data
+from residual_prune.branch_surgery import ZeroBranch
 from residual_prune.cli import main
 from residual_prune.criteria import CriterionInfo, _registry
 from residual_prune.models import resnet20
@@ -435,6 +436,29 @@ def test_a_hugging_face_directory_is_analysed_and_pruned_into_a_directory_from_p
     removed = PruningPlan.load(out / "plan.json").removed
     assert len(removed) == 2 and all(name.startswith("model.layers.") for name in removed)
     assert hf.AutoTokenizer.from_pretrained(out)("the dog")["input_ids"] == [1, 8]
+
+
+def test_a_hugging_face_sublayer_plan_is_saved_with_the_dense_model_and_the_plan(
+    hf_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import transformers as hf
+
+    out, corpus = tmp_path / "finercut", str(hf_dir.parent / "corpus.txt")
+    argv = ["prune", f"hf:{hf_dir}", "--criterion", "loss_drop", "--n", "3", "--granularity", "sublayer"]
+    assert (
+        main([*argv, "--data", corpus, "--seq-len", "16", "--batch-size", "4", "--num-batches", "1", "--out", str(out)])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert (
+        "max abs difference 0 on inputs input_ids=(1, 16)" in printed and "residual_prune.apply_plan(model" in printed
+    )
+    plan = PruningPlan.load(out / "plan.json")
+    assert plan.granularity == "sublayer" and len(plan.removed) == 3
+    dense = hf.AutoModelForCausalLM.from_pretrained(out)
+    assert dense.config.num_hidden_layers == 6  # the dense model: a config cannot drop one attention
+    pruned = apply_plan(dense, plan)
+    assert sum(isinstance(m, ZeroBranch) for m in pruned.modules()) == 3
 
 
 def test_hugging_face_mistakes_say_what_to_pass(

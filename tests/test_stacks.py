@@ -8,47 +8,13 @@ import warnings
 
 import pytest
 import torch
-import transformers as hf
 from torch import nn
 
 import residual_prune as rp
 from residual_prune.stacks import numbered_stack
 
 from .helpers import Res
-
-COMMON = {"num_hidden_layers": 6, "num_attention_heads": 4, "vocab_size": 100}
-DECODER = {"hidden_size": 32, "intermediate_size": 64, "num_key_value_heads": 2, "max_position_embeddings": 64}
-FAMILIES = {
-    "llama": (lambda: hf.LlamaForCausalLM(hf.LlamaConfig(**DECODER, **COMMON)), hf.AutoModelForCausalLM),
-    "qwen2": (  # sliding-window layers: the config's layer_types follows the kept layers
-        lambda: hf.Qwen2ForCausalLM(
-            hf.Qwen2Config(**DECODER, **COMMON, use_sliding_window=True, sliding_window=4, max_window_layers=3)
-        ),
-        hf.AutoModelForCausalLM,
-    ),
-    "mistral": (
-        lambda: hf.MistralForCausalLM(hf.MistralConfig(**DECODER, **COMMON, sliding_window=4)),
-        hf.AutoModelForCausalLM,
-    ),
-    "gpt2": (
-        lambda: hf.GPT2LMHeadModel(hf.GPT2Config(n_embd=32, n_layer=6, n_head=4, vocab_size=100, n_positions=64)),
-        hf.AutoModelForCausalLM,
-    ),
-    "bert": (lambda: hf.BertModel(hf.BertConfig(hidden_size=32, intermediate_size=37, **COMMON)), hf.AutoModel),
-    "vit": (
-        lambda: hf.ViTForImageClassification(
-            hf.ViTConfig(
-                hidden_size=32,
-                intermediate_size=37,
-                num_hidden_layers=6,
-                num_attention_heads=4,
-                image_size=32,
-                patch_size=8,
-            )
-        ),
-        hf.AutoModelForImageClassification,
-    ),
-}
+from .hf_families import FAMILIES, hf_inputs
 
 
 def _output(model: nn.Module, inputs: dict) -> torch.Tensor:
@@ -61,9 +27,7 @@ def test_removed_layers_leave_a_model_that_from_pretrained_builds(family: str, t
     build, auto = FAMILIES[family]
     torch.manual_seed(0)
     model = build().eval()
-    inputs = (
-        {"pixel_values": torch.randn(2, 3, 32, 32)} if family == "vit" else {"input_ids": torch.randint(0, 100, (2, 8))}
-    )
+    inputs = hf_inputs(family)
     layers = [b.name for b in rp.find_blocks(model, inputs) if b.removable and b.name.rpartition(".")[2].isdigit()]
     assert len(layers) == 6
     plan = rp.plan_pruning(model, criterion="random", n=2, example_inputs=inputs)

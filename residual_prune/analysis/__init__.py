@@ -35,12 +35,13 @@ from .joins import Unit, find_joins, joins_by_unit
 from .policies import POLICIES, Policy, get_policy, protect_downsampling
 from .results import ResidualBlock
 from .rules import UNIT_RULES, UnitContext, first_failure
-from .sublayers import Sublayer, sublayers
+from .sublayers import BranchEnds, Sublayer, sublayers
 
 __all__ = [
     "POLICIES",
     "Analysis",
     "Policy",
+    "BranchEnds",
     "ResidualBlock",
     "Sublayer",
     "analyse",
@@ -68,11 +69,9 @@ def analyse(
     count_flops: bool = False,
     training: bool = False,
     frontend: str = "auto",
-    sublayers: bool = False,
 ) -> Analysis:
     """Capture ``model`` and find its residual units (the work behind :func:`find_blocks`);
-    ``training=True`` analyses its train-mode graph (see :func:`~residual_prune.tracing.trace`);
-    ``sublayers=True`` asks for a front-end whose graph sub-layer removal can rewrite (torch.fx)."""
+    ``training=True`` analyses its train-mode graph (see :func:`~residual_prune.tracing.trace`)."""
     chosen = get_policy(policy)
     traced = capture(
         model,
@@ -81,7 +80,6 @@ def analyse(
         leaf_modules=leaf_modules,
         count_flops=count_flops,
         training=training,
-        needs_fx=sublayers,
     )
     graph = GraphIndex(traced)
     joins = find_joins(graph)
@@ -122,7 +120,6 @@ def discover(
         leaf_modules=leaf_modules,
         count_flops=count_flops,
         frontend=frontend,
-        sublayers=strategy.needs_fx,
     )
     return analysis, strategy.report(model, analysis)
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from .graph import GraphIndex
 from .joins import branch_modules
-from .sublayers import Sublayer, sublayers
+from .sublayers import BranchEnds, Sublayer, sublayers
 
 if TYPE_CHECKING:
     from . import Analysis
@@ -50,6 +50,8 @@ class ResidualBlock:
         kind: ``"block"`` (a module) or ``"sublayer"`` (one residual branch of the unit ``unit``).
         unit: the module the unit or branch belongs to (``name`` itself for a block).
         frontend: the capture front-end that found it (``"fx"``, ``"export"``, ``"export-strict"`` or ``"eager"``).
+        ends: for a sub-layer, the module calls that bound its branch (:class:`BranchEnds`): where criteria
+            read its hidden states and what a stand-in replaces where the graph is not a torch.fx one.
     """
 
     name: str
@@ -70,6 +72,7 @@ class ResidualBlock:
     kind: str = "block"
     unit: str = ""
     frontend: str = "fx"
+    ends: BranchEnds | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -150,6 +153,7 @@ def _sublayer_block(model: nn.Module, graph: GraphIndex, sub: Sublayer, order: i
         kind="sublayer",
         unit=sub.unit.name,
         frontend=graph.traced.frontend,
+        ends=sub.ends,
     )
 
 

@@ -35,6 +35,7 @@ from typing import Any, Generic, TypeVar
 import torch
 import torch.fx as fx
 
+from ..ops import unread
 from ..tracing import ModuleCall
 from .graph import GraphIndex
 from .joins import Join, Unit, branch_modules
@@ -383,10 +384,12 @@ def _unit_not_protected(context: SublayerContext) -> str | None:
 def _private_branch(context: SublayerContext) -> str | None:
     graph, join = context.graph, context.join
     private = set(join.branch) | {graph.index[join.node]}
-    shared = [  # shape reads (x.shape) of branch tensors do not count
+    shared = [  # shape reads (x.shape) of branch tensors and outputs nothing reads do not count
         i
         for i in join.branch
-        if any(graph.index[u] not in private and "tensor_meta" in u.meta for u in graph.nodes[i].users)
+        if any(
+            graph.index[u] not in private and "tensor_meta" in u.meta and not unread(u) for u in graph.nodes[i].users
+        )
     ]
     if not shared:
         return None

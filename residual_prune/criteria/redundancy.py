@@ -3,12 +3,16 @@
 Block influence (ShortGPT) and angular distance (Gromov et al.) compare the hidden state a block
 (or a run of blocks) receives with the one it passes on; loss drop (SLEB, Shortened LLaMA)
 measures the loss without the block. All three run forwards only, on dict batches (Hugging Face
-style) as on ``(x, y)`` pairs, and score whole blocks (``granularity="block"``).
+style) as on ``(x, y)`` pairs, and score whole blocks (``granularity="block"``) or single residual
+branches (``granularity="sublayer"``: a transformer layer's attention and MLP apart, as FinerCut
+does), whose hidden states module hooks read where :class:`~residual_prune.analysis.BranchEnds`
+says: a branch ``y = x + f(x)`` receives ``x`` and passes on ``x + f(x)``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -17,19 +21,22 @@ import torch
 from torch import nn
 
 from ..analysis import ResidualBlock
+from ..branch_surgery import zeroed_outputs
 from ..errors import CriterionError, InvalidArgumentError
 from ..modes import preserved_state
 from ..surgery import _holders, replace_with_identity
 from ..tracing import _CONSTANTS, ModuleCall, first_argument
 from ._common import BatchRunner, ForwardFn, LossFn
 from ._registry import register_criterion
-from .activation import _tensor, block_module
+from .activation import _tensor
 
 __all__ = [
+    "Reading",
     "angular_distance_importance",
     "block_influence_importance",
     "block_windows",
     "loss_drop_importance",
+    "reading",
     "token_cosines",
 ]
 
@@ -60,27 +67,58 @@ def token_cosines(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 def _first_input(args: tuple[Any, ...], kwargs: Mapping[str, Any], name: str) -> torch.Tensor:
-    """What a block was called with first: its first positional argument, else its first keyword argument."""
-    return _tensor(args if args else tuple(kwargs.values()), f"input of block {name!r}")
+    """What a module was called with first: its first positional argument, else its first keyword argument."""
+    return _tensor(first_argument(args, dict(kwargs))[1], f"input of {name!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """Where module hooks read the hidden states a scored unit receives and passes on.
+
+    The input is the first argument of ``enters``; the output is what ``leaves`` returns (its tensor,
+    or the first of its tuple), plus the input where ``adds_input`` (a sub-layer: ``leaves`` returns
+    its branch ``f(x)``, the unit passes on ``x + f(x)``). A block enters and leaves by its own module.
+    """
+
+    name: str
+    enters: str
+    leaves: str
+    adds_input: bool
+
+
+def reading(block: ResidualBlock, criterion: str) -> Reading:
+    """The :class:`Reading` of a block or sub-layer; :class:`CriterionError` for a sub-layer no module call bounds."""
+    if block.kind == "block":
+        return Reading(block.name, block.name, block.name, False)
+    ends = block.ends
+    if ends is None or ends.enters is None or ends.leaves is None:
+        raise CriterionError(
+            f"{criterion} reads the hidden states a sub-layer receives and passes on with module hooks, but no "
+            f"module called once receives the input of {block.name!r} or returns its branch; score it with a "
+            "criterion that reads weights ('snip', 'grasp', 'synflow', 'l1'), or use granularity='block'"
+        )
+    return Reading(block.name, ends.enters, ends.leaves, True)
 
 
 def _follows(a: ResidualBlock, b: ResidualBlock) -> bool:
-    """Whether ``b`` is the child of ``a``'s container right after it and runs right after it (units are in the
-    order their outputs are made, so only the units nested in ``b`` come between)."""
-    return b.index == a.index + 1 and b.order == a.order + 1 + len(b.contains)
+    """Whether ``b`` runs right after ``a`` (units are in the order their outputs are made, so only the units
+    nested in ``b`` come between) and, for blocks, is the child of ``a``'s container right after it."""
+    runs_next = b.order == a.order + 1 + len(b.contains)
+    return runs_next if a.kind == "sublayer" else runs_next and b.index == a.index + 1
 
 
 def block_windows(blocks: Sequence[ResidualBlock], n: int) -> list[Window]:
-    """Every run of ``n`` of ``blocks`` that are consecutive children of one container (same ``stage``,
-    consecutive ``index``) and run one after the other, by execution order of their first block."""
+    """Every run of ``n`` of ``blocks`` that run one after the other, by execution order of their first block:
+    blocks that are consecutive children of one container (same ``stage``, consecutive ``index``), sub-layers
+    anywhere (a layer's MLP, then the next layer's attention)."""
     if n < 1:
         raise InvalidArgumentError(f"a run of blocks has at least one block, got n={n!r}")
-    by_stage: dict[str, list[ResidualBlock]] = {}
-    for block in sorted(blocks, key=lambda b: b.index):
-        by_stage.setdefault(block.stage, []).append(block)
+    groups: dict[str, list[ResidualBlock]] = {}
+    for block in sorted(blocks, key=lambda b: b.index if b.kind == "block" else b.order):
+        groups.setdefault(block.stage if block.kind == "block" else "", []).append(block)
     found = [
         tuple(members[i : i + n])
-        for members in by_stage.values()
+        for members in groups.values()
         for i in range(len(members) - n + 1)
         if all(_follows(a, b) for a, b in zip(members[i : i + n - 1], members[i + 1 : i + n]))
     ]
@@ -99,47 +137,56 @@ def _window_means(
     forward_fn: ForwardFn | None,
 ) -> list[float]:
     """For each window, the mean of ``measure(cosines)`` over the tokens of every batch, the cosines (see
-    :func:`token_cosines`) between the input of its first block and the output of its last block.
+    :func:`token_cosines`) between the input of its first unit and the output of its last (see :class:`Reading`).
 
     Runs in eval mode under ``no_grad``; the model is left exactly as it was.
     """
+    readings = {b.name: reading(b, criterion) for window in windows for b in (window[0], window[-1])}
+    ending = {name: [i for i, w in enumerate(windows) if w[-1].name == name] for name in readings}
     totals = [0.0] * len(windows)
     counts = [0] * len(windows)
-    inputs: dict[int, torch.Tensor] = {}
+    inputs: dict[str, torch.Tensor] = {}
     measured: set[int] = set()
 
-    def enter(i: int) -> Callable[..., None]:
+    def enter(r: Reading) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            inputs[i] = _first_input(args, kwargs, windows[i][0].name).clone()  # safe from in-place updates
+            inputs[r.name] = _first_input(args, kwargs, r.enters).clone()  # safe from in-place updates
 
         return hook
 
-    def leave(i: int) -> Callable[..., None]:
+    def received(name: str, what: str) -> torch.Tensor:
+        if name not in inputs:
+            raise CriterionError(f"{what} {name!r} did not receive its input before; {criterion} needs them in order")
+        return inputs[name]
+
+    def leave(r: Reading) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-            first, last = windows[i][0].name, windows[i][-1].name
-            if i not in inputs:
-                raise CriterionError(f"block {last!r} ran without {first!r} before it; {criterion} needs them in order")
-            values = measure(token_cosines(inputs.pop(i), _tensor(output, f"output of block {last!r}")))
-            totals[i] += float(values.sum())
-            counts[i] += values.numel()
-            measured.add(i)
+            out = _tensor(output, f"output of {r.leaves!r}")
+            if r.adds_input:
+                out = received(r.name, "the sub-layer") + out  # x + f(x), as the residual addition computes it
+            for i in ending[r.name]:
+                values = measure(token_cosines(received(windows[i][0].name, "the first unit of a window"), out))
+                totals[i] += float(values.sum())
+                counts[i] += values.numel()
+                measured.add(i)
 
         return hook
 
     handles = []
     with preserved_state(model, "eval"), torch.no_grad():
         try:
-            for i, window in enumerate(windows):
-                first, last = model.get_submodule(window[0].name), model.get_submodule(window[-1].name)
-                handles.append(first.register_forward_pre_hook(enter(i), with_kwargs=True))
-                handles.append(last.register_forward_hook(leave(i)))
+            for r in readings.values():
+                handles.append(model.get_submodule(r.enters).register_forward_pre_hook(enter(r), with_kwargs=True))
+                if ending[r.name]:
+                    handles.append(model.get_submodule(r.leaves).register_forward_hook(leave(r)))
             run = BatchRunner(criterion, forward_fn=forward_fn)
             for batch in run.batches(data, num_batches, progress=progress):
                 run.outputs(model, batch)
                 missing = [windows[i][-1].name for i in range(len(windows)) if i not in measured]
                 if missing:
-                    raise CriterionError(f"block(s) {missing} did not run in the forward pass of batch {batch.index}")
+                    raise CriterionError(f"{missing} did not run in the forward pass of batch {batch.index}")
                 measured.clear()
+                inputs.clear()
         finally:
             for handle in handles:
                 handle.remove()
@@ -167,13 +214,12 @@ def block_influence_importance(
     their last dimension, feature maps ``(N, C, H, W)`` by their channel vector at every position
     (channels first). The input is the block's first positional argument (else its first keyword
     argument), the output the tensor it returns (or the first of its tuple). A block that returns
-    its input (or a positive multiple of it) scores 0; one that negates it, 2. Whole blocks only
-    (``granularity="block"``). Needs a trained model and batches ``(x, y)`` or dicts of keyword
+    its input (or a positive multiple of it) scores 0; one that negates it, 2. A sub-layer
+    (``granularity="sublayer"``, FinerCut's attention and MLP apart) compares its input ``x`` with
+    ``x + f(x)`` (see :class:`Reading`). Needs a trained model and batches ``(x, y)`` or dicts of keyword
     arguments (labels unused; ``forward_fn(model, batch)`` runs other forms); no gradients. Runs in
     eval mode; the model is left exactly as it was. Higher = keep.
     """
-    for block in blocks:
-        block_module(model, block, "block_influence")
     means = _window_means(
         model,
         [(b,) for b in blocks],
@@ -225,18 +271,19 @@ def angular_distance_importance(
     Score of a block = the smallest ``d`` of the windows it is in; the best window (the first in
     execution order among equal ones) scores ``d``, every other block more (the next float above
     where it ties, 1 or more where it is in no window), so the plan removes exactly that window.
-    ``n=1`` scores each block alone. Whole blocks only (``granularity="block"``). Needs a trained
+    ``n=1`` scores each block alone. Sub-layers (``granularity="sublayer"``) form windows of ``n``
+    that run one after the other anywhere in the model (a layer's MLP, then the next layer's
+    attention), read as :func:`block_influence_importance` reads them. Needs a trained
     model and batches ``(x, y)`` or dicts of keyword arguments (labels unused; ``forward_fn(model,
     batch)`` runs other forms); no gradients. Runs in eval mode; the model is left exactly as it
     was. Higher = keep.
 
     Raises:
-        InvalidArgumentError: no ``n`` of the blocks are consecutive in one container.
+        InvalidArgumentError: no ``n`` of the blocks are consecutive in one container (sub-layers: none run
+            one after the other).
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise InvalidArgumentError(f"n must be a non-negative integer (the number of blocks to remove), got {n!r}")
-    for block in blocks:
-        block_module(model, block, "angular_distance")
     size = max(n, 1)  # n=0 removes nothing: score the blocks alone
     windows = block_windows(blocks, size)
     if not windows:
@@ -313,6 +360,28 @@ def _stood_in(model: nn.Module, name: str, calls: Mapping[str, ModuleCall]) -> I
             parent._modules[key] = module
 
 
+@contextlib.contextmanager
+def _without(model: nn.Module, block: ResidualBlock, calls: Mapping[str, ModuleCall]) -> Iterator[None]:
+    """While inside, ``block`` is removed: a block replaced by its stand-in, as ``apply_plan`` would replace it;
+    a sub-layer's branch made to return zeros (the module that ends it still runs, its output is zeroed)."""
+    if block.kind == "block":
+        with _stood_in(model, block.name, calls):
+            yield
+        return
+    leaves = block.ends.leaves if block.ends else None
+    if leaves is None:
+        raise CriterionError(
+            f"loss_drop removes a sub-layer by zeroing the output of the module that ends its branch, but the "
+            f"branch of {block.name!r} ends in no module called once; use granularity='block'"
+        )
+    handles = zeroed_outputs(model, [leaves])
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 @register_criterion("loss_drop", requires_data=True, gradient_based=False, source="builtin")
 def loss_drop_importance(
     model: nn.Module,
@@ -336,20 +405,22 @@ def loss_drop_importance(
     ``"labels"``, the cross-entropy for ``(x, y)`` pairs, or ``loss_fn(outputs, batch)``
     (``forward_fn(model, batch)`` runs other forms). The block is removed as ``apply_plan``
     removes it: replaced by its stand-in (:class:`~residual_prune.surgery.Bypass`, shaped by how
-    the block was called), then put back. Whole blocks only (``granularity="block"``). Needs a
+    the block was called), then put back. A sub-layer (``granularity="sublayer"``, FinerCut's
+    attention and MLP apart) is removed by zeroing its branch ``f(x)``, the output of the module
+    that ends it (:class:`~residual_prune.analysis.BranchEnds`). Needs a
     trained model and labelled batches; no gradients; one extra forward pass per block and batch.
     Runs in eval mode; the model is left exactly as it was. Higher = keep.
     """
-    modules = {b.name: block_module(model, b, "loss_drop") for b in blocks}
-    totals = dict.fromkeys(modules, 0.0)
+    modules = {b.name: model.get_submodule(b.name) for b in blocks if b.kind == "block"}
+    totals = {b.name: 0.0 for b in blocks}
     batches = 0
     with preserved_state(model, "eval"), torch.no_grad():
         run = BatchRunner("loss_drop", loss_fn=loss_fn, forward_fn=forward_fn)
         for batch in run.batches(data, num_batches, progress=progress):
             with _recorded_calls(modules) as calls:
                 base = float(run.loss(model, batch))
-            for name in modules:
-                with _stood_in(model, name, calls):
-                    totals[name] += float(run.loss(model, batch)) - base
+            for block in blocks:
+                with _without(model, block, calls):
+                    totals[block.name] += float(run.loss(model, batch)) - base
             batches += 1
     return {name: total / batches for name, total in totals.items()}

@@ -263,11 +263,87 @@ def test_loss_drop_takes_loss_fn_and_forward_fn() -> None:
     assert doubled == pytest.approx({name: 2 * value for name, value in default.items()}, rel=1e-6)
 
 
-@pytest.mark.parametrize("criterion", CRITERIA)
-def test_sublayers_are_refused_with_what_to_use(criterion: str) -> None:
-    model, (x, y) = _token_model()
-    with pytest.raises(rp.InvalidArgumentError, match="granularity='block'"):
-        rp.plan_pruning(model, criterion=criterion, n=1, data=[(x, y)], granularity="sublayer", progress=False)
+class TwoBranches(nn.Module):
+    """A transformer layer's shape without its norms: h = x + a(x), then h + b(h), a and b linear maps set by hand."""
+
+    def __init__(self, a: torch.Tensor, b: torch.Tensor):
+        super().__init__()
+        self.a, self.b = LinearResidual(a).linear, LinearResidual(b).linear
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x + self.a(x)
+        return h + self.b(h)
+
+
+def _turn(angle: float) -> torch.Tensor:
+    """R - I for the rotation R by ``angle``: the branch x + (R - I) x turns 2-d tokens by ``angle``."""
+    return _rotation(angle).linear.weight.detach()
+
+
+def _sublayer_model() -> tuple[TokenNet, tuple[torch.Tensor, torch.Tensor]]:
+    """Two layers of two branches that turn tokens by 0.3, 0 (a zero map), 0.5 and 0.2."""
+    model = TokenNet(TwoBranches(_turn(0.3), _turn(0.0)), TwoBranches(_turn(0.5), _turn(0.2)), dim=2).double()
+    torch.manual_seed(0)
+    x = torch.randn(4, 5, 2, dtype=torch.float64)
+    with torch.no_grad():  # labels: the model's own predictions, made confident
+        model.head.weight.mul_(20)
+        return model, (x, model(x).argmax(1))
+
+
+def test_sublayers_score_their_branches_apart() -> None:
+    model, (x, y) = _sublayer_model()
+    blocks = [b for b in rp.find_blocks(model, x[:1], granularity="sublayer") if b.removable]
+    assert [b.name for b in blocks] == ["blocks.0#0", "blocks.0#1", "blocks.1#0", "blocks.1#1"]
+    assert blocks[1].ends == rp.BranchEnds(enters="blocks.0.b", leaves="blocks.0.b")  # h is b's input
+    assert blocks[2].ends == rp.BranchEnds(enters="blocks.1", leaves="blocks.1.a")
+    scores = rp.get_criterion("block_influence")(model, blocks, [(x, y)], progress=False)
+    assert scores == pytest.approx(
+        {
+            "blocks.0#0": 1 - math.cos(0.3),
+            "blocks.0#1": 0.0,
+            "blocks.1#0": 1 - math.cos(0.5),
+            "blocks.1#1": 1 - math.cos(0.2),
+        },
+        abs=1e-12,
+    )
+    # windows of two branches that run one after the other, across layers: turns 0.3, 0.5, 0.7
+    distances = rp.get_criterion("angular_distance")(model, blocks, [(x, y)], n=2, progress=False)
+    assert distances["blocks.0#0"] == distances["blocks.0#1"] == pytest.approx(0.3 / math.pi, abs=1e-12)
+    plan = rp.plan_pruning(
+        model, criterion="angular_distance", n=2, data=[(x, y)], granularity="sublayer", progress=False
+    )
+    assert plan.removed == ["blocks.0#0", "blocks.0#1"]
+
+
+def test_loss_drop_of_a_sublayer_is_the_loss_of_the_model_without_its_branch() -> None:
+    model, (x, y) = _sublayer_model()
+    plan = rp.plan_pruning(model, criterion="loss_drop", n=1, data=[(x, y)], granularity="sublayer", progress=False)
+    assert plan.scores["blocks.0#1"] == 0.0  # the zero branch
+    assert plan.removed == [min(plan.scores, key=plan.scores.__getitem__)]
+    loss = nn.functional.cross_entropy
+    for name in plan.scores:
+        pruned = rp.apply_plan(model, dataclasses.replace(plan, removed=[name]))
+        with torch.no_grad():
+            increase = float(loss(pruned(x), y) - loss(model(x), y))
+        assert plan.scores[name] == pytest.approx(increase, rel=1e-9, abs=1e-12), name
+
+
+def test_a_sublayer_no_module_bounds_is_refused_with_what_to_use() -> None:
+    class Functional(nn.Module):  # the branch ends in a function, not a module: x + tanh(W x)
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + torch.tanh(self.linear(x))
+
+    model = TokenNet(Functional(), Functional(), dim=2)
+    x, y = torch.randn(4, 5, 2), torch.tensor([0, 1, 2, 0])
+    for criterion in CRITERIA:
+        with pytest.raises(rp.CriterionError, match="granularity='block'"):
+            rp.plan_pruning(model, criterion=criterion, n=1, data=[(x, y)], granularity="sublayer", progress=False)
+    weights = rp.plan_pruning(model, criterion="l1", n=1, granularity="sublayer", example_inputs=x[:1])
+    assert len(weights.removed) == 1  # weight criteria need no module at the branch's ends
 
 
 @pytest.fixture(scope="module")
@@ -338,3 +414,50 @@ def test_angular_distance_on_a_hugging_face_llama(llama) -> None:
     assert len(pruned.model.layers) == 2 and pruned.config.num_hidden_layers == 2
     with torch.no_grad():
         assert torch.isfinite(pruned(**batch).loss)
+
+
+def test_sublayer_criteria_on_a_hugging_face_llama(llama) -> None:
+    """FinerCut's granularity: each layer's attention and MLP scored apart, from the hidden states between them."""
+    model, batch = llama
+    example = {"input_ids": batch["input_ids"]}
+    mids = []  # the input of each layer's MLP sub-layer: the layer input plus its attention
+    hooks = [
+        layer.post_attention_layernorm.register_forward_pre_hook(lambda m, a: mids.append(a[0]))
+        for layer in model.model.layers
+    ]
+    states = _hidden_states(model, batch)
+    for hook in hooks:
+        hook.remove()
+    expected = {}
+    for i in range(4):
+        expected[f"model.layers.{i}#0"] = float((1 - _cos(states[i], mids[i])).mean())  # attention
+        expected[f"model.layers.{i}#1"] = float((1 - _cos(mids[i], states[i + 1])).mean())  # MLP
+    influence = rp.plan_pruning(
+        model,
+        criterion="block_influence",
+        n=2,
+        data=[batch],
+        example_inputs=example,
+        granularity="sublayer",
+        progress=False,
+    )
+    assert influence.scores == pytest.approx(expected, rel=1e-5)
+    drop = rp.plan_pruning(
+        model, criterion="loss_drop", n=1, data=[batch], example_inputs=example, granularity="sublayer", progress=False
+    )
+    for name in ("model.layers.0#0", "model.layers.2#1"):  # the loss of the model the plan gives, attention or MLP
+        pruned = rp.apply_plan(model, dataclasses.replace(drop, removed=[name]))
+        with torch.no_grad():
+            assert drop.scores[name] == pytest.approx(float(pruned(**batch).loss - model(**batch).loss), abs=1e-6)
+    run = rp.plan_pruning(
+        model,
+        criterion="angular_distance",
+        n=3,
+        data=[batch],
+        example_inputs=example,
+        granularity="sublayer",
+        progress=False,
+    )
+    names = [f"model.layers.{i}#{k}" for i in range(4) for k in range(2)]
+    start = names.index(run.removed[0])
+    assert run.removed == names[start : start + 3]  # three branches that run one after the other

@@ -1,0 +1,115 @@
+"""Sub-layer removal by module surgery, where the graph is not a torch.fx one (torch.export, eager).
+
+A residual branch ``y = x + f(x)`` whose value ``f(x)`` is what one module returns (the branch's
+``leaves`` module, see :class:`~residual_prune.analysis.BranchEnds`: a transformer layer's
+``self_attn`` or ``mlp``) is removed by replacing that module with a :class:`ZeroBranch`, a
+parameter-free stand-in that returns zeros of its input's shape: the addition then passes ``x``
+on. What runs before it in the branch (the sub-layer's normalization) still runs, and its output
+is ignored. The result is the model's own class, so its ``generate``, its cache and its
+``state_dict`` keys stay; a configuration cannot describe a layer without its attention, so
+``save_pretrained`` does not capture the removal (reload with the plan: ``apply_plan``).
+
+Caches indexed by layer (``layer_idx``): a key/value cache reads the sequence length from its first
+layer, which a removed attention no longer fills. The kept modules of the removed one's class that
+number themselves with ``layer_idx`` are renumbered ``0, 1, ...`` in their order, as if the removed
+ones were deleted from the stack, where the configuration gives every layer the same attention type
+(``layer_types``). Where the types differ, the numbers stay, and removing the first attention of a
+type is refused (the cache reads that type's length and masks from it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .analysis import ResidualBlock
+from .errors import PlanError
+from .plan_check import CheckedPlan
+from .stacks import _configs
+from .surgery import Bypass, _copy_without, replace_with_identity
+
+__all__ = ["ZeroBranch", "leaving_modules", "remove_branches", "zeroed_outputs"]
+
+_CACHE_INDEX = "layer_idx"
+
+
+class ZeroBranch(Bypass):
+    """Parameter-free stand-in for the module a removed residual branch ends in: returns zeros shaped like its
+    first input (and, like :class:`~residual_prune.surgery.Bypass`, the constants the module returned after it)."""
+
+    def output(self, first: Any) -> Any:
+        return torch.zeros_like(first)
+
+
+def leaving_modules(blocks: Iterable[ResidualBlock]) -> list[str]:
+    """The module each sub-layer's branch ends in (see :class:`~residual_prune.analysis.BranchEnds`)."""
+    names = []
+    for block in blocks:
+        if block.ends is None or block.ends.leaves is None:
+            raise PlanError(f"{block.name!r} has no module that ends its branch; it cannot be removed by a stand-in")
+        names.append(block.ends.leaves)
+    return names
+
+
+def _zero_first(output: Any) -> Any:
+    if isinstance(output, torch.Tensor):
+        return torch.zeros_like(output)
+    return (torch.zeros_like(output[0]), *output[1:])
+
+
+def zeroed_outputs(model: nn.Module, names: Iterable[str]) -> list[torch.utils.hooks.RemovableHandle]:
+    """Make each named module of ``model`` return zeros in place of its output tensor (the first of a tuple)
+    while it still runs (and fills a cache); returns the hooks' handles, to remove them."""
+    return [model.get_submodule(name).register_forward_hook(lambda m, a, out: _zero_first(out)) for name in names]
+
+
+def _numbered(model: nn.Module, kind: type[nn.Module]) -> list[tuple[str, int]]:
+    """The modules of class ``kind`` that number themselves (``layer_idx``): their names and numbers, in order."""
+    found = [(name, getattr(m, _CACHE_INDEX, None)) for name, m in model.named_modules() if type(m) is kind]
+    return sorted(((n, i) for n, i in found if isinstance(i, int) and not isinstance(i, bool)), key=lambda x: x[1])
+
+
+def _layer_types(model: nn.Module, count: int) -> list[Any] | None:
+    """The config's attention type per layer (``layer_types``) where it lists ``count`` layers and types differ."""
+    for config in _configs(model):
+        types = getattr(config, "layer_types", None)
+        if isinstance(types, (list, tuple)) and len(types) == count and len(set(types)) > 1:
+            return list(types)
+    return None
+
+
+def _renumbering(model: nn.Module, removed: Sequence[str]) -> dict[str, int]:
+    """The new ``layer_idx`` of each kept module numbered like the removed ones, by name (see the module)."""
+    changes: dict[str, int] = {}
+    gone = set(removed)
+    for kind in {type(model.get_submodule(name)) for name in removed}:
+        numbered = _numbered(model, kind)
+        if not gone.intersection(n for n, _ in numbered):
+            continue
+        types = _layer_types(model, len(numbered))
+        if types is None:
+            changes.update((name, new) for new, name in enumerate(n for n, _ in numbered if n not in gone))
+            continue
+        for name, index in numbered:
+            if name in gone and 0 <= index < len(types) and types.index(types[index]) == index:
+                raise PlanError(
+                    f"the plan removes {name!r}, the first {kind.__name__} of attention type {types[index]!r} "
+                    f"({_CACHE_INDEX} {index}), in a model whose layers mix attention types (config.layer_types): "
+                    "the key/value cache reads the length and masks of that type from its layer, and the others "
+                    "cannot be renumbered without mixing the types up. Keep that sub-layer, or remove whole layers "
+                    "(granularity='block')"
+                )
+    return changes
+
+
+def remove_branches(model: nn.Module, checked: CheckedPlan) -> nn.Module:
+    """A copy of ``model`` whose removed sub-layers' branches end in a :class:`ZeroBranch` (see the module)."""
+    names = leaving_modules(checked.removed)
+    renumbering = _renumbering(model, names)  # refuses before any change
+    pruned = replace_with_identity(_copy_without(model, names), names, checked.analysis.graph.traced.calls, ZeroBranch)
+    for name, new in renumbering.items():
+        setattr(pruned.get_submodule(name), _CACHE_INDEX, new)
+    return pruned
