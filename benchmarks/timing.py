@@ -53,7 +53,7 @@ def inference(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
 
 def train_step(model: nn.Module, x: torch.Tensor, num_classes: int) -> Callable[[], Any]:
     """One SGD step (forward, cross-entropy, backward, momentum update) on a fixed batch."""
-    y = torch.arange(x.shape[0]) % num_classes
+    y = torch.arange(x.shape[0], device=x.device) % num_classes
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     model.train()
 

@@ -13,8 +13,9 @@ Caches indexed by layer (``layer_idx``): a key/value cache reads the sequence le
 layer, which a removed attention no longer fills. The kept modules of the removed one's class that
 number themselves with ``layer_idx`` are renumbered ``0, 1, ...`` in their order, as if the removed
 ones were deleted from the stack, where the configuration gives every layer the same attention type
-(``layer_types``). Where the types differ, the numbers stay, and removing the first attention of a
-type is refused (the cache reads that type's length and masks from it).
+(``layer_types``) and the numbers are one per layer, in order. Otherwise (mixed types; a decoder whose
+self- and cross-attention share a class and a number) the numbers stay, and removing the module
+numbered first (of its type) is refused: the cache reads that type's length and masks from it.
 """
 
 from __future__ import annotations
@@ -72,34 +73,45 @@ def _numbered(model: nn.Module, kind: type[nn.Module]) -> list[tuple[str, int]]:
     return sorted(((n, i) for n, i in found if isinstance(i, int) and not isinstance(i, bool)), key=lambda x: x[1])
 
 
-def _layer_types(model: nn.Module, count: int) -> list[Any] | None:
-    """The config's attention type per layer (``layer_types``) where it lists ``count`` layers and types differ."""
+def _mixed_layer_types(model: nn.Module) -> list[Any] | None:
+    """The config's attention type per layer (``layer_types``) where the types differ, else None."""
     for config in _configs(model):
         types = getattr(config, "layer_types", None)
-        if isinstance(types, (list, tuple)) and len(types) == count and len(set(types)) > 1:
+        if isinstance(types, (list, tuple)) and len(set(types)) > 1:
             return list(types)
     return None
 
 
 def _renumbering(model: nn.Module, removed: Sequence[str]) -> dict[str, int]:
-    """The new ``layer_idx`` of each kept module numbered like the removed ones, by name (see the module)."""
+    """The new ``layer_idx`` of each kept module numbered like the removed ones, by name (see the module).
+
+    Raises:
+        PlanError: the numbers cannot follow the removal (layers of mixed attention types, or numbers that are not
+            one per layer in order, as where a decoder's self- and cross-attention share a class and a number),
+            and a removed module holds the number the cache reads first.
+    """
     changes: dict[str, int] = {}
     gone = set(removed)
+    types = _mixed_layer_types(model)
     for kind in {type(model.get_submodule(name)) for name in removed}:
         numbered = _numbered(model, kind)
         if not gone.intersection(n for n, _ in numbered):
             continue
-        types = _layer_types(model, len(numbered))
-        if types is None:
+        if types is None and [i for _, i in numbered] == list(range(len(numbered))):
             changes.update((name, new) for new, name in enumerate(n for n, _ in numbered if n not in gone))
             continue
+        firsts = {types.index(t) for t in types} if types else {numbered[0][1]}
         for name, index in numbered:
-            if name in gone and 0 <= index < len(types) and types.index(types[index]) == index:
+            if name in gone and index in firsts:
+                why = (
+                    "whose layers mix attention types (config.layer_types)"
+                    if types
+                    else f"whose {kind.__name__} modules are not numbered one per layer in order"
+                )
                 raise PlanError(
-                    f"the plan removes {name!r}, the first {kind.__name__} of attention type {types[index]!r} "
-                    f"({_CACHE_INDEX} {index}), in a model whose layers mix attention types (config.layer_types): "
-                    "the key/value cache reads the length and masks of that type from its layer, and the others "
-                    "cannot be renumbered without mixing the types up. Keep that sub-layer, or remove whole layers "
+                    f"the plan removes {name!r}, the {kind.__name__} numbered {index} ({_CACHE_INDEX}), from which "
+                    f"the key/value cache reads the length (and masks) of its layers, in a model {why}, so the "
+                    "others cannot be renumbered to take its place. Keep that sub-layer, or remove whole layers "
                     "(granularity='block')"
                 )
     return changes

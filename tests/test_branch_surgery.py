@@ -114,3 +114,48 @@ def test_a_sublayer_plan_file_rebuilds_the_model(tmp_path) -> None:
     with torch.no_grad():
         assert torch.equal(again(**inputs).logits, rp.apply_plan(model, plan)(**inputs).logits)
     assert sum(isinstance(m, ZeroBranch) for m in again.modules()) == 3
+
+
+class Mixer(nn.Module):
+    """An attention stand-in that numbers itself, as Hugging Face attention modules do."""
+
+    def __init__(self, layer_idx: int):
+        super().__init__()
+        self.layer_idx, self.linear = layer_idx, nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+class TwoMixers(nn.Module):
+    """A decoder layer with self- and cross-attention of one class and one number: x + a(x), then + b(x)."""
+
+    def __init__(self, layer_idx: int):
+        super().__init__()
+        self.a, self.b = Mixer(layer_idx), Mixer(layer_idx)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.a(x)
+        return x + self.b(x)
+
+
+class KeywordDecoder(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleList(TwoMixers(i) for i in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def test_numbers_shared_by_two_modules_stay_and_the_first_is_kept() -> None:
+    torch.manual_seed(0)
+    model, inputs = KeywordDecoder(), {"x": torch.randn(2, 5, 4)}  # keyword inputs: captured by torch.export
+    with pytest.raises(rp.PlanError, match="not numbered one per layer in order"):
+        rp.apply_plan(model, _sublayer_plan(model, inputs, ["layers.0#1"]))
+    plan = _sublayer_plan(model, inputs, ["layers.1#0", "layers.2#1"])
+    pruned = rp.apply_plan(model, plan)
+    assert [(m.layer_idx) for m in pruned.modules() if isinstance(m, Mixer)] == [0, 0, 1, 2]  # unchanged
+    assert rp.verify(model, pruned, plan, inputs) == 0.0

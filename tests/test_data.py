@@ -29,7 +29,7 @@ def _jpeg(label: int, index: int) -> bytes:
     """A flat-colour 32x32 JPEG: red encodes the class, green the image's index within its class."""
     pixels = np.zeros((32, 32, 3), dtype=np.uint8)
     pixels[..., 0] = 20 * label + 10
-    pixels[..., 1] = 40 * index + 20
+    pixels[..., 1] = (40 * index + 20) % 256
     pixels[..., 2] = 128
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=95)

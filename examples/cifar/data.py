@@ -23,16 +23,17 @@ PAD = 4  # random crop of 32 from the image zero-padded by 4, as in He et al. 20
 
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Random 32x32 crop of the 4-pixel zero-padded images and random horizontal flip, for a whole batch."""
-    n, _, h, w = images.shape
+    n, c, h, w = images.shape
+    dev = images.device
     padded = torch.nn.functional.pad(images, (PAD, PAD, PAD, PAD))
-    dy = torch.randint(0, 2 * PAD + 1, (n,), generator=generator)
-    dx = torch.randint(0, 2 * PAD + 1, (n,), generator=generator)
-    rows = (dy[:, None] + torch.arange(h))[:, None, :, None]  # (n, 1, h, 1)
-    cols = (dx[:, None] + torch.arange(w))[:, None, None, :]  # (n, 1, 1, w)
+    dy = torch.randint(0, 2 * PAD + 1, (n,), generator=generator, device=dev)
+    dx = torch.randint(0, 2 * PAD + 1, (n,), generator=generator, device=dev)
+    rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]  # (n, 1, h, 1)
+    cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]  # (n, 1, 1, w)
     cropped = padded[
-        torch.arange(n)[:, None, None, None], torch.arange(images.shape[1])[None, :, None, None], rows, cols
+        torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None], rows, cols
     ]
-    flip = torch.rand(n, generator=generator) < 0.5
+    flip = torch.rand(n, generator=generator, device=dev) < 0.5
     return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
 
 
@@ -67,11 +68,17 @@ class CifarData:
         test_x, test_y, test_source = load_cifar10(source, "test", limit=test_limit, seed=seed)
         return cls(train_x, train_y, test_x, test_y, f"{train_source}; {test_source}")
 
+    def to(self, device: torch.device | str) -> CifarData:
+        """The splits on ``device`` (a GPU: batches are then drawn and augmented there, with a generator there)."""
+        return dataclasses.replace(
+            self, **{f: getattr(self, f).to(device) for f in ("train_x", "train_y", "test_x", "test_y")}
+        )
+
     def train_batches(
         self, batch_size: int, generator: torch.Generator, *, augmented: bool = True
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One epoch of shuffled, augmented, normalised batches (the last, smaller batch is dropped)."""
-        order = torch.randperm(len(self.train_y), generator=generator)
+        order = torch.randperm(len(self.train_y), generator=generator, device=self.train_x.device)
         for start in range(0, len(order) - batch_size + 1, batch_size):
             index = order[start : start + batch_size]
             x = self.train_x[index]

@@ -2,7 +2,8 @@
 
     python -m examples.cifar.paper_tables            # after any of python -m examples.cifar.table1 ... table5
 
-Every section says which budget, CIFAR-10 copy, command and machine produced its numbers.
+Every section says which budget, CIFAR-10 copy, command and machine produced its numbers, and shows the paper's
+numbers (``benchmarks/reference/paper.json``) next to ours with a verdict for each and a generated summary.
 Plots (matplotlib): the accuracy difference to dense against the number of removed blocks,
 per criterion (Table 2), and the block scores per stage, like the paper's Figure 3.
 """
@@ -15,50 +16,63 @@ from pathlib import Path
 from typing import Any
 
 from . import cka, table1, table2, table3, table4, table5
+from .budgets import BUDGETS
 from .options import RESULTS, ROOT
 from .reference import REFERENCE, Reference, load_reference
 from .reporting import by_setting
 from .store import ResultsStore
 
 DOC = ROOT / "docs" / "paper_tables.md"
-COMMANDS = {
-    "table1": "python -m examples.cifar.table1 --arch resnet56 --budget paper",
-    "table3": "python -m examples.cifar.table3 --arch resnet32 --budget cpu --data ../shared/data/cifar10_jpeg.npz",
-    "table5": "python -m examples.cifar.table5 --arch resnet32 --budget cpu --data ../shared/data/cifar10_jpeg.npz",
-    "cka": "python -m examples.cifar.cka --budget cpu --data ../shared/data/cifar10_jpeg.npz",
-}
+CKA_COMMAND = "python -m examples.cifar.cka --budget BUDGET"
 HE_ET_AL = (
     "For scale, He et al. (2016, Table 6) report 92.49% (ResNet-32) and 93.03% (ResNet-56) for the dense "
     "networks with the usual 164-epoch schedule."
 )
 
 
-def literature(reference: Reference | None, path: Path) -> str:
-    """The section that says where the paper's numbers in the Table 2 and 4 columns come from, or how to add them."""
+def literature(reference: Reference, path: Path) -> str:
+    """The section that says where the paper's numbers come from, how the verdicts are read, what the paper leaves
+    unstated, and what a budget is."""
     where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-    if reference is None:
-        shown = (
-            'The paper (Jordao, de Araujo, Maia, Pedrini, "When Layers Play the Lottery, all Tickets Win at '
-            'Initialization") was not available on the machine that generated this page, so its numbers are not '
-            "shown and none is typed in from memory. To show them in a `paper` column of Tables 2 and 4, write them "
-            f"with their source into `{where}` (format: `examples/cifar/reference.py`) and rerun this command."
-        )
-    else:
-        shown = (
-            f"The `paper` columns of Tables 2 and 4 come from `{where}`, {len(reference.rows)} rows taken from: "
-            f"{reference.source}."
-        )
-    return (
-        "## The paper's numbers\n\n" + shown + " The paper trains with its full schedule on all 50,000 images "
-        "(`--budget paper`); the `cpu` budget below trains much less, so its absolute accuracies are far lower and "
-        "only the differences and costs are comparable in kind. " + HE_ET_AL + "\n"
+    unstated = [
+        ("Table 1's p", reference.text("table1", "p")),
+        ("the training schedule", reference.text("setup_facts", "training_schedule")),
+        ("absolute accuracies", reference.text("conventions", "absolute_accuracy")),
+    ]
+    return "\n".join(
+        [
+            "## The paper's numbers",
+            "",
+            f"Every table below shows the paper's numbers next to ours. They ship with the project in `{where}` "
+            f"({len(reference.rows)} rows), copied from: {reference.source}. "
+            f"Headline claims: {reference.text('setup_facts', 'headline')}.",
+            "",
+            "How a number becomes a verdict: a ticket *wins* when its accuracy is at least the dense network's "
+            "(difference ≥ 0 pp; a printed 0.00 wins), it *saves* when its cost is below the dense network's, it is "
+            "*faster* when its speed-up is at least 1. Our verdict comes from our seeds: decided when the mean lies "
+            "further from that threshold than the seed spread (one standard deviation over seeds), *undecided* when "
+            "it does not and with one seed (no spread to judge by); counted quantities (FLOPs, parameters, memory) "
+            f"decide from their value, and FLOPs saved must match the paper's within {table4.FLOPS_TOLERANCE} pp. "
+            "A claim is *reproduced* when both verdicts agree, *contradicted* when they differ, *undecided* when "
+            "ours is, *not run* when we have no record for it.",
+            "",
+            "What the paper leaves unstated, and nothing here fills in: "
+            + "; ".join(f"{name}: {text}" for name, text in unstated if text)
+            + ". The `paper` budget is a stand-in for its schedule (He et al.'s), labelled as such.",
+            "",
+            "Every section names the budget and the device its records came from and what that budget can and "
+            "cannot show; records of different budgets are never mixed: each budget is a section of its own. "
+            f"BUDGET in the commands: one of {', '.join(f'`{b}`' for b in sorted(BUDGETS))} "
+            "(`examples/cifar/budgets.py`). " + HE_ET_AL,
+            "",
+        ]
     )
 
 
-def _missing(table: str) -> str:
-    command = COMMANDS.get(table, f"python -m examples.cifar.{table}")
-    title = f"Table {table[-1]}" if table.startswith("table") else table.upper()
-    return f"## {title}\n\nNo results in the store yet: run `{command}`.\n"
+def cka_section(records: list[dict[str, Any]], reference: Reference) -> str:
+    """The CKA section (no table of the paper: its Section 4 text, quoted)."""
+    text = cka.report(records) if records else f"## CKA\n\nNo results in the store yet: run `{CKA_COMMAND}`.\n"
+    return text.rstrip() + f"\n\nThe paper (Section 4, no table): {reference.text('table2', 'cka_text')}.\n"
 
 
 def _pyplot() -> Any:
@@ -160,7 +174,7 @@ def plot_block_scores(records: list[dict[str, Any]], out: Path, name: str) -> li
 
 def generate(results: Path = RESULTS, doc: Path = DOC, reference: Path = REFERENCE) -> str:
     """Write ``doc`` (and its plots next to it, under ``img/``) from the store, with the paper's numbers from
-    ``reference`` where that file exists; return the text."""
+    ``reference`` (by default the copy shipped with the project) next to ours; return the text."""
     store = ResultsStore(results)
     paper = load_reference(reference)
     t1, t2, t3, t4, t5, tc = (store.records(t) for t in ("table1", "table2", "table3", "table4", "table5", "cka"))
@@ -175,16 +189,16 @@ def generate(results: Path = RESULTS, doc: Path = DOC, reference: Path = REFEREN
         "",
         literature(paper, reference),
     ]
-    parts.append(table1.report(t1) if t1 else _missing("table1"))
+    parts.append(table1.report(t1, paper))
     plots = plot_rewinds(t1, img) + plot_block_scores(t1, img, "table1")
     parts += [f"![{path.stem}](img/{path.name})\n" for path in plots]
-    parts.append(table2.report(t2, paper) if t2 else _missing("table2"))
+    parts.append(table2.report(t2, paper))
     plots = plot_differences(t2, img) + plot_block_scores(t2, img, "table2")
     parts += [f"![{path.stem}](img/{path.name})\n" for path in plots]
-    parts.append(cka.report(tc) if tc else _missing("cka"))
-    parts.append(table3.report(t2, t3) if t3 else _missing("table3"))
-    parts.append(table4.report(t2, t4, paper) if t4 else _missing("table4"))
-    parts.append(table5.report(t5) if t5 else _missing("table5"))
+    parts.append(cka_section(tc, paper))
+    parts.append(table3.report(t2, t3, paper))
+    parts.append(table4.report(t2, t4, paper))
+    parts.append(table5.report(t5, paper))
     text = "\n".join(parts).rstrip() + "\n"
     doc.write_text(text)
     return text
@@ -198,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "--reference",
         type=Path,
         default=REFERENCE,
-        help="the paper's numbers (JSON, format in examples/cifar/reference.py); used if it exists",
+        help="the paper's numbers (JSON, format in examples/cifar/reference.py)",
     )
     args = parser.parse_args(argv)
     generate(args.results, args.out, args.reference)

@@ -18,7 +18,7 @@ train the ticket in two ways:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +28,13 @@ from benchmarks._common import shell_command
 from residual_prune import PruningPlan, apply_plan, plan_pruning
 from residual_prune.criteria import accepted_options, get_criterion_info
 
-from . import table2
+from . import reporting, table2
 from .budgets import PAPER_REWIND, Budget, rewind_epochs
 from .cost import EnergyMeter
 from .data import CifarData
 from .options import RUNS, add_run_options, add_ticket_options, parser_for, prepare
-from .reporting import by_setting, provenance, signed
+from .reference import Reference, load_reference
+from .reporting import Claim, Section, budget_note, by_setting, convergence, paper_only, provenance, signed, table_text
 from .store import ResultsStore, provenance_fields
 from .tickets import build, load_trained, train_measured
 
@@ -164,14 +165,37 @@ def differences(records: Iterable[dict[str, Any]]) -> dict[tuple[str, int], dict
     return dict(sorted(keyed.items()))
 
 
-def report(records: list[dict[str, Any]]) -> str:
-    """The Table 1 section: per criterion and p, the difference to dense (pp) of each rewind point and of re-init."""
-    lines = ["## Table 1: lottery tickets of the trained network (Algorithm 1)", ""]
+def claims(reference: Reference, arch: str, rows: list[dict[str, Any]]) -> list[Claim]:
+    """The paper's Table 1 differences for ``arch`` next to ours: the paper's row of a criterion (its p is not stated)
+    against ours at every p we ran with that criterion, one claim per rewind point."""
+    ours = differences(rows)
+    found = []
+    for (criterion, stated), values in reference.of(TABLE, arch).items():
+        ran: Sequence[int | None] = sorted(p for c, p in ours if c == criterion and stated in (None, p))
+        for p in ran or [stated]:
+            cells = ours.get((criterion, p), {}) if p is not None else {}
+            for name, value in values.items():
+                start = int(name.removeprefix("theta_"))
+                ticket = f"{criterion} p={'?' if p is None else p} {variant_name(start)}"
+                found.append(Claim(ticket, "accuracy − dense", value, tuple(cells.get(start, ()))))
+    return found
+
+
+def command(arch: str) -> str:
+    return reporting.command(TABLE, arch, "--criteria hrank expectabs pls kl random --densities P")
+
+
+def report(records: list[dict[str, Any]], reference: Reference | None = None) -> str:
+    """The Table 1 section: per criterion and p, the difference to dense (pp) of each rewind point and of re-init,
+    then the paper's numbers (``reference``, by default the shipped copy) next to ours with both verdicts."""
+    reference = reference or load_reference()
+    sections = []
     for (arch, budget), rows in by_setting(records).items():
         points = variants(rows)
         starts = {r["rewind"]: r["start_epoch"] for r in rows}
-        lines += [
-            f"### {arch}, budget `{budget}`",
+        dense = list({r["dense_run"]: r["dense_accuracy"] for r in rows}.values())
+        body = [
+            budget_note(rows, arch, dense),
             "",
             provenance(rows),
             "",
@@ -184,13 +208,40 @@ def report(records: list[dict[str, Any]]) -> str:
             "|---|---|" + "---|" * (len(points) + 1),
         ]
         for (criterion, p), cells in differences(rows).items():
-            lines.append(
+            body.append(
                 f"| {criterion} | {p} | "
                 + " | ".join(signed(cells.get(s, [])) for s in points)
                 + f" | {max(map(len, cells.values()))} |"
             )
-        lines.append("")
-    return "\n".join(lines)
+        body.append("")
+        sections.append(
+            Section(
+                f"{arch}, budget `{budget}`",
+                tuple(body),
+                tuple(claims(reference, arch, rows)),
+                command(arch),
+                convergence(arch, dense),
+            )
+        )
+    ran = {arch for arch, _ in by_setting(records)}
+    sections += [
+        paper_only(arch, claims(reference, arch, []), command(arch))
+        for arch in reference.arches(TABLE)
+        if arch not in ran
+    ]
+    unstated = reference.text(TABLE, "p")  # a text where the paper does not state its p
+    intro = [
+        f"{reference.text(TABLE, 'what')}. Rewinding: {reference.text('setup_facts', 'lth_rewinding')}. "
+        + (
+            f"The paper's p: {unstated}, so its row of a criterion is compared with ours at every p we ran. "
+            if unstated
+            else ""
+        )
+        + f"Re-initialisation, the paper's text only: {reference.text(TABLE, 'reinit_text')}; our re-init column "
+        "is therefore not compared row by row.",
+        "",
+    ]
+    return table_text("## Table 1: lottery tickets of the trained network (Algorithm 1)", intro, sections, "Table 1")
 
 
 def _rewind(value: str) -> int | str:

@@ -23,12 +23,25 @@ from residual_prune import apply_plan, plan_pruning
 from residual_prune.data import balanced_indices
 from residual_prune.models import cifar_resnet
 
+from . import reporting
 from .budgets import Budget, rewind_epochs
 from .cost import EnergyMeter
 from .data import CifarData, normalise
 from .options import RUNS, add_run_options, add_ticket_options, parser_for, prepare
-from .reference import PaperColumn, Reference
-from .reporting import by_setting, by_ticket, mean_std, provenance, signed
+from .reference import Reference, load_reference
+from .reporting import (
+    Claim,
+    Section,
+    budget_note,
+    by_setting,
+    by_ticket,
+    convergence,
+    mean_std,
+    paper_only,
+    provenance,
+    signed,
+    table_text,
+)
 from .store import ResultsStore, provenance_fields
 from .tickets import run_id, train_measured
 
@@ -53,15 +66,16 @@ def run_one(
     progress: bool,
     meter: EnergyMeter | None = None,
     command: str = "",
+    plan_data: CifarData | None = None,
 ) -> dict[str, Any]:
-    """Build, (prune at initialization,) train and evaluate one network; the record of the run."""
+    """Build, (prune at initialization,) train and evaluate one network; the record of the run. ``plan_data``: the
+    data on the CPU, for the calibration batch, where ``data`` is on a GPU (the default: ``data``)."""
     torch.manual_seed(seed)
     model = getattr(cifar_resnet, arch)()
     removed, scores, plan = [], {}, None
+    calibration = calibration_batch(plan_data or data, seed)
     if criterion != "dense":
-        plan = plan_pruning(
-            model, criterion=criterion, n=p, data=calibration_batch(data, seed), policy="paper", progress=False
-        )
+        plan = plan_pruning(model, criterion=criterion, n=p, data=calibration, policy="paper", progress=False)
         model = apply_plan(model, plan, inplace=True)
         removed, scores = plan.removed, plan.scores
     rid = run_id(arch, budget.name, criterion, p, seed)
@@ -72,7 +86,7 @@ def run_one(
         budget,
         seed=seed,
         checkpoint_dir=runs / rid,
-        batch=calibration_batch(data, seed)[0],
+        batch=calibration[0],
         progress=progress,
         meter=meter,
         keep_epochs=keep,
@@ -125,34 +139,73 @@ def run_table(
     return done
 
 
+def differences(rows: list[dict[str, Any]]) -> dict[tuple[str, int], list[float]]:
+    """Ticket - dense accuracy in points per (criterion, p), one value per seed that has a dense run."""
+    dense = {r["seed"]: r["accuracy"] for r in rows if r["criterion"] == "dense"}
+    return {
+        ticket: [r["accuracy"] - dense[r["seed"]] for r in runs if r["seed"] in dense]
+        for ticket, runs in by_ticket(rows)
+        if ticket[0] != "dense"
+    }
+
+
+def claims(reference: Reference, arch: str, rows: list[dict[str, Any]]) -> list[Claim]:
+    """The paper's Table 2 differences for ``arch`` next to ours (from ``rows``, one arch and budget)."""
+    ours = differences(rows)
+    return [
+        Claim(f"{criterion} p={p}", "accuracy − dense", values["difference"], tuple(ours.get((criterion, p), ())))
+        for (criterion, p), values in reference.of(TABLE, arch).items()
+        if p is not None
+    ]
+
+
+def command(arch: str) -> str:
+    return reporting.command(TABLE, arch, "--criteria snip grasp --densities 1 2 3 4 5 --seeds 3")
+
+
 def report(records: list[dict[str, Any]], reference: Reference | None = None) -> str:
-    """The Table 2 section: accuracy per criterion and p, and the difference to dense in points; with a
-    ``reference``, the paper's numbers in a last column."""
-    lines = ["## Table 2: pruning at initialization (ResNet, Algorithm 2)", ""]
+    """The Table 2 section: accuracy per criterion and p and the difference to dense in points, then the paper's
+    numbers (``reference``, by default the shipped copy) next to ours with both verdicts."""
+    reference = reference or load_reference()
+    sections = []
     for (arch, budget), rows in by_setting(records).items():
-        dense = {r["seed"]: r["accuracy"] for r in rows if r["criterion"] == "dense"}
-        paper = PaperColumn.of(reference, TABLE, arch)
-        lines += [
-            f"### {arch}, budget `{budget}`",
+        dense = [r["accuracy"] for r in rows if r["criterion"] == "dense"]
+        ours = differences(rows)
+        body = [
+            budget_note(rows, arch, dense),
             "",
             provenance(rows),
             "",
-            "Difference = ticket - dense in percentage points, per seed, then mean ± std over seeds; a winning "
-            "ticket has difference ≥ 0. Training costs and speed-ups: Table 4." + paper.source,
+            "Difference = ticket - dense in percentage points, per seed, then mean ± std over seeds. Training costs "
+            "and speed-ups: Table 4.",
             "",
-            "| criterion | p | params | FLOPs | accuracy, % | difference, pp | seeds |" + paper.header,
-            "|---|---|---|---|---|---|---|" + paper.rule,
+            "| criterion | p | params | FLOPs | accuracy, % | difference, pp | seeds |",
+            "|---|---|---|---|---|---|---|",
         ]
         for (criterion, p), runs in by_ticket(rows):
-            diffs = [r["accuracy"] - dense[r["seed"]] for r in runs if r["seed"] in dense]
             flops = runs[0]["flops"]
-            lines.append(
+            body.append(
                 f"| {criterion} | {p} | {runs[0]['params'] / 1e3:.0f}K | "
                 f"{f'{flops / 1e6:.1f}M' if flops else 'n/a'} | {mean_std([r['accuracy'] for r in runs])} | "
-                f"{'' if criterion == 'dense' else signed(diffs)} | {len(runs)} |" + paper.cell(criterion, p)
+                f"{'' if criterion == 'dense' else signed(ours[criterion, p])} | {len(runs)} |"
             )
-        lines.append("")
-    return "\n".join(lines)
+        body.append("")
+        title = f"{arch}, budget `{budget}`"
+        sections.append(
+            Section(title, tuple(body), tuple(claims(reference, arch, rows)), caveat=convergence(arch, dense))
+        )
+    ran = {arch for arch, _ in by_setting(records)}
+    sections += [
+        paper_only(arch, claims(reference, arch, []), command(arch))
+        for arch in reference.arches(TABLE)
+        if arch not in ran
+    ]
+    return table_text(
+        "## Table 2: pruning at initialization (ResNet, Algorithm 2)",
+        [reference.text(TABLE, "what") + ".", ""],
+        sections,
+        "Table 2",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,13 +25,27 @@ import torch
 from benchmarks._common import shell_command
 from residual_prune.models import cifar_resnet
 
-from . import table2
+from . import reporting, table2
 from .budgets import Budget
 from .cost import EnergyMeter
 from .data import CifarData
 from .filters import IMPORTANCES, conv_widths, count_filters, prune_to_filters
 from .options import RUNS, add_run_options, add_ticket_options, parser_for, prepare
-from .reporting import by_setting, by_ticket, mean_std, provenance, signed
+from .reference import Reference, load_reference
+from .reporting import (
+    LAYER_AHEAD,
+    Claim,
+    Section,
+    budget_note,
+    by_setting,
+    by_ticket,
+    convergence,
+    mean_std,
+    paper_only,
+    provenance,
+    signed,
+    table_text,
+)
 from .store import ResultsStore, provenance_fields
 from .table2 import calibration_batch
 from .tickets import build, run_id, train_measured
@@ -135,10 +149,61 @@ def _m(v: float) -> str:
     return f"{v / 1e6:.1f}M"
 
 
-def report(records_table2: list[dict[str, Any]], records_table3: list[dict[str, Any]]) -> str:
+def differences(
+    layer: dict[tuple[str, int, int], dict[str, Any]], rows: list[dict[str, Any]]
+) -> dict[tuple[str, int], dict[str, list[float]]]:
+    """Per (criterion, p), one value per seed: layer - dense, filter - dense and layer - filter accuracy in points
+    (``layer``: the Table 2 records of the arch and budget by (criterion, p, seed); ``rows``: the filter tickets)."""
+    dense = {seed: r["accuracy"] for (c, _, seed), r in layer.items() if c == "dense"}
+    found: dict[tuple[str, int], dict[str, list[float]]] = {}
+    for (criterion, p), runs in by_ticket(rows):
+        seeds = [r["seed"] for r in runs]
+        ticket = {s: layer[(criterion, p, s)]["accuracy"] for s in seeds if (criterion, p, s) in layer}
+        filtered = {r["seed"]: r["accuracy"] for r in runs}
+        found[criterion, p] = {
+            "layer": [a - dense[s] for s, a in ticket.items() if s in dense],
+            "filter": [a - dense[s] for s, a in filtered.items() if s in dense],
+            "layer - filter": [a - filtered[s] for s, a in ticket.items()],
+        }
+    return found
+
+
+def claims(reference: Reference, arch: str, ours: dict[tuple[str, int], dict[str, list[float]]]) -> list[Claim]:
+    """The paper's Table 3 for ``arch`` next to ours: each ticket against dense, and layer against filter (the
+    difference of the paper's two numbers)."""
+    found = []
+    for (criterion, p), values in reference.of(TABLE, arch).items():
+        mine = ours.get((criterion, p), {}) if p is not None else {}
+        for kind in ("layer", "filter"):
+            if kind in values:
+                found.append(
+                    Claim(f"{kind} {criterion} p={p}", "accuracy − dense", values[kind], tuple(mine.get(kind, ())))
+                )
+        if {"layer", "filter"} <= set(values):
+            found.append(
+                Claim(
+                    f"{criterion} p={p}",
+                    "layer − filter",
+                    round(values["layer"] - values["filter"], 2),
+                    tuple(mine.get("layer - filter", ())),
+                    LAYER_AHEAD,
+                )
+            )
+    return found
+
+
+def command(arch: str) -> str:
+    return reporting.command(TABLE, arch, "--criteria snip grasp --densities 1 --seeds 3")
+
+
+def report(
+    records_table2: list[dict[str, Any]], records_table3: list[dict[str, Any]], reference: Reference | None = None
+) -> str:
     """The Table 3 section: per criterion and p, filters, params, FLOPs and accuracy of the layer-pruned and the
-    filter-pruned ticket, each against dense."""
-    lines = ["## Table 3: layer vs filter pruning at matched filter sparsity", ""]
+    filter-pruned ticket, each against dense, then the paper's numbers (``reference``, by default the shipped copy)
+    next to ours with both verdicts."""
+    reference = reference or load_reference()
+    sections = []
     for (arch, budget), rows in by_setting(records_table3).items():
         layer = {
             (r["criterion"], r["p"], r["seed"]): r
@@ -149,8 +214,9 @@ def report(records_table2: list[dict[str, Any]], records_table3: list[dict[str, 
         dense = {seed: r for (c, _, seed), r in layer.items() if c == "dense" and seed in seeds}
         first = rows[0]
         trained = [layer[k] for k in dict.fromkeys((r["criterion"], r["p"], r["seed"]) for r in rows) if k in layer]
-        lines += [
-            f"### {arch}, budget `{budget}`",
+        ours = differences({k: v for k, v in layer.items() if k[2] in seeds}, rows)
+        body = [
+            budget_note([*rows, *trained, *dense.values()], arch, [r["accuracy"] for r in dense.values()]),
             "",
             provenance([*rows, *trained, *dense.values()]),
             "",
@@ -166,15 +232,13 @@ def report(records_table2: list[dict[str, Any]], records_table3: list[dict[str, 
         ]
         if dense:
             d = list(dense.values())
-            lines.append(
+            body.append(
                 f"| dense | 0 | {first['dense_filters']} | {_span([r['params'] for r in d], _k)} "
                 f"| {_span([r['flops'] for r in d], _m)} | {mean_std([r['accuracy'] for r in d])} | | | | {len(d)} |"
             )
         for (criterion, p), runs in by_ticket(rows):
             ticket = [layer[(criterion, p, r["seed"])] for r in runs if (criterion, p, r["seed"]) in layer]
             layer_acc = [t["accuracy"] for t in ticket]
-            layer_diff = [t["accuracy"] - dense[t["seed"]]["accuracy"] for t in ticket if t["seed"] in dense]
-            filter_diff = [r["accuracy"] - dense[r["seed"]]["accuracy"] for r in runs if r["seed"] in dense]
             filters = f"{_span([r['target_filters'] for r in runs], str)} / {_span([r['filters'] for r in runs], str)}"
             params = (
                 f"{_span([t['params'] for t in ticket], _k) if ticket else 'n/a'} / "
@@ -184,13 +248,33 @@ def report(records_table2: list[dict[str, Any]], records_table3: list[dict[str, 
                 f"{_span([t['flops'] for t in ticket], _m) if ticket else 'n/a'} / "
                 f"{_span([r['flops'] for r in runs], _m)}"
             )
-            lines.append(
+            body.append(
                 f"| {criterion} | {p} | {filters} | {params} | {flops} | {mean_std(layer_acc) if layer_acc else 'n/a'} "
-                f"| {mean_std([r['accuracy'] for r in runs])} | {signed(layer_diff)} | {signed(filter_diff)} "
-                f"| {len(runs)} |"
+                f"| {mean_std([r['accuracy'] for r in runs])} | {signed(ours[criterion, p]['layer'])} "
+                f"| {signed(ours[criterion, p]['filter'])} | {len(runs)} |"
             )
-        lines.append("")
-    return "\n".join(lines)
+        body.append("")
+        sections.append(
+            Section(
+                f"{arch}, budget `{budget}`",
+                tuple(body),
+                tuple(claims(reference, arch, ours)),
+                command(arch),
+                convergence(arch, [r["accuracy"] for r in dense.values()]),
+            )
+        )
+    ran = {arch for arch, _ in by_setting(records_table3)}
+    sections += [
+        paper_only(arch, claims(reference, arch, {}), command(arch))
+        for arch in reference.arches(TABLE)
+        if arch not in ran
+    ]
+    intro = [
+        f"{reference.text(TABLE, 'what')}. The paper's filter counts: {reference.text(TABLE, 'filters_text')}. "
+        "Layer − filter: the difference of the paper's two numbers, against ours per seed.",
+        "",
+    ]
+    return table_text("## Table 3: layer vs filter pruning at matched filter sparsity", intro, sections, "Table 3")
 
 
 def main(argv: list[str] | None = None) -> int:

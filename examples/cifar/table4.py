@@ -8,14 +8,20 @@ recorded runs ran one after the other on a machine others may have shared, the t
 speed-up is also measured side by side in this process: SGD steps of the dense network and
 of every ticket, interleaved, after warm-up, medians.
 
-    python -m examples.cifar.table4 --arch resnet32 resnet56 --criterion snip --densities 1 3 5 --budget cpu \\
-        --data ../shared/data/cifar10_jpeg.npz
+The tickets are GraSP's by default, as the paper's ("unless stated otherwise" after its Table 2), with
+the numbers of removed blocks of the paper's rows (``benchmarks/reference/paper.json``); ``--criterion
+snip`` adds SNIP tickets, reported apart as an extra.
+
+    python -m examples.cifar.table4 --arch resnet32 resnet56 --budget cpu --data ../shared/data/cifar10_jpeg.npz
+    python -m examples.cifar.table4 --arch resnet32 --criterion snip --densities 1 3 5 --budget cpu
     python -m examples.cifar.table4 --report
 """
 
 from __future__ import annotations
 
+import functools
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +29,36 @@ import torch
 
 from benchmarks._common import shell_command
 from benchmarks.timing import side_by_side, train_step
+from residual_prune import find_blocks
+from residual_prune.capture import count_flops
+from residual_prune.models import cifar_resnet
 
-from . import table2
+from . import reporting, table2
 from .budgets import Budget
 from .data import CifarData
 from .options import ARCHS, RUNS, add_run_options, parser_for, prepare
-from .reference import PaperColumn, Reference
-from .reporting import by_setting, mean_std, provenance, signed
+from .reference import Reference, load_reference
+from .reporting import (
+    FASTER,
+    SAVES,
+    Claim,
+    Section,
+    budget_note,
+    by_setting,
+    convergence,
+    mean_std,
+    paper_only,
+    provenance,
+    signed,
+    table_text,
+)
 from .store import ResultsStore, provenance_fields
 from .tickets import build
 
 TABLE = "table4"
 REPEATS = 9
+FLOPS_TOLERANCE = 0.5  # points of FLOPs saved within which a printed value is that of a number of blocks
+DENSITIES = (1, 3, 5)  # numbers of removed blocks for an arch the paper's Table 4 does not have
 
 
 def timing_id(arch: str, budget: str, criterion: str) -> str:
@@ -42,12 +66,30 @@ def timing_id(arch: str, budget: str, criterion: str) -> str:
 
 
 def measure_steps(
-    arch: str, removed: dict[int, list[str]], batch_size: int, *, repeats: int = REPEATS
+    arch: str,
+    removed: dict[int, list[str]],
+    batch_size: int,
+    *,
+    repeats: int = REPEATS,
+    device: torch.device | None = None,
 ) -> dict[int, float]:
-    """Median seconds of one SGD step for the dense network (p = 0) and each ticket, measured side by side."""
-    x = torch.randn(batch_size, 3, 32, 32)
-    steps = {p: train_step(build(arch, names), x, 10) for p, names in removed.items()}
+    """Median seconds of one SGD step for the dense network (p = 0) and each ticket, measured side by side (on
+    ``device``, default the CPU; a GPU is synchronised after every step)."""
+    device = device or torch.device("cpu")
+    x = torch.randn(batch_size, 3, 32, 32, device=device)
+    steps = {p: train_step(build(arch, names).to(device), x, 10) for p, names in removed.items()}
+    if device.type == "cuda":
+        steps = {p: _synchronised(step) for p, step in steps.items()}
     return side_by_side(steps, warmup=3, repeats=repeats)
+
+
+def _synchronised(step: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        out = step()
+        torch.cuda.synchronize()
+        return out
+
+    return run
 
 
 def run_table(
@@ -63,6 +105,7 @@ def run_table(
     progress: bool = True,
     command: str = "",
     repeats: int = REPEATS,
+    device: torch.device | None = None,
 ) -> dict[str, Any] | None:
     """Train what Table 2's store lacks, then time the training steps side by side (once per arch and budget)."""
     table2.run_table(
@@ -82,7 +125,7 @@ def run_table(
     removed = {r["p"]: r["removed"] for r in records}
     if progress:
         print(f"[table4] timing {len(removed)} networks side by side", flush=True)
-    seconds = measure_steps(arch, removed, budget.schedule.batch_size, repeats=repeats)
+    seconds = measure_steps(arch, removed, budget.schedule.batch_size, repeats=repeats, device=device)
     record = {
         "table": TABLE,
         "run_id": rid,
@@ -90,6 +133,7 @@ def run_table(
         "criterion": criterion,
         "batch_size": budget.schedule.batch_size,
         "threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else "cpu",
         "repeats": repeats,
         "step_seconds": {str(p): s for p, s in seconds.items()},
         **provenance_fields(budget.name, budget.description, data.source, command),
@@ -102,59 +146,262 @@ def _mb(n: float) -> str:
     return f"{n / 2**20:.0f}"
 
 
+@functools.cache
+def flops_saved_by_blocks(arch: str) -> dict[int, tuple[float, float]]:
+    """Percent of the dense ``arch``'s FLOPs that removing k blocks saves, for every k up to the number of blocks
+    ``policy="paper"`` may remove: (fewest, most) over which blocks, counted by this library (fvcore's convention,
+    one 32x32 image). Removing a block removes exactly its own FLOPs, so the extremes are the k cheapest and the k
+    dearest blocks."""
+    model = getattr(cifar_resnet, arch)()
+    x = torch.zeros(1, 3, 32, 32)
+    total = count_flops(model, x)
+    blocks = sorted(b.flops for b in find_blocks(model, x, policy="paper") if b.removable and b.flops is not None)
+    if not total or not blocks:
+        raise RuntimeError(f"could not count the FLOPs of {arch}'s removable blocks")  # a CIFAR ResNet has both
+    return {k: (100 * sum(blocks[:k]) / total, 100 * sum(blocks[-k:]) / total) for k in range(1, len(blocks) + 1)}
+
+
+def _percent_span(low: float, high: float) -> str:
+    return f"{low:.2f}%" if f"{low:.2f}" == f"{high:.2f}" else f"{low:.2f}–{high:.2f}%"
+
+
+def flops_check(reference: Reference, trained: list[dict[str, Any]]) -> list[str]:
+    """The paper's FLOPs saved against our count for p removed blocks (and, where trained, our tickets' records),
+    with the number of blocks each printed value is that of; a sentence for every row that is not its p's."""
+    criterion = reference.text(TABLE, "criterion")
+    lines = [
+        "### The paper's FLOPs saved against a count of ours",
+        "",
+        "Ours: FLOPs counted by this library (fvcore's convention, one 32x32 image; `residual_prune.find_blocks` with "
+        'policy="paper"); removing p blocks saves between the p cheapest and the p dearest removable blocks\' FLOPs. '
+        f"Records: the counted FLOPs of our trained {criterion} tickets. A printed value is that of k blocks when it "
+        f"lies within {FLOPS_TOLERANCE} pp of our count for k.",
+        "",
+        f"| arch | p | paper | ours, p blocks removed | ours, records ({criterion}) | the paper's value is that of |",
+        "|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for arch in reference.arches(TABLE):
+        counted = flops_saved_by_blocks(arch)
+        dense = {
+            (r["budget"], r["seed"]): r["flops"] for r in trained if r["arch"] == arch and r["criterion"] == "dense"
+        }
+        for (_, p), values in reference.of(TABLE, arch).items():
+            paper = values.get("flops_saved_percent")
+            if paper is None or p is None:
+                continue
+            matching = [k for k, (lo, hi) in counted.items() if lo - FLOPS_TOLERANCE <= paper <= hi + FLOPS_TOLERANCE]
+            records = sorted(
+                {
+                    f"{100 * (1 - r['flops'] / dense[r['budget'], r['seed']]):.2f}%"
+                    for r in trained
+                    if (r["arch"], r["criterion"], r["p"]) == (arch, criterion, p) and (r["budget"], r["seed"]) in dense
+                }
+            )
+            ours = _percent_span(*counted[p]) if p in counted else f"more than the {len(counted)} removable blocks"
+            that_of = " or ".join(f"{k} block{'s' * (k > 1)}" for k in matching) or "no number of blocks"
+            lines.append(f"| {arch} | {p} | {paper:.2f}% | {ours} | {', '.join(records) or 'not run'} | {that_of} |")
+            if p not in matching:
+                others = "; ".join(f"{k} blocks save {_percent_span(*counted[k])}" for k in matching)
+                notes.append(
+                    f"The paper's {arch} p={p} row prints {paper:.2f}% FLOPs saved, but removing {p} blocks saves "
+                    f"{ours} by our count"
+                    + (f" ({others}): the printed value is that of {that_of}." if matching else ".")
+                )
+    lines.append("")
+    if notes:
+        lines += [" ".join(notes) + " Which ticket a row's other numbers belong to cannot be told from the table.", ""]
+    else:
+        lines += ["Every printed value is that of its p.", ""]
+    return lines
+
+
+def _saved(
+    paired: list[tuple[dict[str, Any], dict[str, Any]]], get: Callable[[dict[str, Any]], Any]
+) -> tuple[float, ...]:
+    """Percent of the dense network's ``get`` that each (ticket, dense) pair's ticket saves, where both have it."""
+    return tuple(100 * (1 - get(r) / get(d)) for r, d in paired if get(r) is not None and get(d))
+
+
+def claims(
+    reference: Reference,
+    arch: str,
+    rows: list[dict[str, Any]],
+    timing: dict[str, Any] | None,
+) -> list[Claim]:
+    """The paper's Table 4 for ``arch`` next to ours (``rows``: the Table 2 records of one arch and budget): whether
+    the ticket wins (the paper's Table 2 difference where it prints one), then each saving and the speed-up."""
+    criterion = reference.text(TABLE, "criterion")
+    dense = {r["seed"]: r for r in rows if r["criterion"] == "dense"}
+    step = {int(p): s for p, s in (timing or {}).get("step_seconds", {}).items()}
+    found = []
+    for (_, p), values in reference.of(TABLE, arch).items():
+        runs = [r for r in rows if (r["criterion"], r["p"]) == (criterion, p)]
+        paired = [(r, dense[r["seed"]]) for r in runs if r["seed"] in dense]
+        ticket = f"p={p}"
+        found.append(
+            Claim(
+                ticket,
+                "accuracy − dense",
+                reference.value("table2", arch, criterion, p, "difference"),
+                tuple(r["accuracy"] - d["accuracy"] for r, d in paired),
+                paper_missing="not printed",
+            )
+        )
+        found.append(
+            Claim(
+                ticket,
+                "FLOPs saved",
+                values.get("flops_saved_percent"),
+                _saved(paired, lambda r: r["flops"]),
+                SAVES,
+                "%",
+                exact=True,
+                tolerance=FLOPS_TOLERANCE,
+            )
+        )
+        found.append(
+            Claim(
+                ticket,
+                "training memory saved",
+                values.get("memory_saved_percent"),
+                _saved(paired, lambda r: r["training_memory"]["total"]),
+                SAVES,
+                "%",
+                exact=True,
+            )
+        )
+        found.append(
+            Claim(
+                ticket,
+                "CO2 saved",
+                values.get("co2_saved_percent"),
+                _saved(paired, lambda r: r["emissions_kg"]),
+                SAVES,
+                "%",
+            )
+        )
+        if p in step and 0 in step:
+            speed = Claim(
+                ticket, "speed-up (side by side)", values.get("speedup"), (step[0] / step[p],), FASTER, "x", exact=True
+            )
+        else:
+            recorded = tuple(d["train_seconds"] / r["train_seconds"] for r, d in paired)
+            speed = Claim(ticket, "speed-up (recorded)", values.get("speedup"), recorded, FASTER, "x")
+        found.append(speed)
+    return found
+
+
+def command(arch: str) -> str:
+    return reporting.command(TABLE, arch)
+
+
+def _section(
+    arch: str, budget: str, criterion: str, rows: list[dict[str, Any]], timing: dict[str, Any] | None
+) -> tuple[str, ...]:
+    """Our numbers of one arch, budget and criterion: per p, params, FLOPs, memory, energy, CO2, speed-ups and
+    accuracy against the dense network of the same arch and budget."""
+    dense = [r for r in rows if r["criterion"] == "dense"]
+    d = dense[0]
+    step = {int(p): s for p, s in (timing or {}).get("step_seconds", {}).items()}
+    by_p: dict[int, list[dict[str, Any]]] = {0: dense}
+    for r in rows:
+        if r["criterion"] == criterion:
+            by_p.setdefault(r["p"], []).append(r)
+    timed = (
+        f"median of {timing['repeats']} interleaved SGD steps per network on {timing.get('device', 'cpu')}, "
+        f"{timing['threads']} threads "
+        f"(`{timing['command']}`, {timing['date']})"
+        if timing
+        else f"not timed for {criterion} at this budget (`{command(arch)}` times it)"
+    )
+    batch = f"{timing['batch_size']} images" if timing else "one training batch of the budget"
+    lines = [
+        budget_note(
+            [r for runs in by_p.values() for r in runs],
+            arch,
+            [r["accuracy"] for r in dense],
+            "Parameters, FLOPs and the counted training memory depend on neither the budget nor the device; energy, "
+            "CO2 and speed-ups were measured on the device above, so compare their direction with the paper's, not "
+            "their size.",
+        ),
+        "",
+        provenance(r for runs in by_p.values() for r in runs),
+        "",
+        f"Energy and CO2: codecarbon {_codecarbon()} in offline mode for region {d.get('region')}, over the "
+        f"training epochs of each run; CPU power {_power(d)}. Training memory: one SGD step on {batch}, counted "
+        f"(weights, gradients, momentum, saved activations). Side-by-side speed-up: {timed}. Recorded speed-up: "
+        "total training wall-clock of the runs, measured one after the other.",
+        "",
+        "| p | params | FLOPs | FLOPs saved | training memory, MiB | memory saved | energy, Wh | CO2, g | "
+        "speed-up (side by side) | speed-up (recorded) | accuracy, % | difference, pp |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    dense_acc = {r["seed"]: r["accuracy"] for r in dense}
+    for p, runs in sorted(by_p.items()):
+        r = runs[0]
+        mem = r["training_memory"]["total"]
+        energy = statistics.mean(x["energy_kwh"] for x in runs) if r.get("energy_kwh") is not None else None
+        co2 = statistics.mean(x["emissions_kg"] for x in runs) if r.get("emissions_kg") is not None else None
+        recorded = statistics.mean(x["train_seconds"] for x in dense) / statistics.mean(
+            x["train_seconds"] for x in runs
+        )
+        difference = [x["accuracy"] - dense_acc[x["seed"]] for x in runs if x["seed"] in dense_acc]
+        side = f"{step[0] / step[p]:.2f}x" if p in step and 0 in step else "not timed"
+        lines.append(
+            f"| {p} | {r['params'] / 1e3:.0f}K | {r['flops'] / 1e6:.1f}M | {1 - r['flops'] / d['flops']:.1%} | "
+            f"{_mb(mem)} | {1 - mem / d['training_memory']['total']:.1%} | "
+            f"{'n/a' if energy is None else f'{energy * 1e3:.2f}'} | "
+            f"{'n/a' if co2 is None else f'{co2 * 1e3:.2f}'} | "
+            f"{side} | {recorded:.2f}x | {mean_std([x['accuracy'] for x in runs])} | "
+            f"{'' if p == 0 else signed(difference)} |"
+        )
+    lines.append("")
+    return tuple(lines)
+
+
 def report(trained: list[dict[str, Any]], timings: list[dict[str, Any]], reference: Reference | None = None) -> str:
-    """The Table 4 section: per ticket, its savings against the dense network of the same arch and budget; with a
-    ``reference``, the paper's numbers in a last column."""
-    lines = ["## Table 4: training cost of tickets vs the dense network", ""]
-    for timing in sorted(timings, key=lambda t: (t["arch"], t["budget"])):
-        arch, budget, criterion = timing["arch"], timing["budget"], timing["criterion"]
-        rows = by_setting(trained).get((arch, budget), [])
-        dense = [r for r in rows if r["criterion"] == "dense"]
+    """The Table 4 section: the paper's FLOPs against our count, then per arch and budget the paper's criterion's
+    tickets (GraSP; the paper's numbers next to ours with both verdicts) and, where timed, other criteria's, each
+    against the dense network of the same arch and budget (``reference``: by default the shipped copy)."""
+    reference = reference or load_reference()
+    paper = reference.text(TABLE, "criterion")
+    timed = {(t["arch"], t["budget"], t["criterion"]): t for t in timings}
+    sections = []
+    ran: set[str] = set()  # the arches with tickets of the paper's criterion at some budget
+    for (arch, budget), rows in by_setting(trained).items():
+        dense = [r["accuracy"] for r in rows if r["criterion"] == "dense"]
         if not dense:
             continue
-        step = {int(p): s for p, s in timing["step_seconds"].items()}
-        d = dense[0]
-        paper = PaperColumn.of(reference, TABLE, arch)
-        by_p: dict[int, list[dict[str, Any]]] = {0: dense}
-        for r in rows:
-            if r["criterion"] == criterion and r["p"] in step:
-                by_p.setdefault(r["p"], []).append(r)
-        lines += [
-            f"### {arch}, budget `{budget}`, {criterion} tickets",
+        ours = {r["criterion"] for r in rows} | {c for a, b, c in timed if (a, b) == (arch, budget)}
+        extra = sorted(c for a, b, c in timed if (a, b) == (arch, budget) and c != paper)
+        for criterion in ([paper] if paper in ours else []) + extra:
+            timing = timed.get((arch, budget, criterion))
+            body = _section(arch, budget, criterion, rows, timing)
+            if criterion == paper:
+                title = f"{arch}, budget `{budget}`, {criterion} tickets (the paper's)"
+                found = claims(reference, arch, rows, timing)
+                ran.add(arch)
+            else:
+                title = f"{arch}, budget `{budget}`, {criterion} tickets (extra: the paper's Table 4 uses {paper})"
+                found = []
+            sections.append(Section(title, body, tuple(found), command(arch), convergence(arch, dense)))
+    sections += [
+        paper_only(arch, claims(reference, arch, [], None), command(arch))
+        for arch in reference.arches(TABLE)
+        if arch not in ran
+    ]
+    return table_text(
+        "## Table 4: training cost of tickets vs the dense network",
+        [
+            f"{reference.text(TABLE, 'what')}. The accuracy rows take the paper's Table 2 difference of the same "
+            "ticket where it prints one.",
             "",
-            provenance(r for runs in by_p.values() for r in runs),
-            "",
-            f"Energy and CO2: codecarbon {_codecarbon()} in offline mode for region {d.get('region')}, over the "
-            f"training epochs of each run; CPU power {_power(d)}. Training memory: one SGD step on "
-            f"{timing['batch_size']} images, counted (weights, gradients, momentum, saved activations). Side-by-side "
-            f"speed-up: median of {timing['repeats']} interleaved SGD steps per network, {timing['threads']} threads "
-            f"(`{timing['command']}`, {timing['date']}). Recorded speed-up: total training wall-clock of the runs, "
-            "measured one after the other." + paper.source,
-            "",
-            "| p | params | FLOPs | FLOPs saved | training memory, MiB | memory saved | energy, Wh | CO2, g | "
-            "speed-up (side by side) | speed-up (recorded) | accuracy, % | difference, pp |" + paper.header,
-            "|---|---|---|---|---|---|---|---|---|---|---|---|" + paper.rule,
-        ]
-        dense_acc = {r["seed"]: r["accuracy"] for r in dense}
-        for p, runs in sorted(by_p.items()):
-            r = runs[0]
-            mem = r["training_memory"]["total"]
-            energy = statistics.mean(x["energy_kwh"] for x in runs) if r.get("energy_kwh") is not None else None
-            co2 = statistics.mean(x["emissions_kg"] for x in runs) if r.get("emissions_kg") is not None else None
-            recorded = statistics.mean(x["train_seconds"] for x in dense) / statistics.mean(
-                x["train_seconds"] for x in runs
-            )
-            difference = [x["accuracy"] - dense_acc[x["seed"]] for x in runs if x["seed"] in dense_acc]
-            lines.append(
-                f"| {p} | {r['params'] / 1e3:.0f}K | {r['flops'] / 1e6:.1f}M | {1 - r['flops'] / d['flops']:.1%} | "
-                f"{_mb(mem)} | {1 - mem / d['training_memory']['total']:.1%} | "
-                f"{'n/a' if energy is None else f'{energy * 1e3:.2f}'} | "
-                f"{'n/a' if co2 is None else f'{co2 * 1e3:.2f}'} | "
-                f"{step[0] / step[p]:.2f}x | {recorded:.2f}x | {mean_std([x['accuracy'] for x in runs])} | "
-                f"{'' if p == 0 else signed(difference)} |" + paper.cell(criterion, p)
-            )
-        lines.append("")
-    return "\n".join(lines)
+        ],
+        sections,
+        "Table 4",
+        after_summary=flops_check(reference, trained),
+    )
 
 
 def _codecarbon() -> str:
@@ -174,8 +421,20 @@ def _power(record: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = parser_for("examples.cifar.table4", __doc__)
     parser.add_argument("--arch", nargs="+", default=["resnet32", "resnet56"], choices=ARCHS)
-    parser.add_argument("--criterion", default="snip")
-    parser.add_argument("--densities", nargs="+", type=int, default=[1, 3, 5], help="numbers of blocks removed")
+    reference = load_reference()
+    parser.add_argument(
+        "--criterion",
+        default=reference.text(TABLE, "criterion"),
+        help="block criterion of the tickets (the paper's Table 4 uses GraSP tickets; snip and others are extras)",
+    )
+    parser.add_argument(
+        "--densities",
+        nargs="+",
+        type=int,
+        help="numbers of blocks removed (default: the paper's Table 4 rows of each arch, "
+        + "; ".join(f"{a}: {' '.join(map(str, reference.densities(TABLE, a)))}" for a in reference.arches(TABLE))
+        + f"; {' '.join(map(str, DENSITIES))} for another arch)",
+    )
     add_run_options(parser, seeds=1)
     args = parser.parse_args(argv)
     store = ResultsStore(args.results)
@@ -185,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             run_table(
                 arch,
                 args.criterion,
-                args.densities,
+                args.densities or reference.densities(TABLE, arch) or list(DENSITIES),
                 args.seeds,
                 budget,
                 data,

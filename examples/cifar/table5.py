@@ -6,10 +6,13 @@ severity (generated locally and cached, see :mod:`examples.cifar.robustness` for
 the published CIFAR-10-C), CIFAR-10.2 accuracy when ``--cifar102`` gives the released
 ``cifar102_test.npz``, and optionally L-inf PGD accuracy (``--pgd N``, beyond the paper). One record per
 network in the store (table ``table5``), skipped when there; a later run with ``--cifar102``/``--pgd``
-adds those measurements to the stored records.
+adds those measurements to the stored records. The tickets are GraSP's by default, with the numbers of
+removed blocks of the paper's Table 5 rows for the arch (its Table 4 tickets, ``benchmarks/reference/paper.json``);
+``--criteria snip grasp`` adds SNIP tickets, reported as extras.
 
-    python -m examples.cifar.table5 --arch resnet32 --criteria snip grasp --densities 1 2 3 4 5 --seeds 2 \\
-        --budget cpu --data ../shared/data/cifar10_jpeg.npz [--cifar102 PATH] [--limit 1000]
+    python -m examples.cifar.table5 --arch resnet32 --seeds 2 --budget cpu --data ../shared/data/cifar10_jpeg.npz \\
+        [--cifar102 PATH] [--limit 1000]
+    python -m examples.cifar.table5 --arch resnet32 --criteria snip grasp --densities 1 2 3 4 5 --seeds 2
     python -m examples.cifar.table5 --report        # regenerate the Table 5 section from the store
 """
 
@@ -25,11 +28,24 @@ import torch
 
 from benchmarks._common import shell_command
 
-from . import distributed, table2
+from . import distributed, reporting, table2
 from .budgets import Budget
 from .data import CifarData
 from .options import RUNS, add_run_options, add_ticket_options, parser_for, prepare
-from .reporting import by_setting, by_ticket, mean_std, provenance, signed
+from .reference import Reference, load_reference
+from .reporting import (
+    Claim,
+    Section,
+    budget_note,
+    by_setting,
+    by_ticket,
+    convergence,
+    mean_std,
+    paper_only,
+    provenance,
+    signed,
+    table_text,
+)
 from .robustness import (
     CACHE,
     CIFAR102_URL,
@@ -46,6 +62,7 @@ from .store import ResultsStore, provenance_fields
 from .tickets import load_trained, run_id
 
 TABLE = "table5"
+DENSITIES = (1, 2, 3, 4, 5)  # numbers of removed blocks for an arch the paper's Table 5 does not have
 PGD = {"eps": 8 / 255, "steps": 10, "alpha": 2 / 255}
 
 
@@ -185,20 +202,69 @@ def _cell(runs: list[dict[str, Any]], dense: dict[int, dict[str, Any]], get: Any
     return [mean_std(list(values.values())), "" if criterion == "dense" else signed(diffs)]
 
 
-def report(records: list[dict[str, Any]]) -> str:
+MEASURES = {
+    "cifar10c": ("CIFAR-10-C − dense", "corruption_mean"),
+    "cifar102": ("CIFAR-10.2 − dense", "cifar102_accuracy"),
+}
+"""The paper's Table 5 columns: our measure's name and the record field it compares."""
+
+
+def differences(rows: list[dict[str, Any]], field: str) -> dict[tuple[str, int], list[float]]:
+    """Ticket - dense accuracy in points of one record ``field`` per (criterion, p), one value per seed measured."""
+    dense = {r["seed"]: r.get(field) for r in rows if r["criterion"] == "dense"}
+    return {
+        ticket: [
+            r[field] - dense[r["seed"]] for r in runs if r.get(field) is not None and dense.get(r["seed"]) is not None
+        ]
+        for ticket, runs in by_ticket(rows)
+    }
+
+
+def claims(reference: Reference, arch: str, rows: list[dict[str, Any]]) -> list[Claim]:
+    """The paper's Table 5 for ``arch`` (its Table 4 tickets) next to ours, each column against dense."""
+    found = []
+    for (criterion, p), values in reference.of(TABLE, arch).items():
+        for name, paper in values.items():
+            measure, field = MEASURES[name]
+            ours = differences(rows, field).get((criterion, p), []) if p is not None else []
+            missing = "not measured (`--cifar102 PATH`)" if name == "cifar102" and rows else "not run"
+            found.append(Claim(f"{criterion} p={p}", measure, paper, tuple(ours), missing=missing))
+    return found
+
+
+def command(arch: str) -> str:
+    return reporting.command(TABLE, arch, "--cifar102 PATH")
+
+
+def _ordered(rows: list[dict[str, Any]], paper: str) -> list[tuple[tuple[str, int], list[dict[str, Any]]]]:
+    """Dense, then the paper's criterion's tickets, then the others' (extras)."""
+    return sorted(by_ticket(rows), key=lambda kv: (kv[0][0] != "dense", kv[0][0] != paper, kv[0]))
+
+
+def report(records: list[dict[str, Any]], reference: Reference | None = None) -> str:
     """The Table 5 section: clean, CIFAR-10-C-style, CIFAR-10.2 (and PGD) accuracy per criterion and p, each
-    with the difference to dense in points."""
-    lines = ["## Table 5: robustness", ""]
+    with the difference to dense in points, the paper's criterion (GraSP) first and the others marked as extras,
+    then the paper's numbers (``reference``, by default the shipped copy) next to ours with both verdicts."""
+    reference = reference or load_reference()
+    paper = reference.text("table4", "criterion")
+    sections = []
     for (arch, budget), rows in by_setting(records).items():
         dense = {r["seed"]: r for r in rows if r["criterion"] == "dense"}
-        ordered = by_ticket(rows)
+        ordered = _ordered(rows, paper)
+        label = {c: c if c in ("dense", paper) else f"{c} (extra)" for (c, _), _ in ordered}
         images = sorted({r["corruption_images"] for r in rows})
         names = sorted({c for r in rows for c in r["corruptions"]}, key=CORRUPTIONS.index)
         severities = sorted({int(s) for r in rows for s in r["corruption_by_severity"]})
         c102 = sorted({r["cifar102_source"] for r in rows if r.get("cifar102_source")})
         has_pgd = any(r.get("pgd") for r in rows)
-        lines += [
-            f"### {arch}, budget `{budget}`",
+        lines = [
+            budget_note(
+                rows,
+                arch,
+                [r["clean_accuracy"] for r in dense.values()],
+                "The corruptions are regenerated here, not the published CIFAR-10-C images, so compare the "
+                "direction of the differences with the paper's, not their size.",
+            ),
             "",
             provenance(rows),
             "",
@@ -214,7 +280,8 @@ def report(records: list[dict[str, Any]]) -> str:
             else f"CIFAR-10.2: not measured (pass `--cifar102 PATH` to `cifar102_test.npz` from {CIFAR102_URL}).",
             "",
             "Clean = the whole test split. Difference = ticket - dense in percentage points, per seed, then "
-            "mean ± std over seeds.",
+            f"mean ± std over seeds. Main rows: {paper} tickets, as the paper's Table 5 (its Table 4 tickets); rows "
+            "marked (extra) use another criterion, beyond the paper.",
             "",
         ]
         header = ["criterion", "p", "clean, %", "Δ, pp", "CIFAR-10-C, %", "Δ, pp", "CIFAR-10.2, %", "Δ, pp"]
@@ -229,7 +296,7 @@ def report(records: list[dict[str, Any]]) -> str:
         header.append("seeds")
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for (criterion, p), runs in ordered:
-            cells = [criterion, str(p)]
+            cells = [label[criterion], str(p)]
             cells += _cell(runs, dense, lambda r: r["clean_accuracy"], criterion)
             cells += _cell(runs, dense, lambda r: r["corruption_mean"], criterion)
             cells += _cell(runs, dense, lambda r: r.get("cifar102_accuracy"), criterion)
@@ -247,18 +314,36 @@ def report(records: list[dict[str, Any]]) -> str:
             "|---|---|" + "---|" * len(severities),
         ]
         for (criterion, p), runs in ordered:
-            cells = [criterion, str(p)]
+            cells = [label[criterion], str(p)]
             for s in severities:
                 value, diff = _cell(runs, dense, lambda r, s=s: r["corruption_by_severity"].get(str(s)), criterion)
                 cells.append(f"{value} ({diff})" if diff else value)
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
-    return "\n".join(lines)
+        sections.append(
+            Section(
+                f"{arch}, budget `{budget}`",
+                tuple(lines),
+                tuple(claims(reference, arch, rows)),
+                command(arch),
+                convergence(arch, [r["clean_accuracy"] for r in dense.values()]),
+            )
+        )
+    ran = {arch for arch, _ in by_setting(records)}
+    sections += [
+        paper_only(arch, claims(reference, arch, []), command(arch))
+        for arch in reference.arches(TABLE)
+        if arch not in ran
+    ]
+    intro = [f"{reference.text(TABLE, 'what')}; the paper's tickets are its Table 4's ({paper}).", ""]
+    return table_text("## Table 5: robustness", intro, sections, "Table 5")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = parser_for("examples.cifar.table5", __doc__)
-    add_ticket_options(parser)
+    reference = load_reference()
+    add_ticket_options(parser, criteria=(reference.text("table4", "criterion"),))
+    parser.set_defaults(densities=None)  # the paper's Table 5 rows of the arch, below
     add_run_options(parser)
     parser.add_argument(
         "--corruptions",
@@ -293,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         run_table(
             args.arch,
             args.criteria,
-            args.densities,
+            args.densities or reference.densities(TABLE, args.arch) or list(DENSITIES),
             args.seeds,
             budget,
             data,

@@ -24,7 +24,7 @@ __all__ = ["generate", "perplexity_section", "plot_perplexity", "speed_section"]
 DOC = ROOT / "docs" / "llm_depth.md"
 RUN = "python -m examples.llm_depth.run --budget cpu"
 REPORT = "python -m examples.llm_depth.report"
-ORDER = ("dense", "block_influence", "angular_distance", "loss_drop", "random", "drop_last")
+ORDER = ("dense", "block_influence", "angular_distance", "loss_drop", "random", "drop_last", "finercut")
 
 
 def _by_budget(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -79,15 +79,22 @@ def perplexity_section(records: list[dict[str, Any]]) -> str:
         lines += [
             "Perplexity (× the dense model's) with no fine-tuning and after the short fine-tuning.",
             "",
-            "| criterion | layers removed | which (0 = first) | params | perplexity | after fine-tuning |",
+            "| criterion | removed | which (0 = first layer; #0 attention, #1 MLP) | params | perplexity | "
+            "after fine-tuning |",
             "|---|---|---|---|---|---|",
         ]
         for before, after in pairs(rows):
             r = before or after
             assert r is not None
             which = ", ".join(map(str, r["removed_indices"])) or "–"
+            sublayers = r.get("removed_sublayers", 0)
+            removed = (
+                f"{sublayers} of {2 * r['layers']} sub-layers"
+                if sublayers
+                else f"{r['removed_layers']} of {r['layers']}"
+            )
             lines.append(
-                f"| {r['criterion']} | {r['removed_layers']} of {r['layers']} ({100 * r['ratio']:.0f}%) | {which} | "
+                f"| {r['criterion']} | {removed} ({100 * r['ratio']:.0f}%) | {which} | "
                 f"{r['params'] / 1e6:.2f}M | {_ppl(before)} | {_ppl(after)} |"
             )
         lines.append("")
@@ -185,7 +192,9 @@ def generate(results: Path = RESULTS, doc: Path = DOC) -> str:
         "A Llama-architecture model of a few million parameters is trained on the Python standard library's own "
         "source (byte tokens, split into training and held-out files), then 25% and 50% of its layers are removed "
         "with each criterion (`block_influence`, `angular_distance`, `loss_drop`, `random`, and `drop_last`: the "
-        "last layers) through `residual_prune.plan_pruning` and `apply_plan`. Reported: the held-out perplexity "
+        "last layers) through `residual_prune.plan_pruning` and `apply_plan`; `finercut` removes as many residual "
+        'branches, attention and MLP sub-layers apart (`loss_drop` with `granularity="sublayer"`, as FinerCut '
+        "does), so its model keeps every layer. Reported: the held-out perplexity "
         "with no fine-tuning and after a short fine-tuning, and the decode speed of the pruned against the dense "
         "model.",
         "",

@@ -40,12 +40,19 @@ __all__ = ["CRITERIA", "DROP_LAST", "RATIOS", "drop_last_plan", "make_plan", "ru
 
 PERPLEXITY, SPEED = "perplexity", "speed"  # the tables of the results store
 DROP_LAST = "drop_last"
-CRITERIA = ("block_influence", "angular_distance", "loss_drop", "random", DROP_LAST)
+FINERCUT = "finercut"  # loss_drop on attention and MLP sub-layers apart: as many branches as the layer plans remove
+CRITERIA = ("block_influence", "angular_distance", "loss_drop", "random", DROP_LAST, FINERCUT)
 RATIOS = (0.25, 0.5)
 
 
 def _layer_index(name: str) -> int:
-    return int(name.rpartition(".")[2])
+    return int(name.rpartition(".")[2].partition("#")[0])
+
+
+def _position(name: str) -> int | str:
+    """A removed layer's index, or a removed sub-layer's ``"<layer>#<branch>"`` (``#0`` attention, ``#1`` MLP)."""
+    tail = name.rpartition(".")[2]
+    return tail if "#" in tail else int(tail)
 
 
 def drop_last_plan(model: nn.Module, n: int, example: dict[str, torch.Tensor]) -> PruningPlan:
@@ -61,14 +68,19 @@ def drop_last_plan(model: nn.Module, n: int, example: dict[str, torch.Tensor]) -
 def make_plan(
     model: nn.Module, criterion: str, n: int, calibration: list[dict[str, torch.Tensor]], seed: int = 0
 ) -> PruningPlan:
-    """The plan of ``criterion`` removing ``n`` layers of ``model``, scored on the ``calibration`` batches."""
+    """The plan of ``criterion`` removing ``n`` layers of ``model`` (FinerCut: ``2 n`` of its attention and MLP
+    sub-layers), scored on the ``calibration`` batches."""
     example = {"input_ids": calibration[0]["input_ids"][:1]}
     if criterion == DROP_LAST:
         return drop_last_plan(model, n, example)
     options: dict[str, Any] = (
         {"seed": seed} if criterion == "random" else {"num_batches": len(calibration), "progress": False}
     )
-    return plan_pruning(model, criterion=criterion, n=n, data=calibration, example_inputs=example, **options)
+    if criterion == FINERCUT:
+        options.update(criterion="loss_drop", n=2 * n, granularity="sublayer")
+    else:
+        options.update(criterion=criterion, n=n)
+    return plan_pruning(model, data=calibration, example_inputs=example, **options)
 
 
 def run_id(budget: str, criterion: str, ratio: float, finetuned: bool) -> str:
@@ -182,13 +194,15 @@ def _measured(
 ) -> dict[str, dict[str, Any]]:
     """The records of one pruned (or dense) model: its perplexity, then after the fine-tuning."""
     removed = plan.removed if plan else []
+    layers = [] if plan is None or plan.granularity == "sublayer" else removed
     fields = {
         "criterion": criterion,
         "ratio": ratio,
-        "removed_layers": len(removed),
-        "kept_layers": exp.budget.model.layers - len(removed),
+        "removed_layers": len(layers),
+        "removed_sublayers": len(removed) - len(layers),
+        "kept_layers": exp.budget.model.layers - len(layers),
         "removed": removed,
-        "removed_indices": [_layer_index(name) for name in removed],
+        "removed_indices": [_position(name) for name in removed],
         "scores": plan.scores if plan else {},
         "plan": plan.to_dict() if plan else None,
         "params": _count(model),
@@ -279,7 +293,7 @@ def run_experiment(
             plan = make_plan(exp.dense, criterion, round(ratio * budget.model.layers), exp.calibration, budget.seed)
         model = apply_plan(exp.dense, plan) if plan else copy.deepcopy(exp.dense)
         plan_seconds = time.perf_counter() - began
-        if plan:
+        if plan and plan.granularity == "block":
             pruned_at.setdefault(ratio, (criterion, model))
         for key, fields in _measured(exp, model, criterion, ratio, plan, dense_nll).items():
             done.append(_save(store, exp, ids[key], PERPLEXITY, {**fields, "plan_seconds": plan_seconds}))

@@ -67,26 +67,31 @@ def test_an_interrupted_training_resumes_to_the_weights_of_an_uninterrupted_one(
 
 def test_smoke_budget_end_to_end(tmp_path: Path) -> None:
     store, runs, corpus = ResultsStore(tmp_path / "results"), tmp_path / "runs", Corpus.load()
-    options = {"runs": runs, "criteria": ["block_influence", "drop_last"], "ratios": [0.5], "progress": False}
+    criteria = ["block_influence", "drop_last", "finercut"]
+    options = {"runs": runs, "criteria": criteria, "ratios": [0.5], "progress": False}
     assert run.run_experiment(SMOKE, store, corpus, until=2, **options) == []  # interrupted: a checkpoint only
     assert torch.load(runs / "smoke" / "dense" / "last.pt", weights_only=True)["step"] == 2
     records = run.run_experiment(SMOKE, store, corpus, command="test", **options)
-    assert len(records) == 7 and run.run_experiment(SMOKE, store, corpus, **options) == []  # all stored: skipped
+    assert len(records) == 9 and run.run_experiment(SMOKE, store, corpus, **options) == []  # all stored: skipped
 
     ppl = {(r["criterion"], r["finetuned"]): r for r in store.records("perplexity")}
-    assert set(ppl) == {(c, ft) for c in ("dense", "block_influence", "drop_last") for ft in (False, True)}
+    assert set(ppl) == {(c, ft) for c in ("dense", *criteria) for ft in (False, True)}
     assert all(math.isfinite(r["perplexity"]) and r["perplexity"] > 1 for r in ppl.values())
     dense = ppl["dense", False]
     assert [h["step"] for h in dense["training"]["history"]] == [2, 4]  # the second call went on from step 2
     assert ppl["drop_last", False]["removed"] == ["model.layers.2", "model.layers.3"]
     assert ppl["block_influence", True]["kept_layers"] == 2 and len(ppl["block_influence", True]["removed"]) == 2
     assert ppl["block_influence", True]["perplexity"] != ppl["block_influence", False]["perplexity"]
+    finercut = ppl["finercut", False]  # 4 of the 8 attention and MLP branches, every layer kept
+    assert finercut["removed_sublayers"] == 4 and finercut["kept_layers"] == 4
+    assert all("#" in str(i) for i in finercut["removed_indices"]) and finercut["params"] < dense["params"]
     assert dense["corpus"]["train_files"] > 100 and "sha256" in dense["corpus"]["split_rule"]
     (speed,) = store.records("speed")
     assert speed["kept_layers"] == 2 and speed["layer_ratio"] == 2.0 and len(speed["pruned"]["runs"]) == 2
 
     text = report.generate(store.root, tmp_path / "docs" / "llm_depth.md")
     assert "| drop_last | 2 of 4 (50%) | 2, 3 |" in text and "| dense | 0 of 4 (0%) | – |" in text
+    assert "| finercut | 4 of 8 sub-layers (50%) |" in text
     assert "| 2 of 4 |" in text and "not yet measured" not in text
     assert (tmp_path / "docs" / "img" / "llm_depth_perplexity_smoke.png").stat().st_size > 0
 

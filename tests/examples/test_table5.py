@@ -203,7 +203,10 @@ def test_table5_smoke(tmp_path: Path) -> None:
     )
     text = table5.report(store.records(table5.TABLE))
     assert text.startswith("## Table 5: robustness") and "### resnet20, budget `smoke`" in text
-    assert text.count("| snip | 1 |") == 2 and "| dense | 0 |" in text and "8 test images per corruption" in text
+    assert (
+        text.count("| snip (extra) | 1 |") == 2 and "| dense | 0 |" in text and "8 test images per corruption" in text
+    )
+    assert "### resnet32, the paper's numbers only" in text  # the paper's GraSP rows, ours not run
     assert "CIFAR-10.2 test set (cifar102_test.npz), 10 images" in text and "PGD (beyond the paper)" in text
 
 

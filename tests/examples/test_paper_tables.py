@@ -1,0 +1,81 @@
+"""The generated page of the paper's tables: on the committed records, on records of two budgets, and on an empty
+store; the paper's column, verdicts and summary in every table, and Table 4's FLOPs check."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+from examples.cifar import paper_tables, table4
+from examples.cifar.options import RESULTS
+
+TABLES = [f"## Table {n}" for n in range(1, 6)]
+PAPER_COLUMN = "| ticket | measure | paper | paper's verdict | ours | seeds | our verdict | claim |"
+
+
+def _tables(page: str) -> dict[str, str]:
+    """Each table's part of the page, by its heading's start."""
+    parts = re.split(r"(?m)^(?=## )", page)
+    return {heading: next(p for p in parts if p.startswith(heading)) for heading in TABLES}
+
+
+def test_every_table_of_the_committed_records_shows_the_paper_next_to_ours(tmp_path: Path) -> None:
+    page = paper_tables.generate(RESULTS, tmp_path / "paper_tables.md")
+    assert "They ship with the project in `benchmarks/reference/paper.json`" in page
+    for heading, part in _tables(page).items():
+        assert PAPER_COLUMN in part, heading
+        assert "**Summary (generated).**" in part and "of the paper's" in part, heading
+        for setting in re.findall(r"(?m)^### (.*), budget `([^`]+)`", part):
+            assert f"**Budget `{setting[1]}`, on " in part, (heading, setting)  # budget and device, said plainly
+    tables = _tables(page)
+    # Table 2 (3 seeds at the cpu budget): the paper's SNIP losses at p = 3..5 are contradicted there
+    assert "contradict 3 (snip p=3 (paper −0.50 loses, ours +1.39 ± 1.32 wins)" in tables["## Table 2"]
+    assert "far from converged (dense 44.9% against 92.49% converged)" in tables["## Table 2"]
+    # Table 4: GraSP tickets first, as the paper's; the committed SNIP timings stay, labelled as an extra
+    four = tables["## Table 4"]
+    grasp = four.index("### resnet32, budget `cpu`, grasp tickets (the paper's)")
+    assert grasp < four.index("### resnet32, budget `cpu`, snip tickets (extra: the paper's Table 4 uses grasp)")
+    assert "### resnet56, the paper's numbers only" in four  # no GraSP ResNet-56 record: the paper's column alone
+    assert "`python -m examples.cifar.table4 --arch resnet56 --budget BUDGET` makes them" in four
+    # the paper's ResNet-32 p=4 FLOPs, shown against our count rather than hidden
+    assert "| resnet32 | 4 | 34.13% | 27.17–27.43% | 27.36%, 27.43% | 5 blocks |" in four
+    assert "The paper's resnet32 p=4 row prints 34.13% FLOPs saved, but removing 4 blocks saves 27.17–27.43%" in four
+    assert "the printed value is that of 5 blocks" in four
+    assert "| p=4 | FLOPs saved | 34.13% | saves |" in four and "| resnet32 | 1 | 6.82% | 6.79–6.86% |" in four
+    assert "snip (extra) | 1 |" in tables["## Table 5"]  # Table 5's SNIP rows, labelled
+
+
+def test_flops_saved_by_blocks_counts_resnet32s_blocks() -> None:
+    counted = table4.flops_saved_by_blocks("resnet32")
+    assert len(counted) == 9  # the blocks policy="paper" may remove
+    low, high = counted[4]
+    assert 27.1 < low < high < 27.5 and 33.9 < counted[5][0] < counted[5][1] < 34.3  # the paper's 34.13 is 5 blocks
+    assert all(counted[k][0] < counted[k + 1][0] for k in range(1, 9))
+
+
+def test_records_of_two_budgets_are_separate_sections_described_by_their_records(tmp_path: Path) -> None:
+    store = tmp_path / "results"
+    shutil.copytree(RESULTS / "table2", store / "table2")
+    for path in sorted((RESULTS / "table2").glob("resnet32-cpu-*-seed0.json")):
+        record = json.loads(path.read_text())
+        record.update(budget="gpu", budget_description="a GPU budget described by its records", accuracy=92.0)
+        record["machine"] = {**record["machine"], "gpu": "1x H100"}
+        (store / "table2" / path.name.replace("-cpu-", "-gpu-")).write_text(json.dumps(record))
+    part = _tables(paper_tables.generate(store, tmp_path / "paper_tables.md"))["## Table 2"]
+    cpu, gpu = part.index("### resnet32, budget `cpu`"), part.index("### resnet32, budget `gpu`")
+    assert cpu < gpu and part.count(PAPER_COLUMN) == 2
+    gpu_part = part[gpu:]
+    assert "**Budget `gpu`, on GPU (1x H100; AMD EPYC, 2 cores).**" in gpu_part
+    assert "Budget: a GPU budget described by its records." in gpu_part and "Close to converged" in gpu_part
+    assert "- resnet32, budget `gpu`: of the paper's 10 numbers, ours measure 10: they cannot decide 10" in part
+
+
+def test_an_empty_store_shows_the_papers_column_alone_and_the_commands(tmp_path: Path) -> None:
+    page = paper_tables.generate(tmp_path / "empty", tmp_path / "paper_tables.md")
+    for heading, part in _tables(page).items():
+        assert PAPER_COLUMN in part and "the paper's numbers only" in part, heading
+        assert "is measured here yet (`python -m examples.cifar.table" in part, heading
+    assert "`python -m examples.cifar.table5 --arch resnet56 --cifar102 PATH --budget BUDGET`" in page
+    assert "| resnet32 | 4 | 34.13% | 27.17–27.43% | not run | 5 blocks |" in page
