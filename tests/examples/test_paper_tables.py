@@ -79,3 +79,16 @@ def test_an_empty_store_shows_the_papers_column_alone_and_the_commands(tmp_path:
         assert "is measured here yet (`python -m examples.cifar.table" in part, heading
     assert "`python -m examples.cifar.table5 --arch resnet56 --cifar102 PATH --budget BUDGET`" in page
     assert "| resnet32 | 4 | 34.13% | 27.17–27.43% | not run | 5 blocks |" in page
+
+
+def test_the_budgets_section_says_where_the_gpu_command_stands(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    (results / "table2").mkdir(parents=True)
+    section = paper_tables.budgets_section([{"budget": "cpu-full"}, {"budget": "cpu-full"}], results)
+    assert "- `cpu-full`: a 2-core CPU" in section and "Table 2 records: 2." in section
+    assert "not yet measured (no GPU was available)" in section and paper_tables.GPU in section
+    summary = {"runs": 16, "train_seconds": 420.0, "total_seconds": 450.0, "device": "NVIDIA H100", "workers": 8}
+    (results / "gpu_run-gpu.json").write_text(json.dumps({**summary, "torch": "2.11.0"}))
+    section = paper_tables.budgets_section([], results)
+    assert "trained 16 networks in 7.0 minutes (7.5 with the step timings) on NVIDIA H100" in section
+    assert "not yet measured" not in section
