@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -13,10 +13,12 @@ from torch import nn
 
 __all__ = ["inference", "side_by_side", "train_step"]
 
+K = TypeVar("K", bound=Hashable)
+
 
 def side_by_side(
-    fns: Mapping[str, Callable[[], Any]], *, warmup: int = 2, repeats: int = 7, min_sample: float = 0.02
-) -> dict[str, float]:
+    fns: Mapping[K, Callable[[], Any]], *, warmup: int = 2, repeats: int = 7, min_sample: float = 0.02
+) -> dict[K, float]:
     """Median seconds per call of each function, measured in one process.
 
     The functions run round-robin (``a b c a b c ...``) so that drift of the machine (another
@@ -30,7 +32,7 @@ def side_by_side(
             fn()
         single = (time.perf_counter() - start) / max(1, warmup)
         loops[name] = max(1, round(min_sample / single)) if single > 0 else 1
-    samples: dict[str, list[float]] = {name: [] for name in fns}
+    samples: dict[K, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start = time.perf_counter()

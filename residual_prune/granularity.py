@@ -123,7 +123,7 @@ class SublayerGranularity(Granularity):
         if not _rewrites(checked):
             from .branch_surgery import remove_branches  # it imports the analysis, which imports this module
 
-            return remove_branches(model, checked)
+            return remove_branches(model, checked, example_inputs)
         from .rewrite import remove_sublayers
 
         return remove_sublayers(

@@ -54,8 +54,9 @@ def test_attention_and_mlp_removed_apart(family: str) -> None:
     leaves = [b.ends.leaves for b in subs if b.name in removed]
     assert all(isinstance(pruned.get_submodule(name), ZeroBranch) for name in leaves)
     assert type(pruned) is type(model)
-    freed = sum(p.numel() for name in leaves for p in model.get_submodule(name).parameters())
-    assert sum(p.numel() for p in pruned.parameters()) == sum(p.numel() for p in model.parameters()) - freed > 0
+    freed = sum(b.params for b in subs if b.name in removed)  # what the plan counts: the branch's norm goes too
+    assert freed > sum(p.numel() for name in leaves for p in model.get_submodule(name).parameters())
+    assert sum(p.numel() for p in pruned.parameters()) == sum(p.numel() for p in model.parameters()) - freed
     kept = pruned.state_dict()
     assert all(torch.equal(value, model.state_dict()[key]) for key, value in kept.items())
     assert rp.verify(model, pruned, plan, inputs) <= 1e-6
@@ -113,7 +114,44 @@ def test_a_sublayer_plan_file_rebuilds_the_model(tmp_path) -> None:
     again = rp.apply_plan(model, rp.PruningPlan.load(path))
     with torch.no_grad():
         assert torch.equal(again(**inputs).logits, rp.apply_plan(model, plan)(**inputs).logits)
-    assert sum(isinstance(m, ZeroBranch) for m in again.modules()) == 3
+    stood_in = {name for name, m in again.named_modules() if isinstance(m, ZeroBranch)}
+    blocks = {b.name: b for b in rp.find_blocks(model, inputs, granularity="sublayer")}
+    ends = [blocks[name].ends.leaves for name in plan.removed]  # attn or mlp
+    assert stood_in == {*ends, *(f"{end.rpartition('.')[0]}.ln_{1 if end.endswith('attn') else 2}" for end in ends)}
+
+
+def test_numbers_a_model_computes_with_stay() -> None:
+    # ImageGPT scales attention by 1 / (layer_idx + 1): renumbering would change the kept layers' outputs
+    torch.manual_seed(0)
+    config = hf.ImageGPTConfig(
+        n_embd=32, n_layer=3, n_head=4, vocab_size=100, n_positions=64, scale_attn_by_inverse_layer_idx=True
+    )
+    model = hf.ImageGPTForCausalImageModeling(config).eval()
+    inputs = {"input_ids": torch.randint(0, 99, (1, 8), generator=torch.Generator().manual_seed(1))}
+    plan = _sublayer_plan(model, inputs, ["transformer.h.1#0"])
+    pruned = rp.apply_plan(model, plan)
+    assert [getattr(layer.attn, "layer_idx", None) for layer in pruned.transformer.h] == [0, 1, 2]
+    assert isinstance(pruned.transformer.h[1].attn, ZeroBranch)
+    assert rp.verify(model, pruned, plan, inputs) <= 1e-6
+    with pytest.raises(rp.PlanError, match="outputs change when its ImageGPTAttention modules are renumbered"):
+        rp.apply_plan(model, dataclasses.replace(plan, removed=["transformer.h.0#0"]))
+
+
+def test_a_post_norm_branch_loses_its_attention_too() -> None:
+    # Olmo2 normalizes the attention's output: the branch ends in the norm, and the attention before it goes too
+    torch.manual_seed(0)
+    config = hf.Olmo2Config(**DECODER, **COMMON, pad_token_id=0, eos_token_id=1, bos_token_id=2)
+    model = hf.Olmo2ForCausalLM(config).eval()
+    inputs = hf_inputs("llama")
+    blocks = {b.name: b for b in rp.find_blocks(model, inputs, granularity="sublayer")}
+    plan = _sublayer_plan(model, inputs, ["model.layers.0#0", "model.layers.2#1"])
+    pruned = rp.apply_plan(model, plan)
+    assert blocks["model.layers.0#0"].ends.leaves == "model.layers.0.post_attention_layernorm"
+    assert isinstance(pruned.model.layers[0].self_attn.q_proj, ZeroBranch)
+    freed = sum(blocks[name].params for name in plan.removed)
+    assert sum(p.numel() for p in pruned.parameters()) == sum(p.numel() for p in model.parameters()) - freed
+    assert rp.verify(model, pruned, plan, inputs) <= 1e-6
+    assert _cached_step_gap(pruned) <= 1e-5
 
 
 class Mixer(nn.Module):

@@ -52,6 +52,8 @@ class ResidualBlock:
         frontend: the capture front-end that found it (``"fx"``, ``"export"``, ``"export-strict"`` or ``"eager"``).
         ends: for a sub-layer, the module calls that bound its branch (:class:`BranchEnds`): where criteria
             read its hidden states and what a stand-in replaces where the graph is not a torch.fx one.
+        follows: for a sub-layer, the sub-layer whose output is its input (its shortcut), through operations
+            that change nothing; None where anything else runs between them (a projection, a norm).
     """
 
     name: str
@@ -73,6 +75,7 @@ class ResidualBlock:
     unit: str = ""
     frontend: str = "fx"
     ends: BranchEnds | None = None
+    follows: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -154,6 +157,7 @@ def _sublayer_block(model: nn.Module, graph: GraphIndex, sub: Sublayer, order: i
         unit=sub.unit.name,
         frontend=graph.traced.frontend,
         ends=sub.ends,
+        follows=sub.follows,
     )
 
 

@@ -100,6 +100,7 @@ class Sublayer:
     join: Join
     reason: str | None
     ends: BranchEnds
+    follows: str | None = None  # the sub-layer whose output is this one's input (its shortcut), if one is
 
     @property
     def name(self) -> str:
@@ -121,6 +122,12 @@ def sublayers(analysis: Analysis) -> list[Sublayer]:
                 reason = _stand_in_failure(graph, join, ends)
             found.append(Sublayer(unit, k, join, reason, ends))
     found.sort(key=lambda sub: graph.index[sub.join.node])
+    outputs = {sub.join.node: sub.name for sub in found}
+    for sub in found:
+        node = _operands(graph, sub.join)[0]  # the shortcut: the previous sub-layer's sum, if nothing runs between
+        while node not in outputs and graph.ops.is_identity(node) and len(graph.data_inputs(node)) == 1:
+            node = graph.nodes[graph.data_inputs(node)[0]]
+        sub.follows = outputs.get(node)
     return found
 
 

@@ -101,16 +101,18 @@ def reading(block: ResidualBlock, criterion: str) -> Reading:
 
 
 def _follows(a: ResidualBlock, b: ResidualBlock) -> bool:
-    """Whether ``b`` runs right after ``a`` (units are in the order their outputs are made, so only the units
-    nested in ``b`` come between) and, for blocks, is the child of ``a``'s container right after it."""
-    runs_next = b.order == a.order + 1 + len(b.contains)
-    return runs_next if a.kind == "sublayer" else runs_next and b.index == a.index + 1
+    """Whether ``b`` takes ``a``'s output: for sub-layers, as its input (:attr:`ResidualBlock.follows`); for
+    blocks, ``b`` runs right after ``a`` (units are in the order their outputs are made, so only the units
+    nested in ``b`` come between) and is the child of ``a``'s container right after it."""
+    if a.kind == "sublayer":
+        return b.follows == a.name
+    return b.order == a.order + 1 + len(b.contains) and b.index == a.index + 1
 
 
 def block_windows(blocks: Sequence[ResidualBlock], n: int) -> list[Window]:
     """Every run of ``n`` of ``blocks`` that run one after the other, by execution order of their first block:
     blocks that are consecutive children of one container (same ``stage``, consecutive ``index``), sub-layers
-    anywhere (a layer's MLP, then the next layer's attention)."""
+    each of which takes the previous one's output (a layer's MLP, then the next layer's attention)."""
     if n < 1:
         raise InvalidArgumentError(f"a run of blocks has at least one block, got n={n!r}")
     groups: dict[str, list[ResidualBlock]] = {}
@@ -288,9 +290,9 @@ def angular_distance_importance(
     windows = block_windows(blocks, size)
     if not windows:
         raise InvalidArgumentError(
-            f"angular_distance removes {size} consecutive blocks of one container, but no {size} of the "
-            f"{len(blocks)} removable blocks are consecutive children of one container that run one after the "
-            "other; pass a smaller n, or use a criterion that scores blocks alone ('block_influence', 'loss_drop')"
+            f"angular_distance removes {size} consecutive blocks (of one container; sub-layers: each taking the "
+            f"previous one's output), but no {size} of the {len(blocks)} removable blocks run so; pass a smaller "
+            "n, or use a criterion that scores blocks alone ('block_influence', 'loss_drop')"
         )
     distances = _window_means(
         model,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 
 import pytest
@@ -212,8 +213,14 @@ def test_windows_are_consecutive_children_that_run_one_after_another() -> None:
         ["blocks.0", "blocks.1"],
         ["blocks.3", "blocks.4"],
     ]
-    with pytest.raises(rp.InvalidArgumentError, match="no 3 of the 4 removable blocks are consecutive"):
+    with pytest.raises(rp.InvalidArgumentError, match="no 3 of the 4 removable blocks run so"):
         rp.plan_pruning(model, criterion="angular_distance", n=3, data=[(x, torch.zeros(3).long())], progress=False)
+    branches = [b for b in rp.find_blocks(model, x[:1], granularity="sublayer") if b.removable]
+    assert [b.follows for b in branches] == [None, "blocks.0#0", None, "blocks.3#0"]  # the tanh runs between
+    assert [[b.name for b in w] for w in block_windows(branches, 2)] == [
+        ["blocks.0#0", "blocks.1#0"],
+        ["blocks.3#0", "blocks.4#0"],
+    ]
     alternating = Alternating()
     blocks = [b for b in rp.find_blocks(alternating, x[:1]) if b.removable]
     assert [b.name for b in blocks] == ["a.0", "b.0", "a.1", "b.1"]
@@ -432,32 +439,16 @@ def test_sublayer_criteria_on_a_hugging_face_llama(llama) -> None:
     for i in range(4):
         expected[f"model.layers.{i}#0"] = float((1 - _cos(states[i], mids[i])).mean())  # attention
         expected[f"model.layers.{i}#1"] = float((1 - _cos(mids[i], states[i + 1])).mean())  # MLP
-    influence = rp.plan_pruning(
-        model,
-        criterion="block_influence",
-        n=2,
-        data=[batch],
-        example_inputs=example,
-        granularity="sublayer",
-        progress=False,
+    plan = functools.partial(
+        rp.plan_pruning, model, data=[batch], example_inputs=example, granularity="sublayer", progress=False
     )
-    assert influence.scores == pytest.approx(expected, rel=1e-5)
-    drop = rp.plan_pruning(
-        model, criterion="loss_drop", n=1, data=[batch], example_inputs=example, granularity="sublayer", progress=False
-    )
+    assert plan(criterion="block_influence", n=2).scores == pytest.approx(expected, rel=1e-5)
+    drop = plan(criterion="loss_drop", n=1)
     for name in ("model.layers.0#0", "model.layers.2#1"):  # the loss of the model the plan gives, attention or MLP
         pruned = rp.apply_plan(model, dataclasses.replace(drop, removed=[name]))
         with torch.no_grad():
             assert drop.scores[name] == pytest.approx(float(pruned(**batch).loss - model(**batch).loss), abs=1e-6)
-    run = rp.plan_pruning(
-        model,
-        criterion="angular_distance",
-        n=3,
-        data=[batch],
-        example_inputs=example,
-        granularity="sublayer",
-        progress=False,
-    )
+    run = plan(criterion="angular_distance", n=3)
     names = [f"model.layers.{i}#{k}" for i in range(4) for k in range(2)]
     start = names.index(run.removed[0])
     assert run.removed == names[start : start + 3]  # three branches that run one after the other
