@@ -168,19 +168,23 @@ def remove_branches(model: nn.Module, checked: CheckedPlan, example_inputs: Any 
     whole = leaves + _feeding_modules(checked, leaves)
     if on_meta(model):  # nothing can run: the rules are trusted
         return _stood_in(model, checked, whole, _renumbering(model, whole))
-    zeroed = _stood_in(model, checked, leaves, {})  # equals the model with zeroed branches, with no cache
     attempts = [(whole, True), (whole, False)] + ([(leaves, True)] if whole != leaves else [])
-    for names, follow in attempts:
-        try:
-            candidate = _stood_in(model, checked, names, _renumbering(model, names, follow))
-            if _difference(zeroed, candidate, model, checked, example_inputs) is None:
-                break
-        except Exception:  # noqa: BLE001 - numbers the cache cannot follow, a stand-in the model's code cannot take
-            continue
-    else:  # the numbers kept: refused where they cannot follow, or where they must but change the outputs
-        if _renumbering(model, leaves):
-            _renumbering(model, leaves, follow=False)
-        names, candidate = leaves, zeroed
+    handles = zeroed_outputs(model, leaves)  # the reference, for a moment: ``model`` with its branches zeroed
+    try:
+        for names, follow in attempts:
+            try:
+                candidate = _stood_in(model, checked, names, _renumbering(model, names, follow))
+                if _difference(model, candidate, model, checked, example_inputs) is None:
+                    break
+            except Exception:  # noqa: BLE001 - numbers the cache cannot follow, a stand-in the code cannot take
+                continue
+        else:  # the numbers kept (equal to the reference, with no cache): refused where they cannot follow, or
+            if _renumbering(model, leaves):  # where the cache needs them to follow but the outputs change
+                _renumbering(model, leaves, follow=False)
+            names, candidate = leaves, _stood_in(model, checked, leaves, {})
+    finally:
+        for handle in handles:
+            handle.remove()
     if names != whole:
         warnings.warn(
             f"the modules {', '.join(m for m in whole if m not in leaves)} of the removed branches cannot be "

@@ -135,6 +135,7 @@ def test_numbers_a_model_computes_with_stay() -> None:
     assert rp.verify(model, pruned, plan, inputs) <= 1e-6
     with pytest.raises(rp.PlanError, match="outputs change when its ImageGPTAttention modules are renumbered"):
         rp.apply_plan(model, dataclasses.replace(plan, removed=["transformer.h.0#0"]))
+    assert not any(m._forward_hooks for m in model.modules())  # the checks' hooks are gone, refused or not
 
 
 def test_a_post_norm_branch_loses_its_attention_too() -> None:
