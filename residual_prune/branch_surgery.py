@@ -4,8 +4,7 @@ A residual branch ``y = x + f(x)`` whose value ``f(x)`` is what one module retur
 ``leaves`` module, see :class:`~residual_prune.analysis.BranchEnds`: a transformer layer's
 ``self_attn`` or ``mlp``) is removed by replacing that module with a :class:`ZeroBranch`, a
 parameter-free stand-in that returns zeros of its input's shape: the addition then passes ``x``
-on. What runs before it in the branch (the sub-layer's normalization) still runs, and its output
-is ignored. The other modules that run in the branch alone and whose value only the branch reads
+on. The other modules that run in the branch alone and whose value only the branch reads
 (the sub-layer's normalization; in a post-norm layer, whose branch ends in a norm, the attention or
 MLP before it) are replaced by stand-ins too, where the result still equals the model whose branch
 ends in zeros, so that what the plan counts as removed no longer runs. The result is the model's
