@@ -36,7 +36,7 @@ from torch import nn
 from .analysis import ResidualBlock
 from .errors import PlanError, PruningWarning
 from .modes import on_meta
-from .plan_check import CheckedPlan
+from .plan_check import CheckedPlan, plan_inputs
 from .stacks import _configs
 from .surgery import Bypass, _copy_without, _difference, replace_with_identity
 
@@ -167,13 +167,20 @@ def remove_branches(model: nn.Module, checked: CheckedPlan, example_inputs: Any 
     whole = leaves + _feeding_modules(checked, leaves)
     if on_meta(model):  # nothing can run: the rules are trusted
         return _stood_in(model, checked, whole, _renumbering(model, whole))
+    inputs = plan_inputs(model, checked.plan, example_inputs)
     attempts = [(whole, True), (whole, False)] + ([(leaves, True)] if whole != leaves else [])
+    tried = set()
     handles = zeroed_outputs(model, leaves)  # the reference, for a moment: ``model`` with its branches zeroed
     try:
         for names, follow in attempts:
             try:
-                candidate = _stood_in(model, checked, names, _renumbering(model, names, follow))
-                if _difference(model, candidate, model, checked, example_inputs) is None:
+                renumbering = _renumbering(model, names, follow)
+                key = (tuple(names), tuple(renumbering.items()))
+                if key in tried:
+                    continue  # nothing to renumber: the same candidate as before
+                tried.add(key)
+                candidate = _stood_in(model, checked, names, renumbering)
+                if _difference(model, candidate, inputs, checked.plan) is None:
                     break
             except Exception:  # noqa: BLE001 - numbers the cache cannot follow, a stand-in the code cannot take
                 continue

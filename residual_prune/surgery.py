@@ -12,6 +12,7 @@ from torch import nn
 
 from .errors import PruningWarning, VerificationError
 from .granularity import check_inplace, get_granularity
+from .inputs import ModelInputs
 from .modes import on_meta
 from .plan import PruningPlan
 from .plan_check import CheckedPlan, check_plan, plan_inputs
@@ -245,7 +246,11 @@ def remove_blocks(
         return _removed(model, checked, inplace, {})
     renumbered = _removed(model, checked, False, stacks)
     bypassed = None if on_meta(model) else _removed(model, checked, False, {})
-    differs = None if bypassed is None else _difference(bypassed, renumbered, model, checked, example_inputs)
+    differs = (
+        None
+        if bypassed is None
+        else _difference(bypassed, renumbered, plan_inputs(model, checked.plan, example_inputs), checked.plan)
+    )
     if bypassed is None or differs is None:  # on the meta device nothing can run: the rule is trusted
         return _removed(model, checked, True, stacks) if inplace else renumbered
     warnings.warn(
@@ -261,15 +266,13 @@ def remove_blocks(
 _EXACT = {"rtol": 1e-5, "atol": 1e-6}  # the same computations, in the same order: equal but for rounding
 
 
-def _difference(
-    bypassed: nn.Module, pruned: nn.Module, model: nn.Module, checked: CheckedPlan, example_inputs: Any
-) -> str | None:
-    """How ``pruned`` differs from ``bypassed`` (``model`` with the plan's units bypassed) on the inputs; None if
+def _difference(reference: nn.Module, pruned: nn.Module, inputs: ModelInputs, plan: PruningPlan) -> str | None:
+    """How ``pruned`` differs from ``reference`` (the model with the plan's units bypassed) on ``inputs``; None if
     it does not."""
     from .verify import compare_outputs  # verify imports the granularities, which import this module
 
     try:
-        compare_outputs(bypassed, pruned, plan_inputs(model, checked.plan, example_inputs), checked.plan, **_EXACT)
+        compare_outputs(reference, pruned, inputs, plan, **_EXACT)
     except VerificationError as exc:
         return str(exc).partition(":")[2].partition(". The block removal")[0].strip()
     return None

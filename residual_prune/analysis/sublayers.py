@@ -9,6 +9,7 @@ the graph is not a torch.fx one).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import torch.fx as fx
@@ -65,14 +66,18 @@ def _leaving_module(graph: GraphIndex, join: Join, end: fx.Node) -> str | None:
         end = graph.nodes[inputs[0]]
 
 
+def _through_identities(graph: GraphIndex, node: fx.Node) -> Iterator[fx.Node]:
+    """``node``, then what it is an identity of, and so on back (a dropout in eval mode, a no-op view)."""
+    yield node
+    while graph.ops.is_identity(node) and len(graph.data_inputs(node)) == 1:
+        node = graph.nodes[graph.data_inputs(node)[0]]
+        yield node
+
+
 def _entering_module(graph: GraphIndex, unit: str, join: Join, start: fx.Node) -> str | None:
     """The unit, else the first module that makes a node of the branch (or its fork), whose first argument is
     ``start`` or an identity of it: its call starts before the branch ends."""
-    same = {start}
-    node = start
-    while graph.ops.is_identity(node) and len(graph.data_inputs(node)) == 1:
-        node = graph.nodes[graph.data_inputs(node)[0]]
-        same.add(node)
+    same = set(_through_identities(graph, start))
     branch = set(join.branch)
     candidates = [
         name
@@ -123,11 +128,9 @@ def sublayers(analysis: Analysis) -> list[Sublayer]:
             found.append(Sublayer(unit, k, join, reason, ends))
     found.sort(key=lambda sub: graph.index[sub.join.node])
     outputs = {sub.join.node: sub.name for sub in found}
-    for sub in found:
-        node = _operands(graph, sub.join)[0]  # the shortcut: the previous sub-layer's sum, if nothing runs between
-        while node not in outputs and graph.ops.is_identity(node) and len(graph.data_inputs(node)) == 1:
-            node = graph.nodes[graph.data_inputs(node)[0]]
-        sub.follows = outputs.get(node)
+    for sub in found:  # the shortcut is the previous sub-layer's sum where nothing runs between them
+        shortcut = _operands(graph, sub.join)[0]
+        sub.follows = next((outputs[n] for n in _through_identities(graph, shortcut) if n in outputs), None)
     return found
 
 
