@@ -89,7 +89,7 @@ class DataDependent(nn.Module):
         self.conv = nn.Conv2d(16, 16, 3, padding=1)
 
     def forward(self, x):
-        if x.sum() > 0:  # data-dependent control flow defeats torch.fx
+        if x.abs().sum() >= 0:  # data-dependent control flow defeats torch.fx (always true, so runs are alike)
             return self.conv(x)
         return x
 
