@@ -14,6 +14,12 @@ from residual_prune.models import resnet20
 warnings.filterwarnings("ignore", message=".*torch.jit.*deprecated.*", category=FutureWarning)
 
 
+@pytest.fixture(autouse=True)
+def _same_random_state() -> None:
+    """Every test starts from the same global random state, whatever ran before it (no order-dependent results)."""
+    torch.manual_seed(0)
+
+
 @pytest.fixture
 def cifar_model() -> torch.nn.Module:
     torch.manual_seed(0)

@@ -87,9 +87,7 @@ def provenance(records: Iterable[dict[str, Any]]) -> str:
     data = sorted({r["data"] for r in records})
     runs: dict[tuple[str, str], list[str]] = {}
     for r in records:
-        m = r["machine"]
-        machine = f"{m.get('cpu')}, {m.get('cores')} cores{', ' + m['gpu'] if m.get('gpu') else ''}"
-        runs.setdefault((r["command"], machine), []).append(r["date"])
+        runs.setdefault((r["command"], _machine(r)), []).append(r["date"])
     commands = "; ".join(
         f"`{command}` ({len(dates)} record{'s' * (len(dates) > 1)}; {machine}; {_span(dates)})"
         for (command, machine), dates in sorted(runs.items(), key=lambda kv: (min(kv[1]), kv[0]))
@@ -262,13 +260,19 @@ def summary(claims: Sequence[Claim], setting: str, *, run: str = "", caveat: str
     return f"{text} {caveat}".strip()
 
 
+def _machine(record: dict[str, Any]) -> str:
+    """The machine of a record in words: its GPU, CPU model and cores, and what the training computed in."""
+    m = record.get("machine") or {}
+    text = f"{m.get('cpu', 'unknown CPU')}, {m.get('cores', '?')} cores"
+    text = f"{m['gpu']}; {text}" if m.get("gpu") else text
+    return f"{text}, {record['precision']}" if record.get("precision") else text
+
+
 def device(records: Iterable[dict[str, Any]]) -> str:
-    """The machines that produced ``records``, in words: GPU or CPU, model and cores."""
-    machines = set()
-    for r in records:
-        m = r.get("machine") or {}
-        cpu = f"{m.get('cpu', 'unknown CPU')}, {m.get('cores', '?')} cores"
-        machines.add(f"GPU ({m['gpu']}; {cpu})" if m.get("gpu") else f"CPU only ({cpu})")
+    """The machines that produced ``records``, in words: GPU or CPU, model and cores, and the training's precision."""
+    machines = {
+        f"GPU ({_machine(r)})" if (r.get("machine") or {}).get("gpu") else f"CPU only ({_machine(r)})" for r in records
+    }
     return "; ".join(sorted(machines)) or "unknown"
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from . import distributed
 from .cost import EnergyMeter
 from .data import CifarData, normalise
 
-__all__ = ["Schedule", "TrainResult", "accuracy", "evaluate", "train"]
+__all__ = ["Schedule", "TrainResult", "accuracy", "bf16_is_native", "evaluate", "train"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +41,8 @@ class Schedule:
     ``warmup`` fraction of the steps, then falling linearly to 0 at the end (a one-cycle
     schedule for runs of few epochs). ``nesterov`` momentum; ``label_smoothing`` of the
     cross-entropy. ``channels_last`` memory format and ``bf16`` autocast (bfloat16 matmuls and
-    convolutions, float32 weights and optimizer; the test accuracy is measured in float32);
+    convolutions, float32 weights and optimizer; the test accuracy is measured in float32) where
+    the device computes bfloat16 natively, float32 where it does not (:func:`bf16_is_native`);
     ``compile``: ``torch.compile`` the training forward.
     """
 
@@ -83,6 +85,7 @@ class TrainResult:
     train_seconds: float  # wall-clock of the training epochs (evaluation excluded), summed over resumes
     energy_kwh: float | None = None  # codecarbon's estimate for the training epochs, summed over resumes
     emissions_kg: float | None = None  # CO2-equivalent of that energy
+    precision: str = "float32"  # or "bfloat16 autocast": what the training steps computed in
 
     def fields(self) -> dict[str, Any]:
         """The result as fields of a results record."""
@@ -91,6 +94,7 @@ class TrainResult:
             "train_seconds": self.train_seconds,
             "energy_kwh": self.energy_kwh,
             "emissions_kg": self.emissions_kg,
+            "precision": self.precision,
             "history": self.history,
         }
 
@@ -117,6 +121,20 @@ def evaluate(model: nn.Module, data: CifarData, batch_size: int = 500) -> float:
 def _save_atomic(obj: Any, path: Path) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def bf16_is_native(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 convolutions natively (oneDNN's check on a CPU: AVX-512 or newer).
+
+    Where it does not, autocast emulates them: a ResNet-32 step at batch 256 took 19 s in bfloat16
+    against 1.4 s in float32 on a 2-core AMD EPYC with AVX2 only.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
 
 
 def resumed_state(
@@ -165,6 +183,14 @@ def train(
     ``theta_<start_epoch>``.
     """
     dev = distributed.device()
+    bf16 = schedule.bf16 and bf16_is_native(dev)
+    if schedule.bf16 and not bf16:
+        warnings.warn(
+            f"this {dev.type} has no native bfloat16, so the schedule's bfloat16 autocast is off and the run trains in "
+            "float32 (emulated bfloat16 is over 10x slower); its record says float32",
+            stacklevel=2,
+        )
+    precision = "bfloat16 autocast" if bf16 else "float32"
     model.to(dev)
     if schedule.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -187,6 +213,7 @@ def train(
         "train_images": len(data.train_y),
         "seed": seed,
         "data": data.source,
+        "precision": precision,  # a checkpoint of one precision is not resumed in the other
         **({"start_epoch": start_epoch} if start_epoch else {}),
     }
     state = resumed_state(last, setting, model, optimizer, generator)
@@ -215,7 +242,7 @@ def train(
                 x = x.to(dev, non_blocking=True)
                 if schedule.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=schedule.bf16):
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                     logits = forward(x)
                 loss = F.cross_entropy(
                     logits.float(), y.to(dev, non_blocking=True), label_smoothing=schedule.label_smoothing
@@ -258,4 +285,4 @@ def train(
     metered = [h for h in history if "energy_kwh" in h]
     energy = sum(h["energy_kwh"] for h in metered) if metered else None
     emissions = sum(h["emissions_kg"] for h in metered) if metered else None
-    return TrainResult(accuracy, history, seconds, energy, emissions)
+    return TrainResult(accuracy, history, seconds, energy, emissions, precision)

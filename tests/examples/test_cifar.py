@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from examples.cifar import cka, table2
+from examples.cifar import train as train_module
 from examples.cifar.budgets import BUDGETS
 from examples.cifar.data import PAD, CifarData, augment
 from examples.cifar.store import ResultsStore
@@ -142,6 +143,23 @@ def test_table2_smoke(tmp_path: Path) -> None:
         assert r["cka"]["layer1"] < 1  # trained from another starting point: not the same representation
     assert cka.run_table("smoke", data, store, runs=tmp_path / "runs", progress=False) == []
     assert cka.report(store.records(cka.TABLE)).count("| snip |") == 2
+
+
+def test_bf16_autocast_runs_only_where_the_device_has_native_bfloat16(tmp_path: Path, monkeypatch) -> None:
+    data, schedule = _random_data(train=32), Schedule(epochs=1, batch_size=16, bf16=True)
+    seen: list[torch.dtype] = []
+    model = resnet20()
+    model.fc.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+    monkeypatch.setattr(train_module, "bf16_is_native", lambda device: False)
+    with pytest.warns(UserWarning, match="no native bfloat16.*float32"):
+        emulated = train(model, data, schedule, seed=0, checkpoint_dir=tmp_path, progress=False)
+    assert emulated.precision == emulated.fields()["precision"] == "float32" and set(seen) == {torch.float32}
+    monkeypatch.setattr(train_module, "bf16_is_native", lambda device: True)
+    with pytest.raises(RuntimeError, match="another training setting"):  # a float32 checkpoint is not resumed in bf16
+        train(resnet20(), data, schedule, seed=0, checkpoint_dir=tmp_path, progress=False)
+    seen.clear()
+    native = train(model, data, schedule, seed=0, progress=False)
+    assert native.precision == "bfloat16 autocast" and torch.bfloat16 in seen
 
 
 def test_a_checkpoint_of_another_setting_is_not_resumed(tmp_path: Path) -> None:

@@ -63,13 +63,14 @@ def test_records_of_two_budgets_are_separate_sections_described_by_their_records
         if record["budget"] != "cpu":
             continue  # the cpu-full records are a section of their own
         record.update(budget="gpu", budget_description="a GPU budget described by its records", accuracy=92.0)
+        record["precision"] = "bfloat16 autocast"
         record["machine"] = {**record["machine"], "gpu": "1x H100"}
         (store / "table2" / path.name.replace("-cpu-", "-gpu-")).write_text(json.dumps(record))
     part = _tables(paper_tables.generate(store, tmp_path / "paper_tables.md"))["## Table 2"]
     cpu, gpu = part.index("### resnet32, budget `cpu`"), part.index("### resnet32, budget `gpu`")
     assert cpu < gpu and part.count(PAPER_COLUMN) == part.count("### resnet32, budget `") >= 2  # one per section
     gpu_part = part[gpu:]
-    assert "**Budget `gpu`, on GPU (1x H100; AMD EPYC, 2 cores).**" in gpu_part
+    assert "**Budget `gpu`, on GPU (1x H100; AMD EPYC, 2 cores, bfloat16 autocast).**" in gpu_part
     assert "Budget: a GPU budget described by its records." in gpu_part and "Close to converged" in gpu_part
     assert "- resnet32, budget `gpu`: of the paper's 10 numbers, ours measure 10: they cannot decide 10" in part
 

@@ -16,6 +16,7 @@ from examples.cifar.reporting import (
     budget_note,
     comparison,
     convergence,
+    device,
     provenance,
     signed,
     summary,
@@ -58,7 +59,16 @@ def test_provenance_names_every_command_and_machine_that_wrote_a_record() -> Non
     assert text == provenance(records)
     assert text.startswith("Budget: 10 epochs. Data: offline copy. Commands: `table2 --seeds 2` (2 records; ")
     assert "`table2 --seeds 3` (1 record; AMD EPYC, 2 cores; 2026-11-22)" in text
-    assert "`table2 --seeds 3` (1 record; AMD EPYC, 2 cores, H100; 2026-11-23)" in text
+    assert "`table2 --seeds 3` (1 record; H100; AMD EPYC, 2 cores; 2026-11-23)" in text
+
+
+def test_a_table_of_seeds_trained_in_two_precisions_says_so() -> None:
+    native = {**_run("cpu-full"), "machine": {"cpu": "Intel Xeon", "cores": 2}, "precision": "bfloat16 autocast"}
+    emulated = {**_run("cpu-full"), "precision": "float32", "command": "table2 --seeds 3"}
+    assert device([native, emulated]) == (
+        "CPU only (AMD EPYC, 2 cores, float32); CPU only (Intel Xeon, 2 cores, bfloat16 autocast)"
+    )
+    assert "(1 record; AMD EPYC, 2 cores, float32; 2026-11-22)" in provenance([native, emulated])
 
 
 def test_a_paper_claim_is_reproduced_contradicted_or_undecided_by_our_seeds() -> None:
