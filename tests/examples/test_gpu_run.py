@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from examples.cifar import gpu_run
+from examples.cifar import train as train_module
 from examples.cifar.budgets import BUDGETS
 from examples.cifar.store import ResultsStore
 from examples.cifar.train import Schedule, train
@@ -70,7 +71,8 @@ def test_the_one_cycle_schedule() -> None:
         assert budget.train_limit is None and budget.schedule.decay == "linear" and budget.schedule.bf16
 
 
-def test_bf16_channels_last_training_follows_float32() -> None:
+def test_bf16_channels_last_training_follows_float32(monkeypatch) -> None:
+    monkeypatch.setattr(train_module, "bf16_is_native", lambda device: True)  # bf16 even where it is emulated
     data = _random_data(train=64, test=16)
     data.train_x[:, 0] = (data.train_x[:, 0] // 8 + 24 * data.train_y[:, None, None]).to(torch.uint8)  # learnable
     options = {"epochs": 6, "lr": 0.1, "batch_size": 16, "decay": "linear", "warmup": 0.2, "label_smoothing": 0.1}
@@ -79,7 +81,9 @@ def test_bf16_channels_last_training_follows_float32() -> None:
         torch.manual_seed(0)
         model = resnet20()
         schedule = Schedule(**options, nesterov=True, channels_last=fast, bf16=fast)
-        losses[fast] = [h["loss"] for h in train(model, data, schedule, seed=0, progress=False).history]
+        result = train(model, data, schedule, seed=0, progress=False)
+        assert result.precision == ("bfloat16 autocast" if fast else "float32")
+        losses[fast] = [h["loss"] for h in result.history]
     assert model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
     assert model.conv1.weight.dtype == torch.float32  # autocast: the weights and the optimizer stay float32
     assert losses[True][-1] < 0.6 * losses[True][0] and losses[False][-1] < 0.6 * losses[False][0]
