@@ -270,9 +270,7 @@ def _machine(record: dict[str, Any]) -> str:
 
 def device(records: Iterable[dict[str, Any]]) -> str:
     """The machines that produced ``records``, in words: GPU or CPU, model and cores, and the training's precision."""
-    machines = {
-        f"GPU ({_machine(r)})" if (r.get("machine") or {}).get("gpu") else f"CPU only ({_machine(r)})" for r in records
-    }
+    machines = {f"{'GPU' if (r.get('machine') or {}).get('gpu') else 'CPU only'} ({_machine(r)})" for r in records}
     return "; ".join(sorted(machines)) or "unknown"
 
 
