@@ -36,12 +36,14 @@ __all__ = [
     "comparison",
     "convergence",
     "device",
+    "hardware",
     "mean_std",
     "paper_only",
     "provenance",
     "signed",
     "summary",
     "table_text",
+    "trained_on",
 ]
 
 
@@ -87,7 +89,7 @@ def provenance(records: Iterable[dict[str, Any]]) -> str:
     data = sorted({r["data"] for r in records})
     runs: dict[tuple[str, str], list[str]] = {}
     for r in records:
-        runs.setdefault((r["command"], _machine(r)), []).append(r["date"])
+        runs.setdefault((r["command"], trained_on(r)), []).append(r["date"])
     commands = "; ".join(
         f"`{command}` ({len(dates)} record{'s' * (len(dates) > 1)}; {machine}; {_span(dates)})"
         for (command, machine), dates in sorted(runs.items(), key=lambda kv: (min(kv[1]), kv[0]))
@@ -260,17 +262,21 @@ def summary(claims: Sequence[Claim], setting: str, *, run: str = "", caveat: str
     return f"{text} {caveat}".strip()
 
 
-def _machine(record: dict[str, Any]) -> str:
-    """The machine of a record in words: its GPU, CPU model and cores, and what the training computed in."""
+def hardware(record: dict[str, Any]) -> str:
+    """The machine of a record in words: its GPU, CPU model and cores."""
     m = record.get("machine") or {}
     text = f"{m.get('cpu', 'unknown CPU')}, {m.get('cores', '?')} cores"
-    text = f"{m['gpu']}; {text}" if m.get("gpu") else text
-    return f"{text}, {record['precision']}" if record.get("precision") else text
+    return f"{m['gpu']}; {text}" if m.get("gpu") else text
+
+
+def trained_on(record: dict[str, Any]) -> str:
+    """The machine of a record and what its training computed in (costs compare only within one of these)."""
+    return f"{hardware(record)}, {record['precision']}" if record.get("precision") else hardware(record)
 
 
 def device(records: Iterable[dict[str, Any]]) -> str:
     """The machines that produced ``records``, in words: GPU or CPU, model and cores, and the training's precision."""
-    machines = {f"{'GPU' if (r.get('machine') or {}).get('gpu') else 'CPU only'} ({_machine(r)})" for r in records}
+    machines = {f"{'GPU' if (r.get('machine') or {}).get('gpu') else 'CPU only'} ({trained_on(r)})" for r in records}
     return "; ".join(sorted(machines)) or "unknown"
 
 

@@ -46,11 +46,13 @@ from .reporting import (
     budget_note,
     by_setting,
     convergence,
+    hardware,
     mean_std,
     paper_only,
     provenance,
     signed,
     table_text,
+    trained_on,
 )
 from .store import ResultsStore, provenance_fields
 from .tickets import build
@@ -300,7 +302,7 @@ def _section(
     arch: str, budget: str, criterion: str, rows: list[dict[str, Any]], timing: dict[str, Any] | None
 ) -> tuple[str, ...]:
     """Our numbers of one arch, budget and criterion: per p, params, FLOPs, memory, energy, CO2, speed-ups and
-    accuracy against the dense network of the same arch and budget."""
+    accuracy against the dense network of the same arch, budget and machine."""
     dense = [r for r in rows if r["criterion"] == "dense"]
     d = dense[0]
     step = {int(p): s for p, s in (timing or {}).get("step_seconds", {}).items()}
@@ -360,32 +362,42 @@ def _section(
     return tuple(lines)
 
 
+def _by_place(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Runs grouped by the machine and precision they trained on: energy, CO2 and wall-clock compare within one."""
+    places: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        places.setdefault(trained_on(r), []).append(r)
+    return dict(sorted(places.items()))
+
+
 def report(trained: list[dict[str, Any]], timings: list[dict[str, Any]], reference: Reference | None = None) -> str:
     """The Table 4 section: the paper's FLOPs against our count, then per arch and budget the paper's criterion's
     tickets (GraSP; the paper's numbers next to ours with both verdicts) and, where timed, other criteria's, each
-    against the dense network of the same arch and budget (``reference``: by default the shipped copy)."""
+    against the dense network of the same arch and budget trained on the same machine in the same precision (a
+    section per machine where runs come from several; ``reference``: by default the shipped copy)."""
     reference = reference or load_reference()
     paper = reference.text(TABLE, "criterion")
-    timed = {(t["arch"], t["budget"], t["criterion"]): t for t in timings}
+    timed = {(t["arch"], t["budget"], t["criterion"], hardware(t)): t for t in timings}
     sections = []
     ran: set[str] = set()  # the arches with tickets of the paper's criterion at some budget
-    for (arch, budget), rows in by_setting(trained).items():
-        dense = [r["accuracy"] for r in rows if r["criterion"] == "dense"]
-        if not dense:
-            continue
-        ours = {r["criterion"] for r in rows} | {c for a, b, c in timed if (a, b) == (arch, budget)}
-        extra = sorted(c for a, b, c in timed if (a, b) == (arch, budget) and c != paper)
-        for criterion in ([paper] if paper in ours else []) + extra:
-            timing = timed.get((arch, budget, criterion))
-            body = _section(arch, budget, criterion, rows, timing)
-            if criterion == paper:
-                title = f"{arch}, budget `{budget}`, {criterion} tickets (the paper's)"
-                found = claims(reference, arch, rows, timing)
-                ran.add(arch)
-            else:
-                title = f"{arch}, budget `{budget}`, {criterion} tickets (extra: the paper's Table 4 uses {paper})"
-                found = []
-            sections.append(Section(title, body, tuple(found), command(arch), convergence(arch, dense)))
+    for (arch, budget), setting in by_setting(trained).items():
+        places = _by_place(setting)
+        for place, rows in places.items():
+            dense = [r["accuracy"] for r in rows if r["criterion"] == "dense"]
+            if not dense:
+                continue
+            machine = hardware(rows[0])
+            here = {c for a, b, c, m in timed if (a, b, m) == (arch, budget, machine)}
+            ours = {r["criterion"] for r in rows} | here
+            where = f", trained on {place}" if len(places) > 1 else ""
+            for criterion in ([paper] if paper in ours else []) + sorted(here - {paper}):
+                timing = timed.get((arch, budget, criterion, machine))
+                body = _section(arch, budget, criterion, rows, timing)
+                kind = "(the paper's)" if criterion == paper else f"(extra: the paper's Table 4 uses {paper})"
+                title = f"{arch}, budget `{budget}`, {criterion} tickets {kind}{where}"
+                found = claims(reference, arch, rows, timing) if criterion == paper else []
+                ran |= {arch} if criterion == paper else set()
+                sections.append(Section(title, body, tuple(found), command(arch), convergence(arch, dense)))
     sections += [
         paper_only(arch, claims(reference, arch, [], None), command(arch))
         for arch in reference.arches(TABLE)

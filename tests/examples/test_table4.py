@@ -11,6 +11,7 @@ from torch import nn
 from examples.cifar import paper_tables, table2, table4
 from examples.cifar.budgets import BUDGETS
 from examples.cifar.cost import EnergyMeter, training_memory
+from examples.cifar.reporting import trained_on
 from examples.cifar.store import ResultsStore
 from examples.cifar.train import Schedule
 from residual_prune.models import resnet20
@@ -69,6 +70,19 @@ def test_table4_smoke_and_the_generated_page(tmp_path: Path) -> None:
         assert r["energy_kwh"] is not None and r["training_memory"]["total"] > 0
     text = table4.report(trained, store.records(table4.TABLE))
     assert "### resnet20, budget `smoke`, snip tickets" in text and "| 3 |" in text and "region USA" in text
+    assert "trained on" not in text  # one machine, no need to say
+    # runs of another machine and precision: a section of their own, whose costs compare only with its own dense run
+    elsewhere = {"machine": {"cpu": "Other CPU", "cores": 2}, "precision": "bfloat16 autocast", "seed": 1}
+    slower = [
+        {**r, **elsewhere, "criterion": "dense" if r["p"] == 0 else "grasp", "train_seconds": 5 * r["train_seconds"]}
+        for r in trained
+    ]
+    text = table4.report(trained + slower, store.records(table4.TABLE))
+    here = text.split(f"(extra: the paper's Table 4 uses grasp), trained on {trained_on(trained[0])}\n")[1]
+    there = text.split("grasp tickets (the paper's), trained on Other CPU, 2 cores, bfloat16 autocast\n")[1]
+    assert "not timed" not in here.split("###")[0] and "| not timed |" in there.split("###")[0]
+    seconds = {r["p"]: r["train_seconds"] for r in trained}
+    assert f"| {seconds[0] / seconds[3]:.2f}x |" in there  # against the dense run of its own machine only
     # the generated page: every table's section (the paper's column alone where we have no run) and the plots
     page = paper_tables.generate(tmp_path / "results", tmp_path / "docs" / "paper_tables.md")
     assert page == (tmp_path / "docs" / "paper_tables.md").read_text()
