@@ -20,7 +20,7 @@ from . import cka, table1, table2, table3, table4, table5
 from .budgets import BUDGETS
 from .options import RESULTS, ROOT
 from .reference import REFERENCE, Reference, load_reference
-from .reporting import by_setting
+from .reporting import by_setting, trained_on
 from .store import ResultsStore
 
 DOC = ROOT / "docs" / "paper_tables.md"
@@ -185,13 +185,16 @@ GPU = "python -m examples.cifar.gpu_run --data data/cifar10_jpeg.npz"
 def budgets_section(records: list[dict[str, Any]], results: Path) -> str:
     """What each budget is, and where its runs stand: the records of each, the GPU command's measured wall-clock."""
     lines = ["## Budgets", ""]
-    counts: dict[str, int] = {}
+    places: dict[str, dict[str, int]] = {}  # budget -> where the runs trained -> how many
     for r in records:
-        counts[r["budget"]] = counts.get(r["budget"], 0) + 1
+        here = places.setdefault(r["budget"], {})
+        here[trained_on(r)] = here.get(trained_on(r), 0) + 1
     for name, budget in BUDGETS.items():
         if name == "smoke":
             continue
-        lines.append(f"- `{name}`: {budget.description}. Table 2 records: {counts.get(name, 0)}.")
+        where = places.get(name, {})
+        counts = f" ({'; '.join(f'{n} on {place}' for place, n in sorted(where.items()))})" if where else ""
+        lines.append(f"- `{name}`: {budget.description}. Table 2 records: {sum(where.values())}{counts}.")
     gpu = results / "gpu_run-gpu.json"
     if gpu.exists():
         run = json.loads(gpu.read_text())

@@ -87,8 +87,10 @@ def test_an_empty_store_shows_the_papers_column_alone_and_the_commands(tmp_path:
 def test_the_budgets_section_says_where_the_gpu_command_stands(tmp_path: Path) -> None:
     results = tmp_path / "results"
     (results / "table2").mkdir(parents=True)
-    section = paper_tables.budgets_section([{"budget": "cpu-full"}, {"budget": "cpu-full"}], results)
-    assert "- `cpu-full`: a 2-core CPU" in section and "Table 2 records: 2." in section
+    native = {"budget": "cpu-full", "machine": {"cpu": "Xeon", "cores": 2}, "precision": "bfloat16 autocast"}
+    section = paper_tables.budgets_section([native, native, {**native, "precision": "float32"}], results)
+    assert "- `cpu-full`: a 2-core CPU" in section
+    assert "Table 2 records: 3 (2 on Xeon, 2 cores, bfloat16 autocast; 1 on Xeon, 2 cores, float32)." in section
     assert "not yet measured (no GPU was available)" in section and paper_tables.GPU in section
     summary = {"runs": 16, "train_seconds": 420.0, "total_seconds": 450.0, "device": "NVIDIA H100", "workers": 8}
     (results / "gpu_run-gpu.json").write_text(json.dumps({**summary, "torch": "2.11.0"}))
