@@ -11,6 +11,7 @@ per criterion (Table 2), and the block scores per stage, like the paper's Figure
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import statistics
 from pathlib import Path
@@ -185,16 +186,13 @@ GPU = "python -m examples.cifar.gpu_run --data data/cifar10_jpeg.npz"
 def budgets_section(records: list[dict[str, Any]], results: Path) -> str:
     """What each budget is, and where its runs stand: the records of each, the GPU command's measured wall-clock."""
     lines = ["## Budgets", ""]
-    places: dict[str, dict[str, int]] = {}  # budget -> where the runs trained -> how many
-    for r in records:
-        here = places.setdefault(r["budget"], {})
-        here[trained_on(r)] = here.get(trained_on(r), 0) + 1
+    counts = collections.Counter((r["budget"], trained_on(r)) for r in records)
     for name, budget in BUDGETS.items():
         if name == "smoke":
             continue
-        where = places.get(name, {})
-        counts = f" ({'; '.join(f'{n} on {place}' for place, n in sorted(where.items()))})" if where else ""
-        lines.append(f"- `{name}`: {budget.description}. Table 2 records: {sum(where.values())}{counts}.")
+        where = {place: n for (b, place), n in counts.items() if b == name}
+        places = f" ({'; '.join(f'{n} on {place}' for place, n in sorted(where.items()))})" if where else ""
+        lines.append(f"- `{name}`: {budget.description}. Table 2 records: {sum(where.values())}{places}.")
     gpu = results / "gpu_run-gpu.json"
     if gpu.exists():
         run = json.loads(gpu.read_text())

@@ -395,8 +395,10 @@ def report(trained: list[dict[str, Any]], timings: list[dict[str, Any]], referen
                 body = _section(arch, budget, criterion, rows, timing)
                 kind = "(the paper's)" if criterion == paper else f"(extra: the paper's Table 4 uses {paper})"
                 title = f"{arch}, budget `{budget}`, {criterion} tickets {kind}{where}"
-                found = claims(reference, arch, rows, timing) if criterion == paper else []
-                ran |= {arch} if criterion == paper else set()
+                found: list[Claim] = []
+                if criterion == paper:
+                    found = claims(reference, arch, rows, timing)
+                    ran.add(arch)
                 sections.append(Section(title, body, tuple(found), command(arch), convergence(arch, dense)))
     sections += [
         paper_only(arch, claims(reference, arch, [], None), command(arch))
