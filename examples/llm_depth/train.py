@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from benchmarks._common import atomic_path
-from examples.cifar.train import resumed_state
+from examples.cifar.train import bf16_is_native, resumed_state
 from residual_prune import architecture_fingerprint
 
 from .budgets import Schedule
@@ -78,8 +79,15 @@ def train(
     Resumes from ``checkpoint_dir/last.pt`` if it holds a run of the same setting (schedule, seed,
     architecture, ``data``: a name of the token stream); checkpoints every ``checkpoint_every`` steps and at
     the end. ``until``: stop after that step (with a checkpoint), as if interrupted. ``bf16``: autocast the
-    forward pass to bfloat16.
+    forward pass to bfloat16 (asked for, so kept where the CPU only emulates it, with a warning).
     """
+    if bf16 and not bf16_is_native(torch.device("cpu")):
+        warnings.warn(
+            "this cpu has no native bfloat16, so --bf16 autocast is emulated and much slower than float32; "
+            "drop --bf16 to train in float32",
+            UserWarning,
+            stacklevel=2,
+        )
     model.train()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=schedule.lr, betas=schedule.betas, weight_decay=schedule.weight_decay

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 
 from examples.cifar.store import ResultsStore
 from examples.llm_depth import report, run
+from examples.llm_depth import train as train_module
 from examples.llm_depth.budgets import BUDGETS, build_model
 from examples.llm_depth.corpus import SEPARATOR, Corpus, is_held_out, source_files, stdlib_root
 from examples.llm_depth.train import train
@@ -63,6 +65,22 @@ def test_an_interrupted_training_resumes_to_the_weights_of_an_uninterrupted_one(
     assert resumed.history[0] == stopped.history[0]
     whole_state = whole_model.state_dict()
     assert all(torch.equal(v, whole_state[k]) for k, v in resumed_model.state_dict().items())
+
+
+def test_asked_for_bf16_warns_where_the_cpu_only_emulates_it(monkeypatch) -> None:
+    tokens = torch.randint(0, 256, (2000,), generator=torch.Generator().manual_seed(0), dtype=torch.int16)
+    model, length = build_model(SMOKE.model, seed=0), SMOKE.model.seq_len
+
+    def one_step() -> None:
+        train(model, tokens, SMOKE.schedule, length, seed=0, until=1, bf16=True, progress=False)
+
+    monkeypatch.setattr(train_module, "bf16_is_native", lambda device: False)
+    with pytest.warns(UserWarning, match="no native bfloat16.*drop --bf16"):
+        one_step()
+    monkeypatch.setattr(train_module, "bf16_is_native", lambda device: True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*bfloat16")
+        one_step()
 
 
 def test_smoke_budget_end_to_end(tmp_path: Path) -> None:
