@@ -77,6 +77,8 @@ def _worker(queue: Any, args: dict[str, Any]) -> None:
             command=args["command"],
             plan_data=data,
         )
+        if args["workers"] > 1:  # its wall-clock and energy are not its own (sharing.timed_alone)
+            record["timing_note"] = f"trained at the same time as up to {args['workers'] - 1} other runs on one device"
         store.save(table2.TABLE, rid, record)
         print(f"[gpu_run] {rid}: {record['accuracy']:.2f}% in {time.perf_counter() - began:.0f} s", flush=True)
 
@@ -110,9 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         "results": str(args.results),
         "runs": str(args.runs),
         "threads": args.threads,
+        "workers": min(args.workers, len(todo)),
         "command": shell_command("examples.cifar.gpu_run", argv),
     }
-    workers = [context.Process(target=_worker, args=(queue, shared)) for _ in range(min(args.workers, len(todo)))]
+    workers = [context.Process(target=_worker, args=(queue, shared)) for _ in range(shared["workers"])]
     for _ in workers:
         queue.put(None)
     for w in workers:

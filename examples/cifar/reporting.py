@@ -131,7 +131,8 @@ LAYER_AHEAD = Sense(0.0, "layer ahead", "filter ahead")  # layer - filter ticket
 class Claim:
     """One of the paper's numbers next to ours: ``paper`` (None where the paper prints none) and ``ours``, one value
     per seed (empty where not run); ``exact`` for a counted quantity that one value decides. With ``tolerance``,
-    the claim is the number itself (ours within ``tolerance`` of the paper's), not its side of the threshold."""
+    the claim is the number itself (ours within ``tolerance`` of the paper's), not its side of the threshold.
+    ``excluded``: why the runs there are do not count (``ours`` then empty): the claim is undecided, not unrun."""
 
     ticket: str
     measure: str
@@ -143,6 +144,7 @@ class Claim:
     tolerance: float | None = None
     missing: str = "not run"
     paper_missing: str = "not printed"
+    excluded: str = ""
 
     @property
     def paper_verdict(self) -> str:
@@ -163,7 +165,7 @@ class Claim:
     @property
     def our_verdict(self) -> str:
         if not self.ours:
-            return ""
+            return f"undecided ({self.excluded})" if self.excluded else ""
         mean = statistics.mean(self.ours)
         if self.tolerance is not None and self.paper is not None:
             off = mean - self.paper
@@ -180,7 +182,7 @@ class Claim:
         if self.paper is None:
             return ""
         if not self.ours:
-            return NOT_RUN
+            return UNDECIDED if self.excluded else NOT_RUN
         if not self.decided:
             return UNDECIDED
         if self.tolerance is not None:
@@ -195,7 +197,7 @@ class Claim:
     @property
     def ours_cell(self) -> str:
         if not self.ours:
-            return self.missing
+            return "n/a" if self.excluded else self.missing
         if self.exact:
             low, high = min(self.ours), max(self.ours)
             return self.format(low) if low == high else f"{self.format(low)}–{self.format(high)}"

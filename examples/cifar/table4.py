@@ -3,10 +3,11 @@
 The tickets are Algorithm 2's (Table 2's runs, trained or reused from its store). From each
 run's record: FLOPs (fvcore's convention, one 32x32 image), training memory (weights, gradients, momentum
 and the activations autograd saves, for one batch of the budget), the energy and CO2 of the
-whole training (codecarbon, offline, region in the record) and its wall-clock. Because the
-recorded runs ran one after the other on a machine others may have shared, the training
-speed-up is also measured side by side in this process: SGD steps of the dense network and
-of every ticket, interleaved, after warm-up, medians.
+whole training (codecarbon, offline, region in the record) and its wall-clock; these three only
+from runs that had the CPU to themselves (:func:`.sharing.timed_alone`). Because the recorded
+runs ran one after the other on a machine others may have shared, the training speed-up is also
+measured side by side in this process: SGD steps of the dense network and of every ticket,
+interleaved, after warm-up, medians.
 
 The tickets are GraSP's by default, as the paper's ("unless stated otherwise" after its Table 2), with
 the numbers of removed blocks of the paper's rows (``benchmarks/reference/paper.json``); ``--criterion
@@ -54,6 +55,7 @@ from .reporting import (
     table_text,
     trained_on,
 )
+from .sharing import SHARED, SPREAD, timed_alone, why_shared
 from .store import ResultsStore, provenance_fields
 from .tickets import build
 
@@ -240,6 +242,8 @@ def claims(
     for (_, p), values in reference.of(TABLE, arch).items():
         runs = [r for r in rows if (r["criterion"], r["p"]) == (criterion, p)]
         paired = [(r, dense[r["seed"]]) for r in runs if r["seed"] in dense]
+        alone = [(r, d) for r, d in paired if timed_alone(r) and timed_alone(d)]  # for energy and wall-clock
+        shared = "not timed alone" if paired and not alone else ""
         ticket = f"p={p}"
         found.append(
             Claim(
@@ -278,9 +282,10 @@ def claims(
                 ticket,
                 "CO2 saved",
                 values.get("co2_saved_percent"),
-                _saved(paired, lambda r: r["emissions_kg"]),
+                _saved(alone, lambda r: r["emissions_kg"]),
                 SAVES,
                 "%",
+                excluded=shared,
             )
         )
         if p in step and 0 in step:
@@ -288,8 +293,8 @@ def claims(
                 ticket, "speed-up (side by side)", values.get("speedup"), (step[0] / step[p],), FASTER, "x", exact=True
             )
         else:
-            recorded = tuple(d["train_seconds"] / r["train_seconds"] for r, d in paired)
-            speed = Claim(ticket, "speed-up (recorded)", values.get("speedup"), recorded, FASTER, "x")
+            recorded = tuple(d["train_seconds"] / r["train_seconds"] for r, d in alone)
+            speed = Claim(ticket, "speed-up (recorded)", values.get("speedup"), recorded, FASTER, "x", excluded=shared)
         found.append(speed)
     return found
 
@@ -302,9 +307,11 @@ def _section(
     arch: str, budget: str, criterion: str, rows: list[dict[str, Any]], timing: dict[str, Any] | None
 ) -> tuple[str, ...]:
     """Our numbers of one arch, budget and criterion: per p, params, FLOPs, memory, energy, CO2, speed-ups and
-    accuracy against the dense network of the same arch, budget and machine."""
+    accuracy against the dense network of the same arch, budget and machine; energy, CO2 and the recorded
+    speed-up from the runs timed alone only (a line names the others)."""
     dense = [r for r in rows if r["criterion"] == "dense"]
     d = dense[0]
+    dense_alone = [r for r in dense if timed_alone(r)]
     step = {int(p): s for p, s in (timing or {}).get("step_seconds", {}).items()}
     by_p: dict[int, list[dict[str, Any]]] = {0: dense}
     for r in rows:
@@ -333,33 +340,58 @@ def _section(
         f"Energy and CO2: codecarbon {_codecarbon()} in offline mode for region {d.get('region')}, over the "
         f"training epochs of each run; CPU power {_power(d)}. Training memory: one SGD step on {batch}, counted "
         f"(weights, gradients, momentum, saved activations). Side-by-side speed-up: {timed}. Recorded speed-up: "
-        "total training wall-clock of the runs, measured one after the other.",
+        "total training wall-clock of the runs, measured one after the other. Energy, CO2 and the recorded "
+        f"speed-up count only runs that had the CPU to themselves: others took at most {SHARED:.0%} of it, and "
+        f"no epoch took over {SPREAD}x as long as the fastest.",
         "",
+        *_shared_note([r for runs in by_p.values() for r in runs]),
         "| p | params | FLOPs | FLOPs saved | training memory, MiB | memory saved | energy, Wh | CO2, g | "
         "speed-up (side by side) | speed-up (recorded) | accuracy, % | difference, pp |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     dense_acc = {r["seed"]: r["accuracy"] for r in dense}
     for p, runs in sorted(by_p.items()):
-        r = runs[0]
+        r, alone = runs[0], [x for x in runs if timed_alone(x)]
         mem = r["training_memory"]["total"]
-        energy = statistics.mean(x["energy_kwh"] for x in runs) if r.get("energy_kwh") is not None else None
-        co2 = statistics.mean(x["emissions_kg"] for x in runs) if r.get("emissions_kg") is not None else None
-        recorded = statistics.mean(x["train_seconds"] for x in dense) / statistics.mean(
-            x["train_seconds"] for x in runs
-        )
+        energy, co2 = (_mean(alone, key, 1e3) for key in ("energy_kwh", "emissions_kg"))
+        recorded = SHARED_CELL
+        if alone and dense_alone:
+            seconds = [statistics.mean(x["train_seconds"] for x in group) for group in (dense_alone, alone)]
+            recorded = f"{seconds[0] / seconds[1]:.2f}x"
         difference = [x["accuracy"] - dense_acc[x["seed"]] for x in runs if x["seed"] in dense_acc]
         side = f"{step[0] / step[p]:.2f}x" if p in step and 0 in step else "not timed"
         lines.append(
             f"| {p} | {r['params'] / 1e3:.0f}K | {r['flops'] / 1e6:.1f}M | {1 - r['flops'] / d['flops']:.1%} | "
             f"{_mb(mem)} | {1 - mem / d['training_memory']['total']:.1%} | "
-            f"{'n/a' if energy is None else f'{energy * 1e3:.2f}'} | "
-            f"{'n/a' if co2 is None else f'{co2 * 1e3:.2f}'} | "
-            f"{side} | {recorded:.2f}x | {mean_std([x['accuracy'] for x in runs])} | "
+            f"{energy} | {co2} | {side} | {recorded} | {mean_std([x['accuracy'] for x in runs])} | "
             f"{'' if p == 0 else signed(difference)} |"
         )
     lines.append("")
     return tuple(lines)
+
+
+SHARED_CELL = "not timed alone"
+
+
+def _mean(runs: list[dict[str, Any]], key: str, scale: float) -> str:
+    """The mean of ``key`` over ``runs`` (those timed alone) times ``scale``, as a cell."""
+    if not runs:
+        return SHARED_CELL
+    if runs[0].get(key) is None:
+        return "n/a"
+    return f"{statistics.mean(x[key] for x in runs) * scale:.2f}"
+
+
+def _shared_note(runs: list[dict[str, Any]]) -> list[str]:
+    """A paragraph naming the runs whose wall-clock was not their own, left out of energy, CO2 and recorded speed-up."""
+    shared = [r for r in runs if not timed_alone(r)]
+    if not shared:
+        return []
+    named = "; ".join(
+        f"{'dense' if r['p'] == 0 else 'p=' + str(r['p'])} seed {r['seed']} ({why_shared(r)})"
+        for r in sorted(shared, key=lambda r: (r["p"], r["seed"]))
+    )
+    return [f"Not timed alone, so left out of energy, CO2 and the recorded speed-up: {named}.", ""]
 
 
 def _by_place(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:

@@ -27,6 +27,7 @@ from benchmarks._common import atomic_path
 from . import distributed
 from .cost import EnergyMeter
 from .data import CifarData, normalise
+from .sharing import other_load
 
 __all__ = ["Schedule", "TrainResult", "accuracy", "bf16_is_native", "evaluate", "train"]
 
@@ -86,6 +87,7 @@ class TrainResult:
     energy_kwh: float | None = None  # codecarbon's estimate for the training epochs, summed over resumes
     emissions_kg: float | None = None  # CO2-equivalent of that energy
     precision: str = "float32"  # or "bfloat16 autocast": what the training steps computed in
+    other_load: float | None = None  # share of the CPU other processes took during the epochs (sharing.other_load)
 
     def fields(self) -> dict[str, Any]:
         """The result as fields of a results record."""
@@ -95,6 +97,7 @@ class TrainResult:
             "energy_kwh": self.energy_kwh,
             "emissions_kg": self.emissions_kg,
             "precision": self.precision,
+            "other_load": self.other_load,
             "history": self.history,
         }
 
@@ -234,7 +237,7 @@ def train(
             unit="batch",
             leave=False,
         )
-        with meter.span() if meter else contextlib.nullcontext({}) as energy:
+        with meter.span() if meter else contextlib.nullcontext({}) as energy, other_load() as sharing:
             for step, (x, y) in enumerate(bar):
                 for group in optimizer.param_groups:
                     group["lr"] = schedule.lr_at(epoch, step, steps)
@@ -261,6 +264,7 @@ def train(
             "lr": lr,
             "seconds": took,
             **energy,
+            **sharing,
             "accuracy": evaluate(model, data) if last_epoch or (epoch + 1) % eval_every == 0 else None,
         }
         history.append(record)
@@ -285,4 +289,11 @@ def train(
     metered = [h for h in history if "energy_kwh" in h]
     energy = sum(h["energy_kwh"] for h in metered) if metered else None
     emissions = sum(h["emissions_kg"] for h in metered) if metered else None
-    return TrainResult(accuracy, history, seconds, energy, emissions, precision)
+    return TrainResult(accuracy, history, seconds, energy, emissions, precision, _mean_other_load(history))
+
+
+def _mean_other_load(history: list[dict[str, Any]]) -> float | None:
+    """The epochs' share of the CPU that other processes took, weighted by the epochs' wall-clock."""
+    measured = [h for h in history if "other_load" in h]
+    seconds = sum(h["seconds"] for h in measured)
+    return sum(h["other_load"] * h["seconds"] for h in measured) / seconds if measured and seconds > 0 else None

@@ -50,6 +50,7 @@ def test_smoke_run_with_two_workers(
     trained = store.records("table2")
     assert len(trained) == 3 and {r["budget"] for r in trained} == {"smoke"}
     assert sorted((r["criterion"], len(r["removed"])) for r in trained) == [("dense", 0), ("grasp", 2), ("snip", 1)]
+    assert all("1 other run" in r["timing_note"] for r in trained)  # trained two at once: wall-clock not their own
     (timing,) = store.records("table4")  # the grasp tickets against dense, side by side
     assert set(timing["step_seconds"]) == {"0", "2"} and timing["device"] == "cpu"
     summary = json.loads((tmp_path / "results" / "gpu_run-smoke.json").read_text())

@@ -110,6 +110,8 @@ def test_counted_and_cost_claims() -> None:
     slower = Claim("p=1", "speed-up", 1.10, (0.95, 0.97, 0.96), FASTER, "x")
     assert slower.paper_verdict == "faster" and slower.our_verdict == "slower" and slower.status == CONTRADICTED
     assert slower.ours_cell == "0.96 ± 0.01x" and slower.format(1.1) == "1.10x"
+    shared = Claim("p=1", "CO2 saved", 11.11, (), SAVES, "%", excluded="not timed alone")  # run, but not counted
+    assert (shared.status, shared.our_verdict, shared.ours_cell) == (UNDECIDED, "undecided (not timed alone)", "n/a")
 
 
 def test_the_summary_says_what_is_reproduced_contradicted_undecided_and_not_run() -> None:

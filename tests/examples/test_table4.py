@@ -67,7 +67,8 @@ def test_table4_smoke_and_the_generated_page(tmp_path: Path) -> None:
     trained = store.records(table2.TABLE)
     assert sorted(r["p"] for r in trained) == [0, 1, 3]
     for r in trained:
-        assert r["energy_kwh"] is not None and r["training_memory"]["total"] > 0
+        assert r["energy_kwh"] is not None and r["training_memory"]["total"] > 0 and 0 <= r["other_load"] <= 1
+    trained = [{**r, "other_load": 0.0} for r in trained]  # as if alone, whatever else runs beside the tests
     text = table4.report(trained, store.records(table4.TABLE))
     assert "### resnet20, budget `smoke`, snip tickets" in text and "| 3 |" in text and "region USA" in text
     assert "trained on" not in text  # one machine, no need to say
@@ -83,6 +84,14 @@ def test_table4_smoke_and_the_generated_page(tmp_path: Path) -> None:
     assert "not timed" not in here.split("###")[0] and "| not timed |" in there.split("###")[0]
     seconds = {r["p"]: r["train_seconds"] for r in trained}
     assert f"| {seconds[0] / seconds[3]:.2f}x |" in there  # against the dense run of its own machine only
+    # a run that shared the CPU is left out of energy, CO2 and the recorded speed-up, and says why
+    epochs = [{"seconds": 10.0}, {"seconds": 14.0}]  # slowest over 1.3x the fastest
+    shared = {1: {"other_load": 0.5}, 3: {"history": epochs}}
+    text = table4.report([{**r, **shared.get(r["p"], {})} for r in trained], store.records(table4.TABLE))
+    assert "p=1 seed 0 (other processes took 50% of the CPU); p=3 seed 0 (its epochs took 10 to 14 s)." in text
+    for p in (1, 3):
+        assert next(row for row in text.splitlines() if row.startswith(f"| {p} |")).count(" not timed alone ") == 3
+    assert "| not timed alone |" not in next(row for row in text.splitlines() if row.startswith("| 0 |"))
     # the generated page: every table's section (the paper's column alone where we have no run) and the plots
     page = paper_tables.generate(tmp_path / "results", tmp_path / "docs" / "paper_tables.md")
     assert page == (tmp_path / "docs" / "paper_tables.md").read_text()
