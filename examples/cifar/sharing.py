@@ -3,10 +3,12 @@
 A test suite or a second training beside a run slows it down by up to 2x on a 2-core machine, and
 nothing in its own totals shows it. :func:`other_load` measures, over a span, the share of the
 CPU time of the cores this process may run on that other processes (and the hypervisor's steal)
-took: about 0 for a run alone, about 0.5 when another busy process shared both cores. Records
-made before that measure existed are judged by their epochs: alone, every epoch of a run takes
-about as long as the others (the GraSP tickets on the Intel Xeon: within 5%), while the runs with
-tests beside them spread by 1.65x to 2.7x.
+took: about 0 for a run alone, about 0.5 when another busy process shared both cores. CPU
+records made before that measure existed are judged by their epochs: alone, every epoch of a
+run takes about as long as the others (the GraSP tickets on the Intel Xeon: within 5%), while
+the runs with tests beside them spread by 1.65x to 2.7x. A GPU run's first epoch compiles, and
+the GPU is what several runs share: ``gpu_run`` notes it (``timing_note``) when it trains
+several at once.
 """
 
 from __future__ import annotations
@@ -67,11 +69,15 @@ def other_load() -> Iterator[dict[str, float]]:
 
 
 def timed_alone(record: dict[str, Any]) -> bool:
-    """Whether a training record's wall-clock is its own: not where a ``timing_note`` says it was shared, where
-    other processes took more than :data:`SHARED` of the CPU during its epochs, or where its slowest epoch took
-    more than :data:`SPREAD` times its fastest (the only test for records made before ``other_load``)."""
-    if record.get("timing_note") or (record.get("other_load") or 0.0) > SHARED:
+    """Whether a training record's wall-clock is its own: not where a ``timing_note`` says it was shared or other
+    processes took more than :data:`SHARED` of the CPU during its epochs; for CPU records made before that measure,
+    not where the slowest epoch took more than :data:`SPREAD` times the fastest."""
+    if record.get("timing_note"):
         return False
+    if record.get("other_load") is not None:
+        return record["other_load"] <= SHARED
+    if (record.get("machine") or {}).get("gpu"):
+        return True
     seconds = [h["seconds"] for h in record.get("history") or [] if h.get("seconds")]
     return not seconds or max(seconds) <= SPREAD * min(seconds)
 

@@ -237,7 +237,10 @@ def train(
             unit="batch",
             leave=False,
         )
-        with meter.span() if meter else contextlib.nullcontext({}) as energy, other_load() as sharing:
+        with (
+            meter.span() if meter else contextlib.nullcontext({}) as energy,
+            other_load() if dev.type == "cpu" else contextlib.nullcontext({}) as sharing,  # what a CPU run shares
+        ):
             for step, (x, y) in enumerate(bar):
                 for group in optimizer.param_groups:
                     group["lr"] = schedule.lr_at(epoch, step, steps)

@@ -41,5 +41,7 @@ def test_timed_alone_by_load_by_epochs_and_by_note() -> None:
     uneven = {"history": [{"seconds": 65.0}, {"seconds": 144.0}, {"seconds": 70.0}]}  # a record made before the load
     noted = {**steady, "timing_note": "trained at the same time as 3 other runs"}
     assert not any(map(timed_alone, (loaded, uneven, noted)))
+    assert timed_alone({**uneven, "other_load": 0.02})  # measured: the load decides, not the epochs
+    assert timed_alone({**uneven, "machine": {"gpu": "1x H100"}})  # a GPU run's first epoch compiles
     assert why_shared(loaded) == "other processes took 40% of the CPU"
     assert why_shared(uneven) == "its epochs took 65 to 144 s" and why_shared(noted) == noted["timing_note"]
