@@ -60,6 +60,7 @@ from .store import ResultsStore, provenance_fields
 from .tickets import build
 
 TABLE = "table4"
+SHARED_CELL = "not timed alone"  # a cost cell of runs whose wall-clock was not their own (sharing.timed_alone)
 REPEATS = 9
 FLOPS_TOLERANCE = 0.5  # points of FLOPs saved within which a printed value is that of a number of blocks
 DENSITIES = (1, 3, 5)  # numbers of removed blocks for an arch the paper's Table 4 does not have
@@ -341,8 +342,8 @@ def _section(
         f"training epochs of each run; CPU power {_power(d)}. Training memory: one SGD step on {batch}, counted "
         f"(weights, gradients, momentum, saved activations). Side-by-side speed-up: {timed}. Recorded speed-up: "
         "total training wall-clock of the runs, measured one after the other. Energy, CO2 and the recorded "
-        f"speed-up count only runs that had the CPU to themselves: others took at most {SHARED:.0%} of it, and "
-        f"no epoch took over {SPREAD}x as long as the fastest.",
+        f"speed-up count only runs that had the CPU to themselves: others took at most {SHARED:.0%} of it (in runs "
+        f"made before that was measured: no epoch took over {SPREAD}x as long as the fastest).",
         "",
         *_shared_note([r for runs in by_p.values() for r in runs]),
         "| p | params | FLOPs | FLOPs saved | training memory, MiB | memory saved | energy, Wh | CO2, g | "
@@ -368,9 +369,6 @@ def _section(
         )
     lines.append("")
     return tuple(lines)
-
-
-SHARED_CELL = "not timed alone"
 
 
 def _mean(runs: list[dict[str, Any]], key: str, scale: float) -> str:
