@@ -11,12 +11,25 @@ from . import distributed
 from .budgets import BUDGETS, Budget
 from .data import CifarData
 
-__all__ = ["ARCHS", "RESULTS", "RUNS", "add_run_options", "add_ticket_options", "budget_of", "parser_for", "prepare"]
+__all__ = [
+    "ARCHS",
+    "RESULTS",
+    "RUNS",
+    "Seeds",
+    "add_run_options",
+    "add_ticket_options",
+    "budget_of",
+    "parser_for",
+    "prepare",
+    "seed_list",
+    "seeds_of",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results" / "paper"  # one JSON record per run (committed)
 RUNS = ROOT / "runs" / "paper"  # checkpoints (not committed)
 ARCHS = ["resnet20", "resnet32", "resnet44", "resnet56", "resnet110"]
+Seeds = int | Sequence[int]  # a count (seeds 0..N-1) or the seeds themselves
 
 
 def parser_for(module: str, doc: str) -> argparse.ArgumentParser:
@@ -49,7 +62,13 @@ def add_ticket_options(
 
 
 def add_run_options(parser: argparse.ArgumentParser, *, seeds: int = 2) -> None:
-    parser.add_argument("--seeds", type=int, default=seeds, help="seeds 0..N-1")
+    parser.add_argument("--seeds", type=int, default=seeds, help="how many seeds: K..K+N-1 (K: --first-seed)")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="K: e.g. 1 on another machine, to train a seed whose dense run is its own (costs compare per machine)",
+    )
     parser.add_argument(
         "--budget",
         choices=sorted(BUDGETS),
@@ -67,6 +86,16 @@ def add_run_options(parser: argparse.ArgumentParser, *, seeds: int = 2) -> None:
     parser.add_argument("--runs", type=Path, default=RUNS, help="checkpoints")
     parser.add_argument("--report", action="store_true", help="only print the table from the store")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def seed_list(seeds: Seeds) -> Sequence[int]:
+    """The seeds a table trains: 0..N-1 for a count, else the seeds given."""
+    return range(seeds) if isinstance(seeds, int) else seeds
+
+
+def seeds_of(args: argparse.Namespace) -> range:
+    """The seeds ``--seeds`` and ``--first-seed`` ask for."""
+    return range(args.first_seed, args.first_seed + args.seeds)
 
 
 def budget_of(args: argparse.Namespace) -> Budget:

@@ -32,7 +32,7 @@ from . import reporting, table2
 from .budgets import PAPER_REWIND, Budget, rewind_epochs
 from .cost import EnergyMeter
 from .data import CifarData
-from .options import RUNS, add_run_options, add_ticket_options, parser_for, prepare
+from .options import RUNS, Seeds, add_run_options, add_ticket_options, parser_for, prepare, seed_list, seeds_of
 from .reference import Reference, load_reference
 from .reporting import Claim, Section, budget_note, by_setting, convergence, paper_only, provenance, signed, table_text
 from .store import ResultsStore, provenance_fields
@@ -81,7 +81,7 @@ def run_table(
     criteria: list[str],
     densities: list[int],
     rewinds: list[int | str],
-    seeds: int,
+    seeds: Seeds,
     budget: Budget,
     data: CifarData,
     store: ResultsStore,
@@ -99,7 +99,7 @@ def run_table(
     }
     done: list[dict[str, Any]] = []
     meter = EnergyMeter()
-    for seed in range(seeds):
+    for seed in seed_list(seeds):
         dense = dense_runs[seed]
         batch = table2.calibration_batch(data, seed)[0]  # for the training-memory count
         for criterion in criteria:
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             args.criteria,
             args.densities,
             args.rewind,
-            args.seeds,
+            seeds_of(args),
             budget,
             data,
             store,

@@ -27,7 +27,7 @@ from . import reporting
 from .budgets import Budget, rewind_epochs
 from .cost import EnergyMeter
 from .data import CifarData, normalise
-from .options import RUNS, add_run_options, add_ticket_options, parser_for, prepare
+from .options import RUNS, Seeds, add_run_options, add_ticket_options, parser_for, prepare, seed_list, seeds_of
 from .reference import Reference, load_reference
 from .reporting import (
     Claim,
@@ -110,7 +110,7 @@ def run_table(
     arch: str,
     criteria: list[str],
     densities: list[int],
-    seeds: int,
+    seeds: Seeds,
     budget: Budget,
     data: CifarData,
     store: ResultsStore,
@@ -123,7 +123,7 @@ def run_table(
     plan = [("dense", 0)] + [(c, p) for c in criteria for p in densities]
     done: list[dict[str, Any]] = []
     meter = EnergyMeter()
-    for seed in range(seeds):
+    for seed in seed_list(seeds):
         for criterion, p in plan:
             rid = run_id(arch, budget.name, criterion, p, seed)
             if store.has(TABLE, rid):
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
             args.arch,
             args.criteria,
             args.densities,
-            args.seeds,
+            seeds_of(args),
             budget,
             data,
             store,

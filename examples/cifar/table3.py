@@ -30,7 +30,7 @@ from .budgets import Budget
 from .cost import EnergyMeter
 from .data import CifarData
 from .filters import IMPORTANCES, conv_widths, count_filters, prune_to_filters
-from .options import RUNS, add_run_options, add_ticket_options, parser_for, prepare
+from .options import RUNS, Seeds, add_run_options, add_ticket_options, parser_for, prepare, seed_list, seeds_of
 from .reference import Reference, load_reference
 from .reporting import (
     LAYER_AHEAD,
@@ -103,7 +103,7 @@ def run_table(
     arch: str,
     criteria: list[str],
     densities: list[int],
-    seeds: int,
+    seeds: Seeds,
     budget: Budget,
     data: CifarData,
     store: ResultsStore,
@@ -119,7 +119,7 @@ def run_table(
     )
     done: list[dict[str, Any]] = []
     meter = EnergyMeter()
-    for seed in range(seeds):
+    for seed in seed_list(seeds):
         for criterion in criteria:
             for p in densities:
                 rid = filter_run_id(arch, budget.name, criterion, p, seed)
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             args.arch,
             args.criteria,
             args.densities,
-            args.seeds,
+            seeds_of(args),
             budget,
             data,
             store,

@@ -37,7 +37,7 @@ from residual_prune.models import cifar_resnet
 from . import reporting, table2
 from .budgets import Budget
 from .data import CifarData
-from .options import ARCHS, RUNS, add_run_options, parser_for, prepare
+from .options import ARCHS, RUNS, Seeds, add_run_options, parser_for, prepare, seed_list, seeds_of
 from .reference import Reference, load_reference
 from .reporting import (
     FASTER,
@@ -101,7 +101,7 @@ def run_table(
     arch: str,
     criterion: str,
     densities: list[int],
-    seeds: int,
+    seeds: Seeds,
     budget: Budget,
     data: CifarData,
     store: ResultsStore,
@@ -124,7 +124,7 @@ def run_table(
         for r in store.records(table2.TABLE)
         if r["arch"] == arch
         and r["budget"] == budget.name
-        and r["seed"] == 0
+        and r["seed"] == min(seed_list(seeds))  # one network per ticket: the first seed's
         and (r["criterion"] == "dense" or (r["criterion"] == criterion and r["p"] in densities))
     ]
     removed = {r["p"]: r["removed"] for r in records}
@@ -489,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
                 arch,
                 args.criterion,
                 args.densities or reference.densities(TABLE, arch) or list(DENSITIES),
-                args.seeds,
+                seeds_of(args),
                 budget,
                 data,
                 store,

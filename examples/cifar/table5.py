@@ -31,7 +31,7 @@ from benchmarks._common import shell_command
 from . import distributed, reporting, table2
 from .budgets import Budget
 from .data import CifarData
-from .options import RUNS, add_run_options, add_ticket_options, parser_for, prepare
+from .options import RUNS, Seeds, add_run_options, add_ticket_options, parser_for, prepare, seed_list, seeds_of
 from .reference import Reference, load_reference
 from .reporting import (
     Claim,
@@ -133,7 +133,7 @@ def run_table(
     arch: str,
     criteria: list[str],
     densities: list[int],
-    seeds: int,
+    seeds: Seeds,
     budget: Budget,
     data: CifarData,
     store: ResultsStore,
@@ -161,7 +161,7 @@ def run_table(
         c102 = (x, y, f"CIFAR-10.2 test set ({name}), {len(y)} images")
     plan = [("dense", 0)] + [(c, p) for c in criteria for p in densities]
     done: list[dict[str, Any]] = []
-    for seed in range(seeds):
+    for seed in seed_list(seeds):
         for criterion, p in plan:
             rid = run_id(arch, budget.name, criterion, p, seed)
             previous = store.get(TABLE, rid) if store.has(TABLE, rid) else None
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             args.arch,
             args.criteria,
             args.densities or reference.densities(TABLE, args.arch) or list(DENSITIES),
-            args.seeds,
+            seeds_of(args),
             budget,
             data,
             store,

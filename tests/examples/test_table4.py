@@ -16,6 +16,7 @@ from examples.cifar.store import ResultsStore
 from examples.cifar.train import Schedule
 from residual_prune.models import resnet20
 from tests.examples.test_cifar import _random_data
+from tests.test_data import write_cifar_npz
 
 
 def test_training_memory_counts_weights_three_times_and_activations_per_image() -> None:
@@ -104,3 +105,15 @@ def test_table4_smoke_and_the_generated_page(tmp_path: Path) -> None:
     assert "### resnet20, budget `smoke`, snip tickets (extra: the paper's Table 4 uses grasp)" in table4_part
     assert "### resnet32, the paper's numbers only" in table4_part  # the paper's GraSP rows, ours not run
     assert "**Budget `smoke`, on " in table4_part and "no converged accuracy of resnet20" in table4_part
+
+
+def test_first_seed_trains_and_times_the_seeds_from_there(tmp_path: Path) -> None:
+    npz = write_cifar_npz(tmp_path / "c.npz", train_per_class=16, test_per_class=2)
+    argv = ["--arch", "resnet20", "--densities", "2", "--seeds", "1", "--first-seed", "1", "--budget", "smoke"]
+    argv += ["--data", str(npz), "--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"), "--quiet"]
+    assert table4.main(argv) == 0
+    store = ResultsStore(tmp_path / "results")
+    trained = store.records(table2.TABLE)
+    assert sorted((r["criterion"], r["seed"]) for r in trained) == [("dense", 1), ("grasp", 1)]  # seed 1 only
+    (timing,) = store.records(table4.TABLE)
+    assert set(timing["step_seconds"]) == {"0", "2"}  # timed from seed 1's networks: there is no seed 0
