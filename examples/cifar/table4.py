@@ -119,12 +119,13 @@ def run_table(
     rid = timing_id(arch, budget.name, criterion)
     if store.has(TABLE, rid):
         return None
+    first = min(seed_list(seeds))  # one network per ticket: the first seed's
     records = [
         r
         for r in store.records(table2.TABLE)
         if r["arch"] == arch
         and r["budget"] == budget.name
-        and r["seed"] == min(seed_list(seeds))  # one network per ticket: the first seed's
+        and r["seed"] == first
         and (r["criterion"] == "dense" or (r["criterion"] == criterion and r["p"] in densities))
     ]
     removed = {r["p"]: r["removed"] for r in records}
@@ -244,7 +245,7 @@ def claims(
         runs = [r for r in rows if (r["criterion"], r["p"]) == (criterion, p)]
         paired = [(r, dense[r["seed"]]) for r in runs if r["seed"] in dense]
         alone = [(r, d) for r, d in paired if timed_alone(r) and timed_alone(d)]  # for energy and wall-clock
-        shared = "not timed alone" if paired and not alone else ""
+        shared = SHARED_CELL if paired and not alone else ""
         ticket = f"p={p}"
         found.append(
             Claim(
