@@ -209,7 +209,9 @@ def budgets_section(records: list[dict[str, Any]], results: Path) -> str:
             "measured (no GPU was available)."
         )
     lines += [
-        f"- `cpu-full` runs, in the background and resumable: `{CPU_FULL['table2']}`, then `{CPU_FULL['table4']}`.",
+        f"- `cpu-full` runs, in the background and resumable: `{CPU_FULL['table2']}`, then `{CPU_FULL['table4']}`. "
+        "Costs compare only within one machine: another machine adds `--first-seed K` to train seeds K, K+1, ... "
+        "with a dense run of its own, and Table 4 times those networks there.",
         "",
     ]
     return "\n".join(lines)

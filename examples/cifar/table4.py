@@ -6,8 +6,9 @@ and the activations autograd saves, for one batch of the budget), the energy and
 whole training (codecarbon, offline, region in the record) and its wall-clock; these three only
 from runs that had the CPU to themselves (:func:`.sharing.timed_alone`). Because the recorded
 runs ran one after the other on a machine others may have shared, the training speed-up is also
-measured side by side in this process: SGD steps of the dense network and of every ticket,
-interleaved, after warm-up, medians.
+measured side by side in this process: SGD steps of the dense network and of every ticket as the
+budget trains them (precision, memory format, compilation), interleaved, after warm-up, medians,
+once per machine.
 
 The tickets are GraSP's by default, as the paper's ("unless stated otherwise" after its Table 2), with
 the numbers of removed blocks of the paper's rows (``benchmarks/reference/paper.json``); ``--criterion
@@ -21,6 +22,7 @@ snip`` adds SNIP tickets, reported apart as an extra.
 from __future__ import annotations
 
 import functools
+import re
 import statistics
 from collections.abc import Callable
 from pathlib import Path
@@ -28,14 +30,14 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import shell_command
-from benchmarks.timing import side_by_side, train_step
+from benchmarks._common import machine, shell_command
+from benchmarks.timing import side_by_side
 from residual_prune import find_blocks
 from residual_prune.capture import count_flops
 from residual_prune.models import cifar_resnet
 
 from . import reporting, table2
-from .budgets import Budget
+from .budgets import BUDGETS, Budget
 from .data import CifarData
 from .options import ARCHS, RUNS, Seeds, add_run_options, parser_for, prepare, seed_list, seeds_of
 from .reference import Reference, load_reference
@@ -58,6 +60,7 @@ from .reporting import (
 from .sharing import SHARED, SPREAD, timed_alone, why_shared
 from .store import ResultsStore, provenance_fields
 from .tickets import build
+from .train import Schedule, bf16_is_native, placed, training_step, uses_bf16
 
 TABLE = "table4"
 SHARED_CELL = "not timed alone"  # a cost cell of runs whose wall-clock was not their own (sharing.timed_alone)
@@ -66,31 +69,40 @@ FLOPS_TOLERANCE = 0.5  # points of FLOPs saved within which a printed value is t
 DENSITIES = (1, 3, 5)  # numbers of removed blocks for an arch the paper's Table 4 does not have
 
 
-def timing_id(arch: str, budget: str, criterion: str) -> str:
-    return f"{arch}-{budget}-{criterion}-steps"
+def timing_id(arch: str, budget: str, criterion: str, machine: dict[str, Any]) -> str:
+    """The id of the step timing of ``arch``'s ``criterion`` tickets at ``budget`` on ``machine``: one per machine,
+    whose costs compare only with its own runs (:func:`report`)."""
+    where = re.sub(r"[^a-z0-9]+", "-", hardware({"machine": machine}).lower()).strip("-")
+    return f"{arch}-{budget}-{criterion}-steps-{where}"
 
 
 def measure_steps(
     arch: str,
     removed: dict[int, list[str]],
-    batch_size: int,
+    schedule: Schedule,
     *,
     repeats: int = REPEATS,
     device: torch.device | None = None,
 ) -> dict[int, float]:
-    """Median seconds of one SGD step for the dense network (p = 0) and each ticket, measured side by side (on
-    ``device``, default the CPU; a GPU is synchronised after every step)."""
+    """Median seconds of one SGD step for the dense network (p = 0) and each ticket, measured side by side as
+    ``schedule`` trains them (its batch, precision, memory format, loss and optimizer; compiled if it compiles) on
+    ``device``, default the CPU; a GPU is synchronised after every step."""
     device = device or torch.device("cpu")
-    x = torch.randn(batch_size, 3, 32, 32, device=device)
-    steps = {p: train_step(build(arch, names).to(device), x, 10) for p, names in removed.items()}
-    if device.type == "cuda":
-        steps = {p: _synchronised(step) for p, step in steps.items()}
+    bf16 = uses_bf16(schedule, device)
+    x = torch.randn(schedule.batch_size, 3, 32, 32, device=device)
+    y = torch.arange(schedule.batch_size, device=device) % 10
+    steps = {}
+    for p, names in removed.items():
+        _, step = training_step(placed(build(arch, names), schedule, device), schedule, device, bf16)
+        steps[p] = _synchronised(step, x, y) if device.type == "cuda" else functools.partial(step, x, y)
     return side_by_side(steps, warmup=3, repeats=repeats)
 
 
-def _synchronised(step: Callable[[], Any]) -> Callable[[], Any]:
+def _synchronised(
+    step: Callable[[torch.Tensor, torch.Tensor], Any], x: torch.Tensor, y: torch.Tensor
+) -> Callable[[], Any]:
     def run() -> Any:
-        out = step()
+        out = step(x, y)
         torch.cuda.synchronize()
         return out
 
@@ -112,11 +124,12 @@ def run_table(
     repeats: int = REPEATS,
     device: torch.device | None = None,
 ) -> dict[str, Any] | None:
-    """Train what Table 2's store lacks, then time the training steps side by side (once per arch and budget)."""
+    """Train what Table 2's store lacks, then time the training steps side by side (once per arch, budget and
+    machine: the first seed's networks, as the budget trains them)."""
     table2.run_table(
         arch, [criterion], densities, seeds, budget, data, store, runs=runs, progress=progress, command=command
     )
-    rid = timing_id(arch, budget.name, criterion)
+    rid = timing_id(arch, budget.name, criterion, machine())
     if store.has(TABLE, rid):
         return None
     first = min(seed_list(seeds))  # one network per ticket: the first seed's
@@ -131,15 +144,20 @@ def run_table(
     removed = {r["p"]: r["removed"] for r in records}
     if progress:
         print(f"[table4] timing {len(removed)} networks side by side", flush=True)
-    seconds = measure_steps(arch, removed, budget.schedule.batch_size, repeats=repeats, device=device)
+    device = device or torch.device("cpu")
+    seconds = measure_steps(arch, removed, budget.schedule, repeats=repeats, device=device)
     record = {
         "table": TABLE,
         "run_id": rid,
         "arch": arch,
         "criterion": criterion,
+        "seed": first,
         "batch_size": budget.schedule.batch_size,
+        "precision": "bfloat16 autocast" if budget.schedule.bf16 and bf16_is_native(device) else "float32",
+        "channels_last": budget.schedule.channels_last,
+        "compiled": budget.schedule.compile,
         "threads": torch.get_num_threads(),
-        "device": torch.cuda.get_device_name(device) if device is not None and device.type == "cuda" else "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "repeats": repeats,
         "step_seconds": {str(p): s for p, s in seconds.items()},
         **provenance_fields(budget.name, budget.description, data.source, command),
@@ -319,17 +337,17 @@ def _section(
     for r in rows:
         if r["criterion"] == criterion:
             by_p.setdefault(r["p"], []).append(r)
+    every = [r for runs in by_p.values() for r in runs]
     timed = (
-        f"median of {timing['repeats']} interleaved SGD steps per network on {timing.get('device', 'cpu')}, "
-        f"{timing['threads']} threads "
-        f"(`{timing['command']}`, {timing['date']})"
+        f"median of {timing['repeats']} interleaved SGD steps per network ({_stepped(timing, every)}) on "
+        f"{timing.get('device', 'cpu')}, {timing['threads']} threads (`{timing['command']}`, {timing['date']})"
         if timing
         else f"not timed for {criterion} at this budget (`{command(arch)}` times it)"
     )
     batch = f"{timing['batch_size']} images" if timing else "one training batch of the budget"
     lines = [
         budget_note(
-            [r for runs in by_p.values() for r in runs],
+            every,
             arch,
             [r["accuracy"] for r in dense],
             "Parameters, FLOPs and the counted training memory depend on neither the budget nor the device; energy, "
@@ -337,7 +355,7 @@ def _section(
             "their size.",
         ),
         "",
-        provenance(r for runs in by_p.values() for r in runs),
+        provenance(every),
         "",
         f"Energy and CO2: codecarbon {_codecarbon()} in offline mode for region {d.get('region')}, over the "
         f"training epochs of each run; CPU power {_power(d)}. Training memory: one SGD step on {batch}, counted "
@@ -346,7 +364,7 @@ def _section(
         f"speed-up count only runs that had the CPU to themselves: others took at most {SHARED:.0%} of it (in runs "
         f"made before that was measured: no epoch took over {SPREAD}x as long as the fastest).",
         "",
-        *_shared_note([r for runs in by_p.values() for r in runs]),
+        *_shared_note(every),
         "| p | params | FLOPs | FLOPs saved | training memory, MiB | memory saved | energy, Wh | CO2, g | "
         "speed-up (side by side) | speed-up (recorded) | accuracy, % | difference, pp |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -370,6 +388,21 @@ def _section(
         )
     lines.append("")
     return tuple(lines)
+
+
+def _stepped(timing: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """How a timing's steps computed and whose networks they were; where that is not how ``rows`` trained (the
+    budget's memory format and compilation, each run's precision), a clause that says so."""
+    schedule = BUDGETS[timing["budget"]].schedule if timing["budget"] in BUDGETS else None
+    layout = {True: "channels-last", False: "contiguous"}
+    how = [timing["precision"], layout[timing["channels_last"]], "compiled" if timing["compiled"] else "eager"]
+    text = f"{', '.join(how)}; seed {timing['seed']}'s networks"
+    if schedule is not None:
+        ran = sorted({r.get("precision", "float32") for r in rows})  # records made before it said float32
+        trained = [*ran, layout[schedule.channels_last], "compiled" if schedule.compile else "eager"]
+        if trained != how:
+            text += f"; the runs trained {', '.join(trained)}, so this speed-up is of other steps than theirs"
+    return text
 
 
 def _mean(runs: list[dict[str, Any]], key: str, scale: float) -> str:

@@ -29,7 +29,17 @@ from .cost import EnergyMeter
 from .data import CifarData, normalise
 from .sharing import other_load
 
-__all__ = ["Schedule", "TrainResult", "accuracy", "bf16_is_native", "evaluate", "train"]
+__all__ = [
+    "Schedule",
+    "TrainResult",
+    "accuracy",
+    "bf16_is_native",
+    "evaluate",
+    "placed",
+    "train",
+    "training_step",
+    "uses_bf16",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,6 +150,58 @@ def bf16_is_native(device: torch.device) -> bool:
         return False
 
 
+def uses_bf16(schedule: Schedule, dev: torch.device) -> bool:
+    """Whether ``schedule`` trains in bfloat16 autocast on ``dev``: it asks for it and ``dev`` computes bfloat16
+    natively; a warning says when it asks and ``dev`` does not (the run is then float32)."""
+    if schedule.bf16 and not bf16_is_native(dev):
+        warnings.warn(
+            f"this {dev.type} has no native bfloat16, so the schedule's bfloat16 autocast is off and the run trains in "
+            "float32 (emulated bfloat16 is over 10x slower); its record says float32",
+            stacklevel=3,
+        )
+        return False
+    return schedule.bf16
+
+
+def placed(model: nn.Module, schedule: Schedule, dev: torch.device) -> nn.Module:
+    """``model`` moved to ``dev`` in place, in the schedule's memory format."""
+    model.to(dev)
+    return model.to(memory_format=torch.channels_last) if schedule.channels_last else model
+
+
+def training_step(
+    model: nn.Module, schedule: Schedule, dev: torch.device, bf16: bool, *, net: nn.Module | None = None
+) -> tuple[torch.optim.SGD, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """The optimizer of ``model`` (placed on ``dev``, :func:`placed`) and one SGD step as ``schedule`` trains:
+    ``step(x, y)`` moves the batch to ``dev`` in the schedule's memory format, runs ``net`` (default ``model``;
+    compiled if the schedule compiles) in bfloat16 autocast if ``bf16``, the label-smoothed cross-entropy in
+    float32, backward and the update, and returns the batch's mean loss (detached, on ``dev``)."""
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=schedule.lr,
+        momentum=schedule.momentum,
+        weight_decay=schedule.weight_decay,
+        nesterov=schedule.nesterov,
+    )
+    forward = net if net is not None else model
+    if schedule.compile:
+        forward = torch.compile(forward)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = x.to(dev, non_blocking=True)
+        if schedule.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = forward(x)
+        loss = F.cross_entropy(logits.float(), y.to(dev, non_blocking=True), label_smoothing=schedule.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return optimizer, step
+
+
 def resumed_state(
     last: Path | None, setting: dict[str, Any], model: nn.Module, optimizer: Any, generator: torch.Generator
 ) -> dict[str, Any] | None:
@@ -186,28 +248,12 @@ def train(
     ``theta_<start_epoch>``.
     """
     dev = distributed.device()
-    bf16 = schedule.bf16 and bf16_is_native(dev)
-    if schedule.bf16 and not bf16:
-        warnings.warn(
-            f"this {dev.type} has no native bfloat16, so the schedule's bfloat16 autocast is off and the run trains in "
-            "float32 (emulated bfloat16 is over 10x slower); its record says float32",
-            stacklevel=2,
-        )
+    bf16 = uses_bf16(schedule, dev)
     precision = "bfloat16 autocast" if bf16 else "float32"
-    model.to(dev)
-    if schedule.channels_last:
-        model.to(memory_format=torch.channels_last)
-    net = distributed.wrap(model)
+    placed(model, schedule, dev)
+    optimizer, sgd_step = training_step(model, schedule, dev, bf16, net=distributed.wrap(model))
     if not distributed.is_main():  # only the first process writes checkpoints and measures energy
         checkpoint_dir, meter = None, None
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=schedule.lr,
-        momentum=schedule.momentum,
-        weight_decay=schedule.weight_decay,
-        nesterov=schedule.nesterov,
-    )
-    forward = torch.compile(net) if schedule.compile else net
     generator = torch.Generator(device=data.train_x.device).manual_seed(seed)
     start, history, seconds = start_epoch, [], 0.0
     last = checkpoint_dir / "last.pt" if checkpoint_dir else None
@@ -244,19 +290,8 @@ def train(
             for step, (x, y) in enumerate(bar):
                 for group in optimizer.param_groups:
                     group["lr"] = schedule.lr_at(epoch, step, steps)
-                x, y = distributed.share(x, y)
-                x = x.to(dev, non_blocking=True)
-                if schedule.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                    logits = forward(x)
-                loss = F.cross_entropy(
-                    logits.float(), y.to(dev, non_blocking=True), label_smoothing=schedule.label_smoothing
-                )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total, count = total + loss.detach() * len(y), count + len(y)
+                loss = sgd_step(*distributed.share(x, y))
+                total, count = total + loss * len(y), count + len(y)
             mean_loss = float(total) / max(count, 1)  # waits for the device
         took = time.perf_counter() - began
         seconds += took

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from examples.cifar import cka, table2
 from examples.cifar import train as train_module
 from examples.cifar.budgets import BUDGETS
 from examples.cifar.data import PAD, CifarData, augment
 from examples.cifar.store import ResultsStore
-from examples.cifar.train import Schedule, train
+from examples.cifar.train import Schedule, placed, train, training_step
 from residual_prune.models import resnet20
 from tests.test_data import write_cifar_npz
 
@@ -160,6 +162,30 @@ def test_bf16_autocast_runs_only_where_the_device_has_native_bfloat16(tmp_path: 
     seen.clear()
     native = train(model, data, schedule, seed=0, progress=False)
     assert native.precision == "bfloat16 autocast" and torch.bfloat16 in seen
+
+
+def test_a_training_step_is_the_schedules() -> None:
+    """Channels-last input, the label-smoothed cross-entropy and Nesterov SGD with weight decay, as written by hand."""
+    cpu = torch.device("cpu")
+    schedule = Schedule(epochs=1, lr=0.1, weight_decay=5e-4, nesterov=True, label_smoothing=0.1, channels_last=True)
+    torch.manual_seed(0)
+    model = resnet20()
+    by_hand = copy.deepcopy(model)
+    x, y = torch.randn(4, 3, 32, 32), torch.arange(4)
+    layouts: list[bool] = []
+    model.conv1.register_forward_pre_hook(
+        lambda m, a: layouts.append(a[0].is_contiguous(memory_format=torch.channels_last))
+    )
+    _, step = training_step(placed(model, schedule, cpu), schedule, cpu, bf16=False)
+    loss = step(x, y)
+    optimizer = torch.optim.SGD(by_hand.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    expected = F.cross_entropy(by_hand(x), y, label_smoothing=0.1)
+    expected.backward()
+    optimizer.step()
+    assert layouts == [True] and model.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(loss, expected.detach())
+    for (name, got), want in zip(model.named_parameters(), by_hand.parameters(), strict=True):
+        torch.testing.assert_close(got, want, msg=name)
 
 
 def test_a_checkpoint_of_another_setting_is_not_resumed(tmp_path: Path) -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from examples.cifar import paper_tables, table2, table4
+from examples.cifar import paper_tables, table2, table4, tickets
+from examples.cifar import store as store_module
 from examples.cifar.budgets import BUDGETS
 from examples.cifar.cost import EnergyMeter, training_memory
 from examples.cifar.reporting import trained_on
@@ -65,6 +66,8 @@ def test_table4_smoke_and_the_generated_page(tmp_path: Path) -> None:
         repeats=2,
     )
     assert set(record["step_seconds"]) == {"0", "1", "3"} and all(s > 0 for s in record["step_seconds"].values())
+    how = (record["seed"], record["precision"], record["channels_last"], record["compiled"])
+    assert how == (0, "float32", False, False)  # as the smoke budget trains
     trained = store.records(table2.TABLE)
     assert sorted(r["p"] for r in trained) == [0, 1, 3]
     for r in trained:
@@ -73,6 +76,7 @@ def test_table4_smoke_and_the_generated_page(tmp_path: Path) -> None:
     text = table4.report(trained, store.records(table4.TABLE))
     assert "### resnet20, budget `smoke`, snip tickets" in text and "| 3 |" in text and "region USA" in text
     assert "trained on" not in text  # one machine, no need to say
+    assert "(float32, contiguous, eager; seed 0's networks) on cpu" in text  # as the smoke budget trains
     # runs of another machine and precision: a section of their own, whose costs compare only with its own dense run
     elsewhere = {"machine": {"cpu": "Other CPU", "cores": 2}, "precision": "bfloat16 autocast", "seed": 1}
     slower = [
@@ -117,3 +121,37 @@ def test_first_seed_trains_and_times_the_seeds_from_there(tmp_path: Path) -> Non
     assert sorted((r["criterion"], r["seed"]) for r in trained) == [("dense", 1), ("grasp", 1)]  # seed 1 only
     (timing,) = store.records(table4.TABLE)
     assert set(timing["step_seconds"]) == {"0", "2"}  # timed from seed 1's networks: there is no seed 0
+
+
+def test_steps_are_timed_as_the_budget_trains_once_per_machine(tmp_path: Path, monkeypatch) -> None:
+    schedule = Schedule(epochs=1, batch_size=8, label_smoothing=0.1, channels_last=True)
+    budget = dataclasses.replace(BUDGETS["smoke"], name="cpu-full", schedule=schedule)
+    layouts: list[bool] = []
+
+    def build(arch: str, removed: list[str]) -> nn.Module:
+        model = tickets.build(arch, removed)
+        model.conv1.register_forward_pre_hook(
+            lambda m, a: layouts.append(a[0].is_contiguous(memory_format=torch.channels_last))
+        )
+        return model
+
+    monkeypatch.setattr(table4, "build", build)
+    store = ResultsStore(tmp_path / "results")
+    args = ("resnet20", "grasp", [2], 1, budget, _random_data(train=16, test=8), store)
+    run = dict(runs=tmp_path / "runs", progress=False, repeats=1)
+    first = table4.run_table(*args, **run)
+    assert layouts and all(layouts) and first["channels_last"] and first["precision"] == "float32"
+    assert table4.run_table(*args, **run) is None  # timed on this machine already
+    other = {"cpu": "Other CPU", "cores": 4}
+    for module in (table4, store_module):
+        monkeypatch.setattr(module, "machine", lambda: other)
+    second = table4.run_table(*args, **run)  # another machine times its own
+    assert second["machine"] == other and second["run_id"].endswith("-grasp-steps-other-cpu-4-cores")
+    assert len(store.records(table4.TABLE)) == 2
+    # a timing that does not step as the runs trained says so
+    trained = [{**r, "other_load": 0.0} for r in store.records(table2.TABLE)]
+    text = table4.report(trained, [first])
+    assert "(float32, channels-last, eager; seed 0's networks) on cpu" in text
+    bf16 = [{**r, "precision": "bfloat16 autocast"} for r in trained]
+    text = table4.report(bf16, [first])
+    assert "; the runs trained bfloat16 autocast, channels-last, eager, so this speed-up is of other steps" in text
