@@ -18,7 +18,7 @@ from .cost import EnergyMeter, training_memory
 from .data import CifarData
 from .train import train
 
-__all__ = ["build", "load_trained", "run_id", "train_measured"]
+__all__ = ["batch_of", "build", "load_trained", "run_id", "train_measured"]
 
 
 def run_id(arch: str, budget: str, criterion: str, p: int, seed: int) -> str:
@@ -60,6 +60,14 @@ def load_trained(record: dict[str, Any], runs: Path) -> nn.Module:
     return model.eval()
 
 
+def batch_of(batch: tuple[torch.Tensor, torch.Tensor], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images and their labels: those of ``batch`` from the first, repeated as often as needed (a counted
+    training memory depends on the batch's shape only, so a calibration batch stands for a training batch)."""
+    x, y = batch
+    index = torch.arange(n) % len(y)
+    return x[index], y[index]  # new tensors of n images: the count reads storages
+
+
 def train_measured(
     model: nn.Module,
     data: CifarData,
@@ -74,13 +82,12 @@ def train_measured(
     start_epoch: int = 0,
 ) -> dict[str, Any]:
     """Train ``model`` with the budget (see :func:`.train.train`); the record fields of the network and its run:
-    parameters, FLOPs (fvcore's convention, one 32x32 image), training memory (one step on the first images of
-    ``batch``), the energy region, and the training result."""
-    n = budget.schedule.batch_size
+    parameters, FLOPs (fvcore's convention, one 32x32 image), training memory (one step on a batch of the budget's
+    size made of the images of ``batch``: :func:`batch_of`), the energy region, and the training result."""
     fields = {
         "params": sum(q.numel() for q in model.parameters()),
         "flops": count_flops(model, torch.zeros(1, 3, 32, 32)),
-        "training_memory": training_memory(model, batch[0][:n], batch[1][:n]),
+        "training_memory": training_memory(model, *batch_of(batch, budget.schedule.batch_size)),
         "region": meter.country if meter else None,
     }
     result = train(

@@ -35,6 +35,16 @@ def test_training_memory_counts_weights_three_times_and_activations_per_image() 
     assert not model.training and all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
+def test_training_memory_is_counted_on_a_batch_of_the_budgets_size() -> None:
+    x, y = torch.randn(3, 3, 32, 32), torch.tensor([4, 5, 6])
+    bigger, smaller = tickets.batch_of((x, y), 7), tickets.batch_of((x, y), 2)
+    assert torch.equal(bigger[0][3:6], x) and bigger[1].tolist() == [4, 5, 6, 4, 5, 6, 4]
+    assert torch.equal(smaller[0], x[:2]) and smaller[1].tolist() == [4, 5]
+    model = resnet20()  # the count depends on the shape only: repeated images count as other images do
+    repeated = training_memory(model, *bigger)
+    assert repeated == training_memory(model, torch.randn(7, 3, 32, 32), torch.arange(7) % 10)
+
+
 def test_training_memory_of_a_linear_layer_is_its_input() -> None:
     model = nn.Sequential(nn.Flatten(0, -1), nn.Linear(6, 10))  # one image: saves its input and the log-softmax
     mem = training_memory(model, torch.randn(6), torch.tensor(3))
