@@ -98,8 +98,15 @@ def _over_seeds(groups: list[list[float]]) -> tuple[list[float], list[float]]:
     return ([statistics.mean(g) for g in groups], [statistics.stdev(g) if len(g) > 1 else 0.0 for g in groups])
 
 
-def plot_differences(records: list[dict[str, Any]], out: Path) -> list[Path]:
-    """Per arch and budget: ticket - dense accuracy (mean, std over seeds) against p, one line per criterion."""
+def paper_differences(reference: Reference, arch: str, criterion: str) -> dict[int, float]:
+    """The paper's Table 2 differences to dense of ``arch``'s ``criterion`` tickets, by p (empty where none)."""
+    rows = reference.of(table2.TABLE, arch)
+    return {p: v["difference"] for (c, p), v in rows.items() if c == criterion and p is not None and "difference" in v}
+
+
+def plot_differences(records: list[dict[str, Any]], out: Path, reference: Reference) -> list[Path]:
+    """Per arch and budget: ticket - dense accuracy (mean, std over seeds) against p, one line per criterion, and
+    the paper's Table 2 numbers of the same criterion and arch beside it (dashed, hollow markers)."""
     plt = _pyplot()
     paths = []
     for (arch, budget), rows in by_setting(records).items():
@@ -115,7 +122,19 @@ def plot_differences(records: list[dict[str, Any]], out: Path) -> list[Path]:
         for criterion, points in sorted(curves.items()):
             ps = sorted(points)
             means, stds = _over_seeds([points[p] for p in ps])
-            ax.errorbar(ps, means, yerr=stds, marker="o", capsize=3, label=criterion)
+            line = ax.errorbar(ps, means, yerr=stds, marker="o", capsize=3, label=f"{criterion}, ours")
+            paper = paper_differences(reference, arch, criterion)
+            if paper:
+                colour = line.lines[0].get_color()
+                ax.plot(
+                    sorted(paper),
+                    [paper[p] for p in sorted(paper)],
+                    ls="--",
+                    marker="o",
+                    mfc="none",
+                    color=colour,
+                    label=f"{criterion}, paper",
+                )
         ax.set(xlabel="blocks removed (p)", ylabel="accuracy - dense (pp)", title=f"{arch}, budget {budget}")
         ax.set_xticks(sorted({p for c in curves.values() for p in c}))
         ax.legend(fontsize=8)
@@ -239,7 +258,7 @@ def generate(results: Path = RESULTS, doc: Path = DOC, reference: Path = REFEREN
     plots = plot_rewinds(t1, img) + plot_block_scores(t1, img, "table1")
     parts += [f"![{path.stem}](img/{path.name})\n" for path in plots]
     parts.append(table2.report(t2, paper))
-    plots = plot_differences(t2, img) + plot_block_scores(t2, img, "table2")
+    plots = plot_differences(t2, img, paper) + plot_block_scores(t2, img, "table2")
     parts += [f"![{path.stem}](img/{path.name})\n" for path in plots]
     parts.append(cka_section(tc, paper))
     parts.append(table3.report(t2, t3, paper))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from examples.cifar import paper_tables, table4
 from examples.cifar.options import RESULTS
+from examples.cifar.reference import load_reference
 
 TABLES = [f"## Table {n}" for n in range(1, 6)]
 PAPER_COLUMN = "| ticket | measure | paper | paper's verdict | ours | seeds | our verdict | claim |"
@@ -97,3 +98,11 @@ def test_the_budgets_section_says_where_the_gpu_command_stands(tmp_path: Path) -
     section = paper_tables.budgets_section([], results)
     assert "trained 16 networks in 7.0 minutes (7.5 with the step timings) on NVIDIA H100" in section
     assert "not yet measured" not in section
+
+
+def test_table2_plots_draw_the_papers_differences_beside_ours() -> None:
+    paper = load_reference()
+    assert paper_tables.paper_differences(paper, "resnet32", "snip") == {1: 0.08, 2: 0.0, 3: -0.5, 4: -0.53, 5: -1.0}
+    assert paper_tables.paper_differences(paper, "resnet32", "grasp")[2] == 0.72
+    assert paper_tables.paper_differences(paper, "resnet56", "grasp") == {}  # the paper's Table 2 is ResNet-32's
+    assert paper_tables.paper_differences(paper, "resnet32", "random") == {}
