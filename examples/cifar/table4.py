@@ -60,7 +60,7 @@ from .reporting import (
 from .sharing import SHARED, SPREAD, timed_alone, why_shared
 from .store import ResultsStore, provenance_fields
 from .tickets import build
-from .train import Schedule, bf16_is_native, placed, training_step, uses_bf16
+from .train import Schedule, placed, training_step, uses_bf16
 
 TABLE = "table4"
 SHARED_CELL = "not timed alone"  # a cost cell of runs whose wall-clock was not their own (sharing.timed_alone)
@@ -80,18 +80,17 @@ def measure_steps(
     arch: str,
     removed: dict[int, list[str]],
     schedule: Schedule,
+    device: torch.device,
+    bf16: bool,
     *,
     repeats: int = REPEATS,
-    device: torch.device | None = None,
 ) -> dict[int, float]:
-    """Median seconds of one SGD step for the dense network (p = 0) and each ticket, measured side by side as
-    ``schedule`` trains them (its batch, precision, memory format, loss and optimizer; compiled if it compiles) on
-    ``device``, default the CPU; a GPU is synchronised after every step."""
-    device = device or torch.device("cpu")
-    bf16 = uses_bf16(schedule, device)
+    """Median seconds of one SGD step for the dense network (p = 0) and each ticket, measured side by side on
+    ``device`` as ``schedule`` trains them (:func:`.train.training_step`: its batch, memory format, loss, optimizer
+    and compilation; bfloat16 autocast if ``bf16``); a GPU is synchronised after every step."""
     x = torch.randn(schedule.batch_size, 3, 32, 32, device=device)
     y = torch.arange(schedule.batch_size, device=device) % 10
-    steps = {}
+    steps: dict[int, Callable[[], Any]] = {}
     for p, names in removed.items():
         _, step = training_step(placed(build(arch, names), schedule, device), schedule, device, bf16)
         steps[p] = _synchronised(step, x, y) if device.type == "cuda" else functools.partial(step, x, y)
@@ -145,7 +144,8 @@ def run_table(
     if progress:
         print(f"[table4] timing {len(removed)} networks side by side", flush=True)
     device = device or torch.device("cpu")
-    seconds = measure_steps(arch, removed, budget.schedule, repeats=repeats, device=device)
+    bf16 = uses_bf16(budget.schedule, device)
+    seconds = measure_steps(arch, removed, budget.schedule, device, bf16, repeats=repeats)
     record = {
         "table": TABLE,
         "run_id": rid,
@@ -153,7 +153,7 @@ def run_table(
         "criterion": criterion,
         "seed": first,
         "batch_size": budget.schedule.batch_size,
-        "precision": "bfloat16 autocast" if budget.schedule.bf16 and bf16_is_native(device) else "float32",
+        "precision": "bfloat16 autocast" if bf16 else "float32",
         "channels_last": budget.schedule.channels_last,
         "compiled": budget.schedule.compile,
         "threads": torch.get_num_threads(),
