@@ -361,8 +361,8 @@ def _section(
         f"training epochs of each run; CPU power {_power(d)}. Training memory: one SGD step on {batch}, counted "
         f"(weights, gradients, momentum, saved activations). Side-by-side speed-up: {timed}. Recorded speed-up: "
         "total training wall-clock of the runs, measured one after the other. Energy, CO2 and the recorded "
-        f"speed-up count only runs that had the CPU to themselves: others took at most {SHARED:.0%} of it (in runs "
-        f"made before that was measured: no epoch took over {SPREAD}x as long as the fastest).",
+        f"speed-up count only runs that had the CPU to themselves: others took at most {SHARED:.0%} of it in every "
+        f"epoch (in runs made before that was measured: no epoch took over {SPREAD}x as long as the fastest).",
         "",
         *_shared_note(every),
         "| p | params | FLOPs | FLOPs saved | training memory, MiB | memory saved | energy, Wh | CO2, g | "
