@@ -183,7 +183,7 @@ def training_step(
         weight_decay=schedule.weight_decay,
         nesterov=schedule.nesterov,
     )
-    forward = net if net is not None else model
+    forward: Callable[..., torch.Tensor] = net if net is not None else model
     if schedule.compile:
         forward = torch.compile(forward)
 
