@@ -342,11 +342,12 @@ def command(table: str, arch: str, options: str = "") -> str:
     return f"python -m examples.cifar.{table} --arch {arch} {options + ' ' if options else ''}--budget BUDGET"
 
 
-def paper_only(arch: str, claims: Sequence[Claim], run: str) -> Section:
-    """The section of an arch the paper has and our store has not: the paper's column alone, and how to fill ours."""
+def paper_only(arch: str, claims: Sequence[Claim], run: str, missing: str = "runs") -> Section:
+    """The section of an arch the paper has and our store has not (``missing``: what of ours the paper's numbers
+    would compare with, e.g. its criterion's tickets): the paper's column alone, and how to fill ours."""
     return Section(
         f"{arch}, the paper's numbers only",
-        (f"No runs of ours for {arch} yet: `{run}` makes them.", ""),
+        (f"No {missing} of ours for {arch} yet: `{run}` makes them.", ""),
         tuple(claims),
         run,
     )

@@ -465,7 +465,7 @@ def report(trained: list[dict[str, Any]], timings: list[dict[str, Any]], referen
                     ran.add(arch)
                 sections.append(Section(title, body, tuple(found), command(arch), convergence(arch, dense)))
     sections += [
-        paper_only(arch, claims(reference, arch, [], None), command(arch))
+        paper_only(arch, claims(reference, arch, [], None), command(arch), f"{paper} tickets")
         for arch in reference.arches(TABLE)
         if arch not in ran
     ]
