@@ -54,7 +54,8 @@ def literature(reference: Reference, path: Path) -> str:
             "*faster* when its speed-up is at least 1. Our verdict comes from our seeds: decided when the mean lies "
             "further from that threshold than the seed spread (one standard deviation over seeds), *undecided* when "
             "it does not and with one seed (no spread to judge by); counted quantities (FLOPs, parameters, memory) "
-            f"decide from their value, and FLOPs saved must match the paper's within {table4.FLOPS_TOLERANCE} pp. "
+            "and the side-by-side speed-up (the median of interleaved steps, *timed* in the seeds column) decide "
+            f"from their value, and FLOPs saved must match the paper's within {table4.FLOPS_TOLERANCE} pp. "
             "A claim is *reproduced* when both verdicts agree, *contradicted* when they differ, *undecided* when "
             "ours is, *not run* when we have no record for it.",
             "",

@@ -132,7 +132,8 @@ class Claim:
     """One of the paper's numbers next to ours: ``paper`` (None where the paper prints none) and ``ours``, one value
     per seed (empty where not run); ``exact`` for a counted quantity that one value decides. With ``tolerance``,
     the claim is the number itself (ours within ``tolerance`` of the paper's), not its side of the threshold.
-    ``excluded``: why the runs there are do not count (``ours`` then empty): the claim is undecided, not unrun."""
+    ``excluded``: why the runs there are do not count (``ours`` then empty): the claim is undecided, not unrun.
+    ``basis``: how an ``exact`` value was obtained, shown in place of the number of seeds."""
 
     ticket: str
     measure: str
@@ -145,6 +146,7 @@ class Claim:
     missing: str = "not run"
     paper_missing: str = "not printed"
     excluded: str = ""
+    basis: str = "counted"
 
     @property
     def paper_verdict(self) -> str:
@@ -214,7 +216,7 @@ def comparison(claims: Sequence[Claim]) -> list[str]:
     ]
     for c in claims:
         paper = c.paper_missing if c.paper is None else c.format(c.paper)
-        seeds = "counted" if c.exact and c.ours else str(len(c.ours)) if c.ours else ""
+        seeds = c.basis if c.exact and c.ours else str(len(c.ours)) if c.ours else ""
         lines.append(
             f"| {c.ticket} | {c.measure} | {paper} | {c.paper_verdict} | {c.ours_cell} | {seeds} | "
             f"{c.our_verdict} | {c.status} |"

@@ -310,7 +310,14 @@ def claims(
         )
         if p in step and 0 in step:
             speed = Claim(
-                ticket, "speed-up (side by side)", values.get("speedup"), (step[0] / step[p],), FASTER, "x", exact=True
+                ticket,
+                "speed-up (side by side)",
+                values.get("speedup"),
+                (step[0] / step[p],),
+                FASTER,
+                "x",
+                exact=True,
+                basis="timed",
             )
         else:
             recorded = tuple(d["train_seconds"] / r["train_seconds"] for r, d in alone)

@@ -107,6 +107,10 @@ def test_counted_and_cost_claims() -> None:
     assert close.status == REPRODUCED and close.our_verdict == "matches (within 0.5)"
     memory = Claim("p=1", "memory saved", 10.13, (10.33,), SAVES, "%", exact=True)  # counted: one value decides
     assert memory.status == REPRODUCED and memory.ours_cell == "10.33%"
+    timed = Claim("p=1", "speed-up (side by side)", 1.10, (1.06,), FASTER, "x", exact=True, basis="timed")
+    rows = comparison([memory, timed])
+    assert "| 10.33% | counted | saves | reproduced |" in rows[2]
+    assert "| 1.06x | timed | faster | reproduced |" in rows[3]  # a median of steps, not a count
     slower = Claim("p=1", "speed-up", 1.10, (0.95, 0.97, 0.96), FASTER, "x")
     assert slower.paper_verdict == "faster" and slower.our_verdict == "slower" and slower.status == CONTRADICTED
     assert slower.ours_cell == "0.96 ± 0.01x" and slower.format(1.1) == "1.10x"
