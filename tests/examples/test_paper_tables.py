@@ -55,7 +55,8 @@ def test_an_arch_without_the_papers_tickets_shows_the_papers_column_alone(tmp_pa
     four = _tables(paper_tables.generate(results, tmp_path / "paper_tables.md"))["## Table 4"]
     alone = four[four.index("### resnet56, the paper's numbers only") :]
     # our SNIP ResNet-56 runs exist, so the section names what is missing: the paper's criterion's tickets
-    assert "No grasp tickets of ours for resnet56 yet: `python -m examples.cifar.table4 --arch resnet56" in alone
+    run = "`python -m examples.cifar.table4 --arch resnet56 --budget BUDGET` makes them."
+    assert f"No grasp tickets of ours for resnet56 yet: {run}" in alone
     assert PAPER_COLUMN in alone and "| p=12 | FLOPs saved | 45.00% | saves | not run |" in alone
     assert "### resnet56, budget `cpu`, snip tickets (extra: the paper's Table 4 uses grasp)" in four
 
